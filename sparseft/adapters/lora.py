@@ -1,0 +1,86 @@
+"""LoRA: a rank-r delta ``scale * A @ B`` per matrix-shaped block.
+
+Covered block kinds: every matrix block, i.e. each irreps-path block of an e3nn
+``o3.Linear`` (embedding-free linears: ``linear_up``, ``linear``, ``product_linear``,
+``readout``, ``skip`` when it is a linear), each (path, element) matrix of ``skip_tp``,
+and the layers of the radial MLPs (``radial``, ``density``). A path block maps
+``mul_in`` channels of one irrep to ``mul_out`` channels of the same irrep, so a
+low-rank factorisation of it is itself an equivariant map.
+
+Not covered, skipped when a selector includes them: vectors (biases, layer norms, the
+per-element rows of the embedding) have no low-rank form, and symmetric-contraction
+blocks (coupling paths x channels, often 1-4 rows) are already tiny per element; use a
+sparse or freeze adapter for those. Blocks narrower than the rank get rank
+``min(rank, rows, cols)``.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+
+from .._compat import torch
+from .base import AdapterConfig, BlockPart
+
+LORA_KINDS = ("linear_up", "linear", "skip", "product_linear", "readout", "radial", "density")
+
+
+@dataclass(frozen=True)
+class LoRAConfig(AdapterConfig):
+    """``rank`` of each block's delta; ``scale`` multiplies ``A @ B``; ``seed`` for A's init."""
+
+    method = "lora"
+    rank: int = 4
+    scale: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.rank < 1:
+            raise ValueError(f"lora.rank must be >= 1, got {self.rank}")
+
+
+def lora_applicable(block) -> bool:
+    """Whether LoRA can adapt ``block`` (a matrix of a covered kind)."""
+    return block.kind in LORA_KINDS and block.matrix_shape is not None
+
+
+class LoRAPart(BlockPart):
+    """A (rows x r) and B (r x cols) per block; B starts at zero so the delta starts at zero."""
+
+    def __init__(self, blocks, dtype, device, rank: int, scale: float, seed: int):
+        super().__init__(blocks)
+        self.scale = scale
+        generator = torch.Generator().manual_seed(seed)
+        self.A = torch.nn.ParameterList()
+        self.B = torch.nn.ParameterList()
+        for b in blocks:
+            rows, cols = b.matrix_shape
+            r = min(rank, rows, cols)
+            a = torch.randn(rows, r, generator=generator, dtype=torch.float64) / math.sqrt(r)
+            self.A.append(torch.nn.Parameter(a.to(dtype=dtype, device=device)))
+            self.B.append(torch.nn.Parameter(torch.zeros(r, cols, dtype=dtype, device=device)))
+
+    def values(self) -> torch.Tensor:
+        return torch.cat([(a @ b).reshape(-1) for a, b in zip(self.A, self.B)]) * self.scale
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for i, (a, b) in enumerate(zip(self.A, self.B)):
+            out[f"{i}.A"] = a.detach().cpu()
+            out[f"{i}.B"] = b.detach().cpu()
+        return out
+
+    @torch.no_grad()
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor], where: str) -> None:
+        for i, (a, b) in enumerate(zip(self.A, self.B)):
+            for key, p in ((f"{i}.A", a), (f"{i}.B", b)):
+                t = tensors.get(key)
+                if t is None or t.shape != p.shape:
+                    raise ValueError(f"{where}: expected '{key}' of shape {tuple(p.shape)} ({self.blocks[i].name})")
+                p.copy_(t.to(p))
+
+
+def make_part(config: LoRAConfig, blocks, dtype, device) -> LoRAPart:
+    seed = config.seed + (zlib.crc32(blocks[0].param.encode()) if blocks else 0)
+    return LoRAPart(blocks, dtype, device, config.rank, config.scale, seed)

@@ -1,0 +1,107 @@
+"""L1-promoted sparse delta: most selected weights stay exactly at their pretrained value.
+
+Training adds ``l1 * |delta|`` through a proximal (soft-threshold) step after each
+optimiser step (:meth:`SparsePart.proximal_step`), which sets small entries to exact
+zeros. :meth:`SparsePart.fix_support` then fixes the support (a mask) for retraining
+only the surviving entries. Files store only the non-zero (or in-support) entries as
+parameter-flat indices + values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .._compat import torch
+from .base import AdapterConfig, BlockPart
+
+
+@dataclass(frozen=True)
+class SparseConfig(AdapterConfig):
+    """``l1``: strength of the L1 penalty on the delta (per unit of learning rate in the prox step)."""
+
+    method = "sparse"
+    l1: float = 1e-4
+
+    def __post_init__(self):
+        if self.l1 < 0:
+            raise ValueError(f"sparse.l1 must be >= 0, got {self.l1}")
+
+
+class SparsePart(BlockPart):
+    """A delta entry per selected weight, kept sparse by proximal steps or a fixed mask."""
+
+    def __init__(self, blocks, dtype, device, l1: float):
+        super().__init__(blocks)
+        self.l1 = l1
+        self.delta = torch.nn.Parameter(torch.zeros(self.index.numel(), dtype=dtype, device=device))
+        self.register_buffer("mask", None, persistent=False)
+
+    def values(self) -> torch.Tensor:
+        return self.delta if self.mask is None else self.delta * self.mask
+
+    @torch.no_grad()
+    def proximal_step(self, lr: float, l1: float | None = None) -> None:
+        """Soft-threshold: ``delta <- sign(delta) * max(|delta| - lr*l1, 0)``; re-applies the mask."""
+        threshold = lr * (self.l1 if l1 is None else l1)
+        if threshold > 0 and self.mask is None:
+            self.delta.copy_(torch.sign(self.delta) * torch.clamp(self.delta.abs() - threshold, min=0))
+        if self.mask is not None:
+            self.delta.mul_(self.mask)
+
+    def l1_penalty(self) -> torch.Tensor:
+        """``l1 * sum |delta|`` (for logging, or for sub-gradient training instead of prox)."""
+        return self.l1 * self.values().abs().sum()
+
+    def nonzero(self) -> torch.Tensor:
+        """Bool vector: which entries differ from the pretrained weight."""
+        return self.values().detach() != 0
+
+    @torch.no_grad()
+    def set_mask(self, keep: torch.Tensor) -> None:
+        """Fix the support to ``keep`` (bool vector); entries outside it become zero and stay zero."""
+        self.mask = keep.to(self.delta.dtype)
+        self.delta.mul_(self.mask)
+
+    def clear_mask(self) -> None:
+        self.mask = None
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Only the entries that are non-zero or inside a fixed support: positions + values."""
+        keep = self.nonzero() if self.mask is None else self.mask.bool()
+        positions = torch.nonzero(keep).reshape(-1)
+        out = {
+            "indices": self.index[positions].to(torch.int32).cpu(),
+            "values": self.delta.detach()[positions].cpu(),
+        }
+        if self.mask is not None:
+            out["support"] = self.index[positions].to(torch.int32).cpu()
+        return out
+
+    @torch.no_grad()
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor], where: str) -> None:
+        indices, values = tensors.get("indices"), tensors.get("values")
+        if indices is None or values is None or indices.shape != values.shape or indices.dim() != 1:
+            raise ValueError(f"{where}: expected 1-D 'indices' and 'values' of equal length")
+        positions = self._positions(indices.long(), where)
+        self.delta.zero_()
+        self.delta[positions] = values.to(self.delta)
+        if "support" in tensors:
+            keep = torch.zeros_like(self.delta, dtype=torch.bool)
+            keep[self._positions(tensors["support"].long(), where)] = True
+            self.set_mask(keep)
+        else:
+            self.clear_mask()
+
+    def _positions(self, flat_indices: torch.Tensor, where: str) -> torch.Tensor:
+        """Map parameter-flat indices to positions in ``delta``; error for indices outside the selection."""
+        size = int(self.index.max()) + 1 if self.index.numel() else 0
+        lookup = torch.full((max(size, 1),), -1, dtype=torch.long)
+        lookup[self.index.cpu()] = torch.arange(self.index.numel())
+        flat = flat_indices.cpu()
+        if flat.numel() and (flat.min() < 0 or flat.max() >= size or (lookup[flat] < 0).any()):
+            raise ValueError(f"{where}: stored indices fall outside the adapter's selected blocks")
+        return lookup[flat].to(self.delta.device)
+
+
+def make_part(config: SparseConfig, blocks, dtype, device) -> SparsePart:
+    return SparsePart(blocks, dtype, device, config.l1)

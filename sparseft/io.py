@@ -1,0 +1,192 @@
+"""Adapter directories: ``sparseft.json`` + ``adapter.safetensors``; no pickle anywhere.
+
+``sparseft.json`` holds the format version, package versions, adapter configs, the
+base model's fingerprint, the sha256 of the tensor file and one reference prediction
+of the adapted model on a canonical structure. Tensors are keyed
+``<adapter>/<parameter name>/<tensor>`` (sparse: ``indices`` + ``values``; LoRA:
+``<block>.A``/``<block>.B``; freeze: ``values``). Loading checks the fingerprint, the
+file hash and the reference prediction, so an edited or truncated file is an error,
+never a silently different model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ._compat import package_versions, torch
+from .adapters import config_from_dict
+from .fingerprint import canonical_structure, differences, fingerprint
+from .model import AdaptedModel, wrap
+from .predict import model_dtype, predict
+
+FORMAT = "sparseft-adapter"
+FORMAT_VERSION = 1
+META_FILE = "sparseft.json"
+TENSOR_FILE = "adapter.safetensors"
+
+
+class AdapterFileError(ValueError):
+    """An adapter directory that is missing, damaged, or made for another base model."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _reference(model) -> dict:
+    pred = predict(model, [canonical_structure(model)])[0]
+    return {"energy": pred.energy, "forces": pred.forces.tolist(), "dtype": str(model_dtype(model)).replace("torch.", "")}
+
+
+def adapter_tensors(adapted: AdaptedModel) -> dict[str, torch.Tensor]:
+    """All adapter tensors keyed ``<adapter>/<param>/<tensor>``."""
+    out = {}
+    for adapter, param, part in adapted.all_parts():
+        for key, t in part.state_tensors().items():
+            out[f"{adapter}/{param}/{key}"] = t.contiguous()
+    return out
+
+
+def write_directory_atomically(directory: Path, write, *, overwrite: bool) -> Path:
+    """Run ``write(tmp_dir)`` then move the result to ``directory`` in one rename.
+
+    A non-empty existing ``directory`` is refused unless ``overwrite``.
+    """
+    directory = Path(directory)
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())) and not overwrite:
+        raise FileExistsError(f"{directory} exists and is not empty; pass overwrite=True to replace it")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        write(tmp)
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if directory.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
+            os.replace(directory, old / "x")
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+def save_adapter(adapted: AdaptedModel, directory, *, overwrite: bool = False, extra: dict | None = None) -> Path:
+    """Write the adapter of ``adapted`` to ``directory`` (atomically)."""
+    tensors = adapter_tensors(adapted)
+
+    def write(tmp: Path):
+        save_file(tensors, str(tmp / TENSOR_FILE))
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "versions": package_versions(),
+            "adapters": [c.to_dict() for c in adapted.configs],
+            "base": adapted.base_fingerprint,
+            "tensors_sha256": _sha256(tmp / TENSOR_FILE),
+            "reference": _reference(adapted),
+            "density": {k: v for k, v in adapted.density().items() if k != "blocks"},
+            "extra": extra or {},
+        }
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
+
+    return write_directory_atomically(Path(directory), write, overwrite=overwrite)
+
+
+def read_metadata(directory) -> dict:
+    """Parse and validate ``sparseft.json`` (format, version, required keys)."""
+    path = Path(directory) / META_FILE
+    if not Path(directory).is_dir():
+        raise AdapterFileError(f"{directory}: not an adapter directory (no such directory)")
+    if not path.is_file():
+        raise AdapterFileError(f"{path}: missing; {directory} is not a sparseft adapter directory")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AdapterFileError(f"{path}: not valid JSON ({exc}); the file is damaged") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise AdapterFileError(f"{path}: not a sparseft adapter file (format={meta.get('format') if isinstance(meta, dict) else None!r})")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise AdapterFileError(f"{path}: format version {meta.get('format_version')} is not supported (this sparseft reads {FORMAT_VERSION})")
+    for key in ("adapters", "base", "tensors_sha256", "reference"):
+        if key not in meta:
+            raise AdapterFileError(f"{path}: required key {key!r} is missing; the file is damaged")
+    return meta
+
+
+def _read_tensors(directory: Path, meta: dict) -> dict[str, torch.Tensor]:
+    path = directory / TENSOR_FILE
+    if not path.is_file():
+        raise AdapterFileError(f"{path}: missing")
+    if _sha256(path) != meta["tensors_sha256"]:
+        raise AdapterFileError(f"{path}: content does not match the sha256 recorded in {META_FILE}; the file was truncated or edited")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise AdapterFileError(f"{path}: unreadable safetensors file ({exc})") from exc
+
+
+def load_adapter(base_model: torch.nn.Module, directory, *, check_reference: bool = True) -> AdaptedModel:
+    """Re-create the adapted model from ``base_model`` and an adapter directory.
+
+    Refuses a base model whose fingerprint differs from the one the adapter was made
+    for, with a message saying what differs.
+    """
+    directory = Path(directory)
+    meta = read_metadata(directory)
+    problems = differences(meta["base"], fingerprint(base_model))
+    if problems:
+        raise AdapterFileError(f"{directory}: this adapter was made for another base model: " + "; ".join(problems))
+    tensors = _read_tensors(directory, meta)
+    try:
+        configs = [config_from_dict(c, f"{META_FILE}: adapters[{i}]") for i, c in enumerate(meta["adapters"])]
+        adapted = wrap(base_model, configs)
+    except ValueError as exc:
+        raise AdapterFileError(f"{directory}: adapter configs cannot be applied: {exc}") from exc
+    used = set()
+    for adapter, param, part in adapted.all_parts():
+        prefix = f"{adapter}/{param}/"
+        mine = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        used.update(prefix + k for k in mine)
+        try:
+            part.load_state_tensors(mine, f"{directory / TENSOR_FILE}: {prefix}")
+        except ValueError as exc:
+            raise AdapterFileError(str(exc)) from exc
+    unused = sorted(set(tensors) - used)
+    if unused:
+        raise AdapterFileError(f"{directory / TENSOR_FILE}: tensors {unused[:3]} belong to no adapter in {META_FILE}")
+    if check_reference:
+        _check_reference(adapted, meta["reference"], directory)
+    return adapted
+
+
+def _check_reference(adapted: AdaptedModel, reference: dict, directory: Path) -> None:
+    got = _reference(adapted)
+    loose = reference.get("dtype") != "float64" or got["dtype"] != "float64"
+    rtol = 1e-4 if loose else 1e-8
+    e_ref, e_got = float(reference["energy"]), got["energy"]
+    f_ref, f_got = np.asarray(reference["forces"]), np.asarray(got["forces"])
+    scale_e = max(abs(e_ref), 1.0)
+    scale_f = max(float(np.abs(f_ref).max()) if f_ref.size else 0.0, 1.0)
+    if f_ref.shape != f_got.shape or abs(e_ref - e_got) > rtol * scale_e or np.abs(f_ref - f_got).max() > rtol * scale_f:
+        raise AdapterFileError(
+            f"{directory}: the loaded adapter does not reproduce the reference prediction stored in {META_FILE} "
+            f"(energy {e_got:.8g} vs {e_ref:.8g}); the files were edited or are inconsistent"
+        )

@@ -1,0 +1,74 @@
+"""Load a mace-torch ``.model`` file as a base model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._compat import torch
+from .blocks import UnsupportedLayoutError, blocks
+
+TRUST_WARNING = (
+    "a mace-torch .model file is a pickled Python object: loading it runs code from the file, "
+    "so only load files you trust"
+)
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, "float": torch.float32, "double": torch.float64}
+
+
+class ModelLoadError(ValueError):
+    """A model file that cannot be used as a base model (one line: file and reason)."""
+
+
+def parse_dtype(dtype) -> torch.dtype | None:
+    """``None``, a torch dtype, or one of "float32"/"float64"."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if str(dtype) in _DTYPES:
+        return _DTYPES[str(dtype)]
+    raise ValueError(f"dtype must be float32 or float64, not {dtype!r}")
+
+
+def load_model(path, *, dtype=None, device="cpu", head: str | None = None) -> torch.nn.Module:
+    """Read a mace-torch ``.model`` file (``MACE`` or ``ScaleShiftMACE``).
+
+    Warning: the file is a pickle; loading it runs code from it. Only load trusted files.
+
+    ``dtype`` ("float32"/"float64") converts the model; ``head`` picks one head of a
+    multi-head model and returns a single-head model holding only that head (what
+    mace-torch itself does before fine-tuning). Raises :class:`ModelLoadError` with the
+    file name and the reason for a missing file, a file that is not a MACE model, or a
+    parameter layout sparseft does not know.
+    """
+    from mace.modules.models import MACE
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such file")
+    try:
+        obj = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a model file"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"{path}: not a readable torch model file ({reason})") from exc
+    if isinstance(obj, dict):
+        raise ModelLoadError(f"{path}: holds a dict (a state dict or checkpoint), not a MACE model object")
+    if not isinstance(obj, MACE):
+        raise ModelLoadError(f"{path}: holds a {type(obj).__name__}, not a mace-torch MACE/ScaleShiftMACE model")
+    model = obj
+    heads = list(getattr(model, "heads", None) or ["Default"])
+    if head is not None:
+        if head not in heads:
+            raise ModelLoadError(f"{path}: head {head!r} not found; the model's heads are {heads}")
+        if len(heads) > 1:
+            from mace.tools.scripts_utils import remove_pt_head
+
+            model = remove_pt_head(model, head)
+    target = parse_dtype(dtype)
+    if target is not None:
+        model = model.to(target)
+    model = model.to(device)
+    try:
+        blocks(model)
+    except UnsupportedLayoutError as exc:
+        raise ModelLoadError(f"{path}: unsupported layout: {exc}") from exc
+    model.eval()
+    return model

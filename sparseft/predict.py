@@ -1,0 +1,88 @@
+"""Run a MACE model on ASE structures: ``ase.Atoms`` -> mace ``AtomicData`` -> outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._compat import torch
+
+
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The floating dtype of a model's parameters."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.get_default_dtype()
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of a model's parameters (CPU for a model without parameters)."""
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def model_heads(model: torch.nn.Module) -> list[str]:
+    """Head names of a MACE model (``["Default"]`` for single-head models)."""
+    return list(getattr(model, "heads", None) or ["Default"])
+
+
+def atoms_to_batch(atoms_list, model: torch.nn.Module, *, head: str | None = None) -> dict:
+    """Build one mace batch (as a dict of tensors on the model's device and dtype)."""
+    from mace import data
+    from mace.tools import AtomicNumberTable, torch_geometric
+
+    heads = model_heads(model)
+    head = head or heads[0]
+    if head not in heads:
+        raise ValueError(f"head {head!r} not in the model's heads {heads}")
+    z_table = AtomicNumberTable([int(z) for z in model.atomic_numbers])
+    cutoff = float(model.r_max)
+    dtype = model_dtype(model)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        items = []
+        for atoms in atoms_list:
+            config = data.config_from_atoms(atoms, data.KeySpecification(), head_name=head)
+            items.append(data.AtomicData.from_config(config, z_table=z_table, cutoff=cutoff, heads=heads))
+        batch = torch_geometric.batch.Batch.from_data_list(items)
+    finally:
+        torch.set_default_dtype(previous)
+    return batch.to(model_device(model)).to_dict()
+
+
+@dataclass
+class Prediction:
+    """Outputs for one structure, as numpy float64 arrays (eV, eV/Å, eV/Å^3)."""
+
+    energy: float
+    forces: np.ndarray
+    stress: np.ndarray | None
+
+
+def predict(model: torch.nn.Module, atoms_list, *, head: str | None = None, stress: bool | None = None) -> list[Prediction]:
+    """Energy, forces and (for fully periodic structures) stress of each structure.
+
+    Structures are evaluated in one batch. ``stress=None`` computes stress only when all
+    structures are periodic in all three directions.
+    """
+    atoms_list = list(atoms_list)
+    if stress is None:
+        stress = all(bool(a.pbc.all()) for a in atoms_list)
+    batch = atoms_to_batch(atoms_list, model, head=head)
+    out = model(batch, training=False, compute_force=True, compute_stress=stress)
+    energies = out["energy"].detach().cpu().double().numpy()
+    forces = out["forces"].detach().cpu().double().numpy()
+    stresses = out["stress"].detach().cpu().double().numpy() if stress else None
+    ptr = batch["ptr"].cpu().numpy()
+    return [
+        Prediction(
+            energy=float(energies[i]),
+            forces=forces[ptr[i] : ptr[i + 1]],
+            stress=None if stresses is None else stresses[i],
+        )
+        for i in range(len(atoms_list))
+    ]

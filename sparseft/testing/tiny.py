@@ -1,0 +1,64 @@
+"""Tiny real MACE models, built with mace-torch's own classes, for tests and demos."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._compat import mace, o3, torch  # noqa: F401
+
+_E0 = {1: -13.6, 6: -1029.0, 8: -2042.0, 13: -57.0, 29: -1289.0, 79: -1000.0}
+
+
+def tiny_mace(
+    *,
+    hidden_irreps: str = "8x0e+8x1o",
+    atomic_numbers: tuple[int, ...] = (1, 8),
+    max_ell: int = 2,
+    correlation: int = 2,
+    num_interactions: int = 2,
+    r_max: float = 4.0,
+    dtype: torch.dtype = torch.float64,
+    interaction: str = "RealAgnosticResidualInteractionBlock",
+    first_interaction: str = "RealAgnosticInteractionBlock",
+    heads: list[str] | None = None,
+    seed: int = 0,
+) -> torch.nn.Module:
+    """Build a small ``ScaleShiftMACE`` with random (seeded) weights.
+
+    ``hidden_irreps="8x0e"`` gives a scalar-only model, ``"8x0e+8x1o"`` one with l=1
+    features. Weights are random but the model is a real mace-torch model in every
+    other respect (same classes, same forward, saveable with ``torch.save``).
+    """
+    from mace import modules
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        torch.manual_seed(seed)
+        e0s = np.array([_E0.get(z, -float(z)) for z in atomic_numbers])
+        if heads is not None:
+            e0s = np.stack([e0s] * len(heads))
+        model = modules.ScaleShiftMACE(
+            r_max=r_max,
+            num_bessel=6,
+            num_polynomial_cutoff=5,
+            max_ell=max_ell,
+            interaction_cls=modules.interaction_classes[interaction],
+            interaction_cls_first=modules.interaction_classes[first_interaction],
+            num_interactions=num_interactions,
+            num_elements=len(atomic_numbers),
+            hidden_irreps=o3.Irreps(hidden_irreps),
+            MLP_irreps=o3.Irreps("8x0e"),
+            atomic_energies=e0s,
+            avg_num_neighbors=8.0,
+            atomic_numbers=list(atomic_numbers),
+            correlation=correlation,
+            gate=torch.nn.functional.silu,
+            atomic_inter_scale=[1.0] * len(heads) if heads else 1.0,
+            atomic_inter_shift=[0.0] * len(heads) if heads else 0.0,
+            radial_MLP=[16, 16],
+            heads=heads,
+        )
+    finally:
+        torch.set_default_dtype(previous)
+    return model.to(dtype)
