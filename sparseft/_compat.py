@@ -11,21 +11,20 @@ Because that variable disables safe unpickling process-wide, sparseft's own file
 
 from __future__ import annotations
 
-import logging
+import contextlib
+import io
 import warnings
 
-_cueq_logger = logging.getLogger()
-_level = _cueq_logger.level
 warnings.filterwarnings("ignore", message=".*TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.*")
+warnings.filterwarnings("ignore", message=".*TorchScript type system.*")
 warnings.filterwarnings("ignore", category=UserWarning, module=r"e3nn\..*")
 warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.jit\..*")
 
-import mace  # noqa: E402  (must precede e3nn)
-import mace.modules  # noqa: E402
-from e3nn import o3  # noqa: E402
+with contextlib.redirect_stdout(io.StringIO()):  # mace prints a note about cuequivariance
+    import mace  # noqa: E402  (must precede e3nn)
+    import mace.modules  # noqa: E402
+    from e3nn import o3  # noqa: E402
 import torch  # noqa: E402
-
-_cueq_logger.setLevel(_level)
 
 __all__ = ["mace", "o3", "torch", "package_versions"]
 

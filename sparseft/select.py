@@ -116,7 +116,10 @@ class Selector:
         return out
 
     def __str__(self) -> str:
-        parts = [f"{k}={','.join(map(str, v))}" for k, v in self.to_dict().items()]
+        shown = self.to_dict()
+        if "elements" in shown:
+            shown["elements"] = [chemical_symbols[z] for z in shown["elements"]]
+        parts = [f"{k}={','.join(map(str, v))}" for k, v in shown.items()]
         return " ".join(parts) or "all"
 
     def matches(self, block: WeightBlock) -> bool:
