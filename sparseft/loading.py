@@ -61,7 +61,12 @@ def load_model(path, *, dtype=None, device="cpu", head: str | None = None) -> to
         if len(heads) > 1:
             from mace.tools.scripts_utils import remove_pt_head
 
-            model = remove_pt_head(model, head)
+            previous = torch.get_default_dtype()
+            torch.set_default_dtype(next(model.parameters()).dtype)  # mace rebuilds the model in the default dtype
+            try:
+                model = remove_pt_head(model, head)
+            finally:
+                torch.set_default_dtype(previous)
     target = parse_dtype(dtype)
     if target is not None:
         model = model.to(target)

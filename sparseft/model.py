@@ -35,6 +35,7 @@ class AdaptedModel(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module, configs: list[AdapterConfig], base_fingerprint: dict):
         super().__init__()
+        self._plain = [copy.deepcopy(model)]  # an unparametrized copy (in a list: not a submodule) for merge()
         self.model = model
         self.configs = list(configs)
         self.base_fingerprint = base_fingerprint
@@ -148,10 +149,14 @@ class AdaptedModel(torch.nn.Module):
     @torch.no_grad()
     def merge(self) -> torch.nn.Module:
         """A plain model of the base's class with every delta folded into its weights."""
-        merged = copy.deepcopy(self.model)
-        for param in self._params:
-            module, attr = _owner(merged, param)
-            parametrize.remove_parametrizations(module, attr, leave_parametrized=True)
+        device = next(self.model.parameters()).device
+        dtype = next(self.model.parameters()).dtype
+        merged = copy.deepcopy(self._plain[0]).to(device=device, dtype=dtype)
+        with parametrize.cached():
+            for param in self._params:
+                module, attr = _owner(self.model, param)
+                target, target_attr = _owner(merged, param)
+                getattr(target, target_attr).copy_(getattr(module, attr))
         for p in merged.parameters():
             p.requires_grad_(True)
         return merged

@@ -4,7 +4,8 @@ Training adds ``l1 * |delta|`` through a proximal (soft-threshold) step after ea
 optimiser step (:meth:`SparsePart.proximal_step`), which sets small entries to exact
 zeros. :meth:`SparsePart.fix_support` then fixes the support (a mask) for retraining
 only the surviving entries. Files store only the non-zero (or in-support) entries as
-parameter-flat indices + values.
+parameter-flat indices (int32) + values; a fixed support is
+flagged by ``fixed_support`` and equals the stored indices.
 """
 
 from __future__ import annotations
@@ -73,8 +74,8 @@ class SparsePart(BlockPart):
             "indices": self.index[positions].to(torch.int32).cpu(),
             "values": self.delta.detach()[positions].cpu(),
         }
-        if self.mask is not None:
-            out["support"] = self.index[positions].to(torch.int32).cpu()
+        if self.mask is not None:  # the stored indices are exactly the fixed support
+            out["fixed_support"] = torch.ones(1, dtype=torch.int8)
         return out
 
     @torch.no_grad()
@@ -85,9 +86,9 @@ class SparsePart(BlockPart):
         positions = self._positions(indices.long(), where)
         self.delta.zero_()
         self.delta[positions] = values.to(self.delta)
-        if "support" in tensors:
+        if "fixed_support" in tensors:
             keep = torch.zeros_like(self.delta, dtype=torch.bool)
-            keep[self._positions(tensors["support"].long(), where)] = True
+            keep[positions] = True
             self.set_mask(keep)
         else:
             self.clear_mask()

@@ -8,13 +8,15 @@ is broken. The perturbations are large (against energies of thousands of eV and 
 wrapper                          fails              perturbation
 ===============================  =================  ===================================
 ``AbsolutePositionEnergy``       translation,       energy += k * sum_i x_i
-                                 rotation
-``ConstantForce``                rotation           forces += constant vector
-``AxialForce``                   inversion          forces += k * u_i x v_i (axial)
-``IndexCoupledForce``            permutation        forces_i += k * forces_{i+1}
-``UnwrappedEdgeForce``           periodic_images    forces_i += k * sum_j (p_j - p_i),
-                                                    edge vectors without cell shifts
-``SizeIndependentOffset``        supercell          energy += constant per structure
+                                 rotation (and
+                                 more)
+``ConstantForce``                rotation,          forces += constant vector
+                                 inversion
+``AxialForce``                   inversion only     forces += k * u_i x v_i (axial)
+``IndexCoupledForce``            permutation only   forces_i += k * forces_{i+1}
+``UnwrappedEdgeForce``           periodic_images,   forces_i += k * sum_j (p_j - p_i),
+                                 supercell          edge vectors without cell shifts
+``SizeIndependentOffset``        supercell only     energy += constant per structure
 ===============================  =================  ===================================
 """
 

@@ -1,0 +1,164 @@
+"""The contract every adapter method meets, run as one table over methods, models and dtypes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import sparseft as sf
+from sparseft._compat import torch
+from sparseft.blocks import blocks
+from sparseft.fingerprint import canonical_structure
+from sparseft.predict import atoms_to_batch, predict
+from sparseft.testing.equivariance import check_equivariance
+from sparseft.testing.structures import default_structures
+
+METHODS = {
+    "sparse": lambda: sf.SparseConfig(select=sf.Selector(kinds=["skip", "contraction", "linear"]), l1=0.0),
+    "lora": lambda: sf.LoRAConfig(select=sf.Selector(kinds=["linear", "radial", "product_linear"]), rank=2),
+    "freeze": lambda: sf.FreezeConfig(select=sf.Selector(layers=[1])),
+    "mixed": lambda: [
+        sf.SparseConfig(select=sf.Selector(kinds=["skip", "contraction"])),
+        sf.LoRAConfig(select=sf.Selector(kinds=["linear"]), rank=2),
+        sf.FreezeConfig(select=sf.Selector(kinds=["readout"])),
+    ],
+}
+CASES = [(m, f, d) for m in METHODS for f in ("scalar", "l1") for d in ("float64", "float32")]
+IDS = [f"{m}-{f}-{d}" for m, f, d in CASES]
+RTOL = {"float64": 1e-10, "float32": 1e-5}
+
+
+def _configs(method):
+    made = METHODS[method]()
+    return made if isinstance(made, list) else [made]
+
+
+def _randomize(adapted, scale=0.05, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in adapted.trainable_parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p) * scale)
+
+
+def _rel(a, b):
+    return float(np.abs(np.asarray(a) - np.asarray(b)).max() / max(float(np.abs(np.asarray(b)).max()), 1.0))
+
+
+@pytest.mark.parametrize("method,features,dtype", CASES, ids=IDS)
+def test_zero_delta_is_bit_identical(make_model, method, features, dtype):
+    base = make_model(features, dtype)
+    structures = default_structures(base)
+    before = predict(base, structures)
+    after = predict(sf.wrap(base, _configs(method)), structures)
+    for x, y in zip(before, after):
+        assert x.energy == y.energy
+        assert np.array_equal(x.forces, y.forces)
+        assert (x.stress is None and y.stress is None) or np.array_equal(x.stress, y.stress)
+
+
+@pytest.mark.parametrize("method,features,dtype", CASES, ids=IDS)
+def test_only_selected_blocks_train(make_model, method, features, dtype):
+    base = make_model(features, dtype)
+    adapted = sf.wrap(base, _configs(method))
+    trainable = {id(p) for p in adapted.trainable_parameters()}
+    assert trainable, "an adapter must have trainable parameters"
+    for p in adapted.parameters():
+        assert p.requires_grad == (id(p) in trainable)
+    _randomize(adapted)
+    merged = adapted.merge()
+    selected = {b.name for _, _, part in adapted.all_parts() for b in part.blocks}
+    base_params = dict(base.named_parameters())
+    changed_outside = []
+    for b in blocks(merged):
+        idx = b.indices()
+        old = base_params[b.param].detach().reshape(-1)[idx]
+        new = dict(merged.named_parameters())[b.param].detach().reshape(-1)[idx]
+        if b.name not in selected and not torch.equal(old, new):
+            changed_outside.append(b.name)
+    assert not changed_outside
+    assert any(
+        not torch.equal(base_params[n].detach(), p.detach()) for n, p in merged.named_parameters()
+    ), "random deltas must change the merged weights"
+
+
+@pytest.mark.parametrize("method,features,dtype", CASES, ids=IDS)
+def test_random_deltas_stay_equivariant(make_model, method, features, dtype):
+    adapted = sf.wrap(make_model(features, dtype), _configs(method))
+    _randomize(adapted, scale=0.2)
+    report = check_equivariance(adapted)
+    assert report.passed, report.format_table()
+
+
+@pytest.mark.parametrize("method,features,dtype", CASES, ids=IDS)
+def test_merged_equals_adapted(make_model, method, features, dtype):
+    base = make_model(features, dtype)
+    adapted = sf.wrap(base, _configs(method))
+    _randomize(adapted)
+    merged = adapted.merge()
+    assert type(merged) is type(base)
+    structures = default_structures(base)
+    for x, y, z in zip(predict(adapted, structures), predict(merged, structures), predict(base, structures)):
+        assert _rel(y.energy, x.energy) <= RTOL[dtype]
+        assert _rel(y.forces, x.forces) <= RTOL[dtype]
+        change = np.abs(z.forces - x.forces).max() / np.abs(x.forces).max()
+        assert change > 100 * RTOL[dtype], "the adapter should change the predictions"
+
+
+@pytest.mark.parametrize("method,features,dtype", CASES, ids=IDS)
+def test_save_load_round_trip(make_model, tmp_path, method, features, dtype):
+    base = make_model(features, dtype)
+    adapted = sf.wrap(base, _configs(method))
+    _randomize(adapted)
+    for part in adapted.sparse_parts():  # exact zeros must survive the sparse format
+        part.proximal_step(lr=1.0, l1=0.03)
+    sf.save_adapter(adapted, tmp_path / "adapter")
+    loaded = sf.load_adapter(base, tmp_path / "adapter")
+    s = [canonical_structure(base)]
+    x, y = predict(adapted, s)[0], predict(loaded, s)[0]
+    assert x.energy == y.energy and np.array_equal(x.forces, y.forces)
+    assert loaded.density()["changed"] == adapted.density()["changed"]
+
+
+@pytest.mark.parametrize("method,features,dtype", CASES, ids=IDS)
+def test_wrong_base_is_refused(make_model, tmp_path, method, features, dtype):
+    base = make_model(features, dtype)
+    adapted = sf.wrap(base, _configs(method))
+    sf.save_adapter(adapted, tmp_path / "adapter")
+    other = make_model(features, dtype)
+    with torch.no_grad():
+        other.interactions[0].linear.weight.add_(0.01)
+    with pytest.raises(sf.AdapterFileError, match="another base model.*interactions.0.linear.weight"):
+        sf.load_adapter(other, tmp_path / "adapter")
+
+
+def _teacher_targets(base, structures):
+    teacher = sf.wrap(base, [sf.FreezeConfig()])
+    _randomize(teacher, scale=0.05, seed=7)
+    preds = predict(teacher, structures)
+    return [torch.tensor(p.energy) for p in preds], [torch.tensor(p.forces) for p in preds]
+
+
+def _loss(model, batch, energies, forces):
+    out = model(dict(batch), training=True, compute_force=True, compute_stress=False)
+    e = torch.stack(energies).to(out["energy"])
+    f = torch.cat(forces).to(out["forces"])
+    return ((out["energy"] - e) ** 2).mean() + ((out["forces"] - f) ** 2).mean()
+
+
+@pytest.mark.parametrize("method,features,dtype", CASES, ids=IDS)
+def test_a_few_steps_lower_the_loss(make_model, method, features, dtype):
+    base = make_model(features, dtype)
+    structures = default_structures(base)
+    energies, forces = _teacher_targets(base, structures)
+    adapted = sf.wrap(base, _configs(method))
+    optimizer = torch.optim.Adam(adapted.trainable_parameters(), lr=1e-2)
+    batch = atoms_to_batch(structures, adapted)
+    first = None
+    for _ in range(6):
+        optimizer.zero_grad()
+        loss = _loss(adapted, batch, energies, forces)
+        first = loss.item() if first is None else first
+        loss.backward()
+        optimizer.step()
+        adapted.proximal_step(1e-2)
+    assert _loss(adapted, batch, energies, forces).item() < 0.9 * first
