@@ -16,6 +16,8 @@ def _load(args):
 
 
 def cmd_inspect(args) -> int:
+    from ase.data import chemical_symbols
+
     from .blocks import blocks, not_adaptable
     from .inspect_table import catalogue_table
     from .select import Selector
@@ -27,7 +29,7 @@ def cmd_inspect(args) -> int:
     if args.select is not None:
         chosen = Selector.parse(args.select).resolve(all_blocks)
     print(f"{args.model}: {type(model).__name__}, {len(all_blocks)} blocks, {total} weights, "
-          f"elements {[int(z) for z in model.atomic_numbers]}")
+          f"elements {' '.join(chemical_symbols[int(z)] for z in model.atomic_numbers)}")
     print(catalogue_table(chosen, total, by=args.group))
     if args.select is not None:
         count = sum(b.size for b in chosen)
