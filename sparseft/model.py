@@ -71,9 +71,6 @@ class AdaptedModel(torch.nn.Module):
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.trainable_parameters())
 
-    def num_base_parameters(self) -> int:
-        return sum(b.size for b in catalogue(self.merge()))
-
     def all_parts(self):
         """(adapter name, parameter name, part) triples."""
         return [(a, p, part) for a, parts in self.parts.items() for p, part in parts.items()]

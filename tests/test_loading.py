@@ -62,3 +62,20 @@ def test_unsupported_layout(make_model, tmp_path):
     torch.save(model, tmp_path / "odd.model")
     with pytest.raises(ModelLoadError, match=r"odd.model: unsupported layout: .*products.0.extra.weight"):
         load_model(tmp_path / "odd.model")
+
+
+def test_plain_mace_class_loads_adapts_and_merges(tmp_path):
+    import sparseft as sf
+
+    model = tiny_mace(scale_shift=False)
+    assert type(model).__name__ == "MACE"
+    torch.save(model, tmp_path / "plain.model")
+    base = load_model(tmp_path / "plain.model")
+    adapted = sf.wrap(base, [sf.SparseConfig()])
+    with torch.no_grad():
+        for p in adapted.trainable_parameters():
+            p.normal_(0, 0.05)
+    merged = adapted.merge()
+    assert type(merged) is type(base)
+    s = default_structures(base)
+    assert abs(predict(merged, s)[0].energy - predict(adapted, s)[0].energy) < 1e-9

@@ -21,9 +21,10 @@ def tiny_mace(
     interaction: str = "RealAgnosticResidualInteractionBlock",
     first_interaction: str = "RealAgnosticInteractionBlock",
     heads: list[str] | None = None,
+    scale_shift: bool = True,
     seed: int = 0,
 ) -> torch.nn.Module:
-    """Build a small ``ScaleShiftMACE`` with random (seeded) weights.
+    """Build a small ``ScaleShiftMACE`` (or plain ``MACE``) with random (seeded) weights.
 
     ``hidden_irreps="8x0e"`` gives a scalar-only model, ``"8x0e+8x1o"`` one with l=1
     features. Weights are random but the model is a real mace-torch model in every
@@ -38,7 +39,14 @@ def tiny_mace(
         e0s = np.array([_E0.get(z, -float(z)) for z in atomic_numbers])
         if heads is not None:
             e0s = np.stack([e0s] * len(heads))
-        model = modules.ScaleShiftMACE(
+        extra = {}
+        if scale_shift:
+            extra = dict(
+                atomic_inter_scale=[1.0] * len(heads) if heads else 1.0,
+                atomic_inter_shift=[0.0] * len(heads) if heads else 0.0,
+            )
+        model_class = modules.ScaleShiftMACE if scale_shift else modules.MACE
+        model = model_class(
             r_max=r_max,
             num_bessel=6,
             num_polynomial_cutoff=5,
@@ -54,10 +62,9 @@ def tiny_mace(
             atomic_numbers=list(atomic_numbers),
             correlation=correlation,
             gate=torch.nn.functional.silu,
-            atomic_inter_scale=[1.0] * len(heads) if heads else 1.0,
-            atomic_inter_shift=[0.0] * len(heads) if heads else 0.0,
             radial_MLP=[16, 16],
             heads=heads,
+            **extra,
         )
     finally:
         torch.set_default_dtype(previous)
