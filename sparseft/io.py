@@ -32,6 +32,7 @@ FORMAT = "sparseft-adapter"
 FORMAT_VERSION = 1
 META_FILE = "sparseft.json"
 TENSOR_FILE = "adapter.safetensors"
+BUFFER_PREFIX = "buffers/"  # E0s a fine-tune changed
 
 
 class AdapterFileError(ValueError):
@@ -57,6 +58,8 @@ def adapter_tensors(adapted: AdaptedModel) -> dict[str, torch.Tensor]:
     for adapter, param, part in adapted.all_parts():
         for key, t in part.state_tensors().items():
             out[f"{adapter}/{param}/{key}"] = t.contiguous()
+    for name, value in adapted.changed_buffers().items():
+        out[f"{BUFFER_PREFIX}{name}"] = value.cpu().contiguous()
     return out
 
 
@@ -169,6 +172,13 @@ def load_adapter(base_model: torch.nn.Module, directory, *, check_reference: boo
             part.load_state_tensors(mine, f"{directory / TENSOR_FILE}: {prefix}")
         except ValueError as exc:
             raise AdapterFileError(str(exc)) from exc
+    for key, value in tensors.items():
+        if key.startswith(BUFFER_PREFIX):
+            try:
+                adapted.set_buffer(key[len(BUFFER_PREFIX):], value)
+            except (ValueError, KeyError) as exc:
+                raise AdapterFileError(f"{directory / TENSOR_FILE}: {key}: {exc}") from exc
+            used.add(key)
     unused = sorted(set(tensors) - used)
     if unused:
         raise AdapterFileError(f"{directory / TENSOR_FILE}: tensors {unused[:3]} belong to no adapter in {META_FILE}")

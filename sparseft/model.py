@@ -17,6 +17,9 @@ from .fingerprint import fingerprint
 from .select import SelectionError
 
 
+ADAPTABLE_BUFFERS = ("atomic_energies_fn.atomic_energies",)
+
+
 class AdapterConflictError(ValueError):
     """Two adapters claim the same block."""
 
@@ -142,6 +145,27 @@ class AdaptedModel(torch.nn.Module):
             "blocks": per_block,
         }
 
+    # --- non-weight quantities a fine-tune may change (E0s)
+    def changed_buffers(self) -> dict[str, torch.Tensor]:
+        """Adaptable buffers (E0s) whose values differ from the base model's."""
+        plain = dict(self._plain[0].named_buffers())
+        current = dict(self.model.named_buffers())
+        out = {}
+        for name in ADAPTABLE_BUFFERS:
+            if name in current and not torch.equal(current[name].detach().cpu().double(), plain[name].detach().cpu().double()):
+                out[name] = current[name].detach()
+        return out
+
+    @torch.no_grad()
+    def set_buffer(self, name: str, value: torch.Tensor) -> None:
+        """Set an adaptable buffer (E0s) of the adapted model."""
+        if name not in ADAPTABLE_BUFFERS:
+            raise ValueError(f"{name!r} is not an adaptable buffer ({ADAPTABLE_BUFFERS})")
+        buffer = dict(self.model.named_buffers())[name]
+        if tuple(value.shape) != tuple(buffer.shape):
+            raise ValueError(f"{name}: expected shape {tuple(buffer.shape)}, got {tuple(value.shape)}")
+        buffer.copy_(value.to(buffer))
+
     # --- merging
     @torch.no_grad()
     def merge(self) -> torch.nn.Module:
@@ -154,6 +178,8 @@ class AdaptedModel(torch.nn.Module):
                 module, attr = _owner(self.model, param)
                 target, target_attr = _owner(merged, param)
                 getattr(target, target_attr).copy_(getattr(module, attr))
+        for name, value in self.changed_buffers().items():
+            dict(merged.named_buffers())[name].copy_(value)
         for p in merged.parameters():
             p.requires_grad_(True)
         return merged

@@ -100,3 +100,16 @@ def test_sparse_adapter_at_3_percent_is_small():
     base_bytes = sum(p.numel() * p.element_size() for p in base.parameters())
     assert abs(adapted.density()["overall"] - 0.03) < 0.001
     assert size <= 0.10 * base_bytes, (size, base_bytes)
+
+
+def test_changed_e0s_are_saved_loaded_and_merged(make_model, tmp_path):
+    from sparseft.e0s import current_e0s, set_e0s
+
+    base = make_model()
+    adapted = sf.wrap(base, [sf.SparseConfig(select=sf.Selector(kinds=["readout"]))])
+    set_e0s(adapted.model, {1: -10.0, 8: -400.0})
+    sf.save_adapter(adapted, tmp_path / "ad")
+    loaded = sf.load_adapter(base, tmp_path / "ad")
+    assert current_e0s(loaded.model) == {1: -10.0, 8: -400.0}
+    assert current_e0s(loaded.merge()) == {1: -10.0, 8: -400.0}
+    assert current_e0s(base)[1] != -10.0

@@ -1,0 +1,78 @@
+"""Isolated-atom energies (E0s) for fine-tuning: keep, average, estimate, or set explicitly.
+
+E0s live in the base model's ``atomic_energies_fn.atomic_energies`` buffer; they are not an
+adapter weight, so a fine-tune that changes them stores them in the adapter files too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ase.data import atomic_numbers as SYMBOL_TO_Z
+from ase.data import chemical_symbols
+
+from ._compat import torch
+from .data import DataError, Frames, Keys
+from .predict import predict
+
+
+def _composition(frames: Frames, zs: list[int]) -> np.ndarray:
+    return np.array([[np.count_nonzero(a.numbers == z) for z in zs] for a in frames.atoms], float)
+
+
+def _energies(frames: Frames, keys: Keys) -> tuple[np.ndarray, np.ndarray]:
+    has = np.array([keys.energy in a.info for a in frames.atoms])
+    values = np.array([float(a.info[keys.energy]) if h else np.nan for a, h in zip(frames.atoms, has)])
+    return values, has
+
+
+def current_e0s(model) -> dict[int, float]:
+    """The model's E0s (first head) as {Z: eV}."""
+    values = model.atomic_energies_fn.atomic_energies.detach().cpu().double().reshape(-1, len(model.atomic_numbers))[0]
+    return {int(z): float(v) for z, v in zip(model.atomic_numbers, values)}
+
+
+def _lstsq(A: np.ndarray, b: np.ndarray, zs: list[int], present: np.ndarray, fallback: dict[int, float]) -> dict[int, float]:
+    """Least squares on the elements present; absent elements keep ``fallback``."""
+    cols = np.where(present)[0]
+    solution = np.linalg.lstsq(A[:, cols], b, rcond=None)[0]
+    out = dict(fallback)
+    for c, value in zip(cols, solution):
+        out[zs[c]] = float(value)
+    return out
+
+
+def resolve_e0s(option, model, frames: Frames, keys: Keys, head: str | None = None) -> dict[int, float]:
+    """E0s per the recipe option ``foundation | average | estimated | {element: eV}``."""
+    zs = [int(z) for z in model.atomic_numbers]
+    base = current_e0s(model)
+    if option == "foundation":
+        return base
+    if isinstance(option, dict):
+        out = dict(base)
+        for key, value in option.items():
+            z = SYMBOL_TO_Z.get(key) if isinstance(key, str) and not key.isdigit() else int(key)
+            if z is None or z not in zs:
+                raise DataError(f"data.E0s: element {key!r} is not in the base model ({' '.join(chemical_symbols[x] for x in zs)})")
+            out[z] = float(value)
+        return out
+    energies, has = _energies(frames, keys)
+    if has.sum() == 0:
+        raise DataError(f"data.E0s: {option!r} needs energy labels ({keys.energy}) in the training data; none found")
+    A = _composition(frames, zs)[has]
+    present = A.sum(axis=0) > 0
+    if option == "average":
+        return _lstsq(A, energies[has], zs, present, base)
+    if option == "estimated":
+        subset = Frames(frames.path, [a for a, h in zip(frames.atoms, has) if h], [])
+        predicted = np.array([p.energy for p in predict(model, subset.atoms, head=head)])
+        correction = _lstsq(A, energies[has] - predicted, zs, present, {z: 0.0 for z in zs})
+        return {z: base[z] + correction[z] for z in zs}
+    raise DataError(f"data.E0s: unknown option {option!r}")
+
+
+@torch.no_grad()
+def set_e0s(model, e0s: dict[int, float]) -> None:
+    """Write E0s into the model's buffer (every head gets the same values)."""
+    buffer = model.atomic_energies_fn.atomic_energies
+    values = torch.tensor([e0s[int(z)] for z in model.atomic_numbers], dtype=buffer.dtype, device=buffer.device)
+    buffer.copy_(values.expand_as(buffer) if buffer.dim() == 2 else values)
