@@ -112,8 +112,6 @@ def _build(config, weights, dtype=None, device="cpu") -> torch.nn.Module:
         model = model.to(target)
     model = model.to(device)
     model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
     return model
 
 
@@ -123,6 +121,6 @@ def load_foundation(dtype=None, device="cpu") -> torch.nn.Module:
     Rebuilt from ``foundation.json`` + ``foundation.safetensors`` (no pickle); the sha256
     of the weights file is checked against the one recorded in the JSON. ``dtype``
     (None, "float32", "float64" or a torch dtype) converts it; it was trained in float32.
-    The module is returned in eval mode with ``requires_grad`` off on all parameters.
+    The module is returned in eval mode, like :func:`sparseft.load_model` returns one.
     """
     return _build(FOUNDATION_CONFIG, FOUNDATION_WEIGHTS, dtype=dtype, device=device)

@@ -1,0 +1,1 @@
+"""Training: masked multi-property losses, the training loop, checkpoints."""

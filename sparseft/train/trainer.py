@@ -1,0 +1,297 @@
+"""The training loop: optimiser, schedules, proximal sparsity steps, support fixing, EMA,
+clipping, early stopping; resumable from a :class:`TrainState` at any step."""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+
+from .._compat import torch
+from ..data import loader
+from ..model import AdaptedModel
+from .losses import ErrorAccumulator, LossWeights, loss_terms, total_loss
+
+
+@dataclass
+class TrainState:
+    """Everything about progress that a checkpoint must carry (JSON-friendly)."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimiser steps taken
+    step_in_epoch: int = 0  # steps of the current, unfinished epoch (after Ctrl-C)
+    epoch_sums: dict = field(default_factory=dict)  # running loss sums of the unfinished epoch
+    support_fixed: bool = False
+    best_valid: float = math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    plateau_lr_scale: float = 1.0
+    plateau_best: float = math.inf
+    plateau_bad: int = 0
+    history: list = field(default_factory=list)
+    done: bool = False
+    interrupted: bool = False
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        for key in ("best_valid", "plateau_best"):
+            out[key] = None if math.isinf(out[key]) else out[key]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainState":
+        data = dict(data)
+        for key in ("best_valid", "plateau_best"):
+            data[key] = math.inf if data.get(key) is None else data[key]
+        return cls(**data)
+
+
+class EMA:
+    """Exponential moving average of the trainable parameters (used for evaluation)."""
+
+    def __init__(self, params, decay: float):
+        self.params = list(params)
+        self.decay = decay
+        self.shadow = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self):
+        for s, p in zip(self.shadow, self.params):
+            s.mul_(self.decay).add_(p.detach(), alpha=1 - self.decay)
+
+    @torch.no_grad()
+    def swap(self):
+        """Exchange live and averaged values (call twice to undo)."""
+        for s, p in zip(self.shadow, self.params):
+            tmp = p.detach().clone()
+            p.copy_(s)
+            s.copy_(tmp)
+
+
+def make_optimizer(params, config):
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+class Trainer:
+    """Fits an :class:`AdaptedModel` on mace ``AtomicData`` lists with a ``TrainSection`` config."""
+
+    def __init__(self, adapted: AdaptedModel, train_data, valid_data, config, *, device, compute_stress: bool,
+                 log=print, progress: bool = False):
+        self.model = adapted
+        self.train_data = train_data
+        self.valid_data = valid_data
+        self.config = config
+        self.device = device
+        self.compute_stress = compute_stress
+        self.log = log
+        self.progress = progress
+        self.weights = LossWeights(config.energy_weight, config.forces_weight, config.stress_weight if compute_stress else 0.0)
+        self.params = adapted.trainable_parameters()
+        self.optimizer = make_optimizer(self.params, config)
+        self.ema = EMA(self.params, config.ema_decay) if config.ema_decay else None
+        self.steps_per_epoch = max(1, math.ceil(len(train_data) / config.batch_size))
+        total = config.epochs * self.steps_per_epoch
+        self.total_steps = min(total, config.max_steps) if config.max_steps else total
+        has_sparse = bool(adapted.sparse_parts())
+        self.fix_at_step = None
+        if has_sparse and config.target_density is not None:
+            self.fix_at_step = int(round(self.total_steps * (1 - config.retrain_fraction)))
+        self.best_params = None
+        self._stop_requested = False
+
+    # --- schedules
+    def lr_at(self, step: int, state: TrainState) -> float:
+        c = self.config
+        warm = c.warmup_epochs * self.steps_per_epoch
+        if warm and step < warm:
+            return c.lr * (step + 1) / warm
+        if c.scheduler == "cosine":
+            progress = (step - warm) / max(1, self.total_steps - warm)
+            return c.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+        if c.scheduler == "plateau":
+            return c.lr * state.plateau_lr_scale
+        return c.lr
+
+    def l1_factor(self, step: int) -> float:
+        if self.config.l1_schedule == "warmup":
+            ramp = max(1, (self.fix_at_step or self.total_steps) // 2)
+            return min(1.0, (step + 1) / ramp)
+        return 1.0
+
+    # --- evaluation
+    def evaluate(self, dataset) -> dict:
+        """Loss and MAE/RMSE on a dataset (with EMA weights when enabled)."""
+        if not dataset:
+            return {}
+        if self.ema:
+            self.ema.swap()
+        acc = ErrorAccumulator()
+        loss_sum = 0.0
+        n = 0
+        try:
+            for batch in loader(dataset, self.config.batch_size, shuffle=False):
+                batch = batch.to(self.device).to_dict()
+                out = self.model(batch, training=False, compute_force=True, compute_stress=self.compute_stress)
+                terms = loss_terms(batch, out)
+                loss_sum += float(total_loss(terms, self.weights)) * int(batch["ptr"].numel() - 1)
+                n += int(batch["ptr"].numel() - 1)
+                acc.add(batch, out)
+        finally:
+            if self.ema:
+                self.ema.swap()
+        return {"loss": loss_sum / max(n, 1), **acc.metrics()}
+
+    # --- training
+    def request_stop(self, *_):
+        self._stop_requested = True
+
+    def fit(self, state: TrainState | None = None, on_epoch_end=None, on_interrupt=None) -> TrainState:
+        """Train until the epoch/step budget, early stopping, or Ctrl-C (then ``on_interrupt(state)``)."""
+        state = state or TrainState()
+        previous = signal.signal(signal.SIGINT, self.request_stop)
+        try:
+            while not state.done:
+                self._run_epoch(state)
+                if state.interrupted:
+                    if on_interrupt:
+                        on_interrupt(state)
+                    return state
+                if on_epoch_end:
+                    on_epoch_end(state)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        return state
+
+    def _maybe_fix_support(self, state: TrainState):
+        if self.fix_at_step is not None and not state.support_fixed and state.step >= self.fix_at_step:
+            kept = self.model.fix_support(density=self.config.target_density)
+            state.support_fixed = True
+            self.log(f"step {state.step}: support fixed at density {self.config.target_density} ({kept} entries kept)")
+            if self.ema:
+                self.ema = EMA(self.params, self.config.ema_decay)
+
+    def _run_epoch(self, state: TrainState):
+        from tqdm import tqdm
+
+        start = time.perf_counter()
+        epoch = state.epoch
+        batches = loader(self.train_data, self.config.batch_size, shuffle=True, seed=self.config.seed * 100_003 + epoch)
+        sums = dict(state.epoch_sums) or {"loss": 0.0, "frames": 0}
+        bar = tqdm(total=self.steps_per_epoch, initial=state.step_in_epoch, desc=f"epoch {epoch + 1}",
+                   disable=not self.progress, leave=False)
+        self.model.train()
+        for i, batch in enumerate(batches):
+            if i < state.step_in_epoch:
+                continue  # resumed mid-epoch: these batches were already used
+            if self.config.max_steps and state.step >= self.config.max_steps:
+                break
+            self._maybe_fix_support(state)
+            loss = self._step(batch.to(self.device).to_dict(), state)
+            frames = int(batch["ptr"].numel() - 1)
+            sums["loss"] += loss * frames
+            sums["frames"] += frames
+            state.step_in_epoch = i + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4g}")
+            if self._stop_requested:
+                state.epoch_sums = sums
+                state.interrupted = True
+                bar.close()
+                return
+        bar.close()
+        self.model.eval()
+        valid = self.evaluate(self.valid_data)
+        density = self.model.density()
+        row = {
+            "epoch": epoch + 1,
+            "step": state.step,
+            "lr": self.lr_at(max(state.step - 1, 0), state),
+            "train_loss": sums["loss"] / max(sums["frames"], 1),
+            "valid_loss": valid.get("loss"),
+            "valid_energy_mae": valid.get("energy_per_atom_mae"),
+            "valid_forces_mae": valid.get("forces_mae"),
+            "density": density["overall"],
+            "changed": density["changed"],
+            "seconds": time.perf_counter() - start,
+        }
+        state.history.append(row)
+        state.epoch = epoch + 1
+        state.step_in_epoch = 0
+        state.epoch_sums = {}
+        self._after_epoch(state, valid)
+        self.log(_summary(row, self.config.epochs))
+
+    def _step(self, batch, state: TrainState) -> float:
+        lr = self.lr_at(state.step, state)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        out = self.model(batch, training=True, compute_force=True, compute_stress=self.compute_stress)
+        loss = total_loss(loss_terms(batch, out), self.weights)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"step {state.step}: the loss is {float(loss)}; lower train.lr or check the data")
+        loss.backward()
+        if self.config.clip_grad:
+            torch.nn.utils.clip_grad_norm_(self.params, self.config.clip_grad)
+        self.optimizer.step()
+        if not state.support_fixed:
+            for part in self.model.sparse_parts():
+                part.proximal_step(lr, part.l1 * self.l1_factor(state.step))
+        else:
+            self.model.proximal_step(0.0)  # re-applies the fixed masks
+        if self.ema:
+            self.ema.update()
+        state.step += 1
+        return float(loss.detach())
+
+    def _after_epoch(self, state: TrainState, valid: dict):
+        c = self.config
+        metric = valid.get("loss", state.history[-1]["train_loss"])
+        if c.scheduler == "plateau":
+            if metric < state.plateau_best * (1 - 1e-4):
+                state.plateau_best, state.plateau_bad = metric, 0
+            else:
+                state.plateau_bad += 1
+                if state.plateau_bad > 2:
+                    state.plateau_lr_scale *= 0.5
+                    state.plateau_bad = 0
+        # best = lowest validation loss; once the support is fixed only post-fix epochs qualify
+        eligible = self.fix_at_step is None or state.support_fixed
+        if eligible and metric < state.best_valid:
+            state.best_valid, state.best_epoch, state.bad_epochs = metric, state.epoch, 0
+            self.best_params = self.snapshot()
+        elif eligible:
+            state.bad_epochs += 1
+        budget_done = state.epoch >= c.epochs or (c.max_steps is not None and state.step >= c.max_steps)
+        patience_done = c.patience is not None and state.bad_epochs > c.patience
+        if patience_done:
+            self.log(f"early stopping: no validation improvement for {state.bad_epochs} epochs")
+        state.done = budget_done or patience_done
+
+    def snapshot(self) -> list[torch.Tensor]:
+        """Copies of the trainable values as used for evaluation (EMA values when enabled)."""
+        source = self.ema.shadow if self.ema else self.params
+        return [p.detach().clone() for p in source]
+
+    @torch.no_grad()
+    def load_best(self) -> None:
+        """Put the best (or, without validation, the final EMA) values into the model."""
+        values = self.best_params or self.snapshot()
+        for p, v in zip(self.params, values):
+            p.copy_(v)
+        self.model.proximal_step(0.0)
+
+
+def _fmt(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+def _summary(row: dict, epochs: int) -> str:
+    return (
+        f"epoch {row['epoch']}/{epochs}  loss {row['train_loss']:.4g}  valid {_fmt(row['valid_loss'], '.4g')}  "
+        f"E {_fmt(row['valid_energy_mae'] and row['valid_energy_mae'] * 1000, '.2f')} meV/atom  "
+        f"F {_fmt(row['valid_forces_mae'] and row['valid_forces_mae'] * 1000, '.1f')} meV/Å  "
+        f"density {row['density']:.4f}  lr {row['lr']:.2e}  {row['seconds']:.1f}s"
+    )
