@@ -1,4 +1,4 @@
-"""Command line: ``sparseft inspect | check | tiny-model``. Thin: parsing and printing only."""
+"""Command line: ``sparseft finetune | inspect | check | tiny-model``. Thin: parsing and printing only."""
 
 from __future__ import annotations
 
@@ -64,6 +64,21 @@ def cmd_check(args) -> int:
     return 0 if report.passed else 1
 
 
+def cmd_finetune(args) -> int:
+    from .finetune import Interrupted, run
+    from .recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, overrides=args.set)
+    if recipe.base.model != "embedded":
+        print(f"note: {TRUST_WARNING}", file=sys.stderr)
+    try:
+        run(recipe, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
+    except Interrupted as exc:
+        print(f"sparseft: {exc}", file=sys.stderr)
+        return 130
+    return 0
+
+
 def cmd_tiny_model(args) -> int:
     from ._compat import torch
     from .loading import parse_dtype
@@ -106,6 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_check)
 
+    p = sub.add_parser("finetune", help="fine-tune a base model as a recipe says")
+    p.add_argument("recipe", help="recipe YAML file")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a recipe value, e.g. --set train.lr=1e-3 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue the run in the output directory")
+    p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    p.set_defaults(func=cmd_finetune)
+
     p = sub.add_parser("tiny-model", help="write a tiny random-weight MACE model (demos, tests)")
     p.add_argument("output")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
@@ -116,14 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from .data import DataError
     from .io import AdapterFileError
     from .loading import ModelLoadError
+    from .recipe import RecipeError
     from .select import SelectionError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ModelLoadError, SelectionError, AdapterFileError, FileExistsError, FileNotFoundError, ValueError) as exc:
+    except (ModelLoadError, SelectionError, AdapterFileError, RecipeError, DataError, FileExistsError,
+            FileNotFoundError, ValueError) as exc:
         print(f"sparseft: error: {exc}", file=sys.stderr)
         return 2
 

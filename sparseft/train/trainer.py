@@ -135,7 +135,7 @@ class Trainer:
                 batch = batch.to(self.device).to_dict()
                 out = self.model(batch, training=False, compute_force=True, compute_stress=self.compute_stress)
                 terms = loss_terms(batch, out)
-                loss_sum += float(total_loss(terms, self.weights)) * int(batch["ptr"].numel() - 1)
+                loss_sum += float(total_loss(terms, self.weights).detach()) * int(batch["ptr"].numel() - 1)
                 n += int(batch["ptr"].numel() - 1)
                 acc.add(batch, out)
         finally:

@@ -1,0 +1,88 @@
+"""PNG plots of a fine-tune: learning curves, parity plots, the sparsity map."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path):
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    tmp.replace(path)
+
+
+def learning_curves(history: list[dict], path: Path) -> None:
+    plt = _pyplot()
+    epochs = [r["epoch"] for r in history]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot(epochs, [r["train_loss"] for r in history], label="train")
+    if any(r["valid_loss"] is not None for r in history):
+        axes[0].plot(epochs, [r["valid_loss"] for r in history], label="valid")
+    axes[0].set_yscale("log")
+    axes[0].set(xlabel="epoch", ylabel="loss", title="loss")
+    axes[0].legend()
+    forces = [r["valid_forces_mae"] for r in history]
+    if any(f is not None for f in forces):
+        axes[1].plot(epochs, [f * 1000 if f is not None else np.nan for f in forces])
+    axes[1].set(xlabel="epoch", ylabel="meV/Å", title="validation force MAE")
+    axes[2].plot(epochs, [r["density"] for r in history])
+    axes[2].set(xlabel="epoch", ylabel="fraction changed", title="adapter density")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def parity(reference: np.ndarray, predicted: np.ndarray, baseline: np.ndarray | None, path: Path, *, title: str, unit: str) -> None:
+    """Predicted vs reference, with the zero-shot base model in grey when given."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    if baseline is not None and baseline.size:
+        ax.scatter(reference, baseline, s=4, c="0.7", label="base (zero-shot)")
+    ax.scatter(reference, predicted, s=4, c="C0", label="fine-tuned")
+    if reference.size:
+        lo = float(min(reference.min(), predicted.min()))
+        hi = float(max(reference.max(), predicted.max()))
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    ax.set(xlabel=f"reference ({unit})", ylabel=f"predicted ({unit})", title=title)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def sparsity_map(rows: list[dict], path: Path) -> None:
+    """Heat map of density by (layer, kind) x output irrep l; one panel per element group."""
+    plt = _pyplot()
+    labels = sorted({(r["layer"], r["kind"]) for r in rows}, key=lambda k: (str(k[0]), k[1]))
+    ls = sorted({r["l"] for r in rows}, key=lambda v: (v is None, v if v is not None else 0))
+    grid = np.full((len(labels), len(ls)), np.nan)
+    sizes = np.zeros_like(grid)
+    for r in rows:
+        i, j = labels.index((r["layer"], r["kind"])), ls.index(r["l"])
+        changed = (0 if np.isnan(grid[i, j]) else grid[i, j] * sizes[i, j]) + r["changed"]
+        sizes[i, j] += r["size"]
+        grid[i, j] = changed / sizes[i, j]
+    fig, ax = plt.subplots(figsize=(2 + 1.1 * len(ls), 1 + 0.32 * len(labels)))
+    image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0)
+    ax.set_xticks(range(len(ls)), [f"l={v}" if v is not None else "no irrep" for v in ls])
+    ax.set_yticks(range(len(labels)), [f"layer {a} {b}" if a is not None else b for a, b in labels])
+    for i in range(len(labels)):
+        for j in range(len(ls)):
+            if not np.isnan(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", fontsize=7, color="w")
+    fig.colorbar(image, ax=ax, label="fraction of weights changed")
+    ax.set_title("where the fine-tune changed the model")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
