@@ -243,6 +243,7 @@ class Generator:
         atoms = builder(species[0], size=(size[0], size[1], layers), a=a, vacuum=float(self.rng.uniform(4.5, 6.0)),
                         periodic=True)
         atoms.pbc = True
+        atoms.info.pop("adsorbate_info", None)
         if fractions is not None:
             self.decorate(atoms, species, fractions)
         atoms.info["facet"] = facet
@@ -712,10 +713,14 @@ def main(argv=None):
     p.add_argument("--n-structures", type=int, default=None)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--model", default=MODEL_HYPERS["model"], choices=["MACE", "ScaleShiftMACE"],
+                   help="mace_run_train --model (both give a ScaleShiftMACE; MACE: shift 0, ScaleShiftMACE: shift = mean "
+                        "interaction energy per atom)")
     p.add_argument("--reuse-data", action="store_true", help="keep existing train/valid/test.xyz in the work dir")
     p.add_argument("--skip-train", action="store_true", help="export/verify the existing foundation.model in the work dir")
     args = p.parse_args(argv)
 
+    MODEL_HYPERS["model"] = args.model
     preset = QUICK if args.quick else FULL
     n_structures = args.n_structures or preset["n_structures"]
     epochs = args.epochs or preset["epochs"]

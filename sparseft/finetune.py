@@ -70,12 +70,19 @@ def load_splits(recipe: Recipe, zs: list[int]) -> dict[str, Frames]:
     """Read, label and validate every data file, then split; all checks happen before training."""
     d = recipe.data
     keys = Keys(d.energy_key, d.forces_key, d.stress_key, d.virials_key)
-    train = attach_labels(read_frames(_embedded_path(d.train)), keys)
-    valid = attach_labels(read_frames(_embedded_path(d.valid)), keys) if d.valid else None
-    test = attach_labels(read_frames(_embedded_path(d.test)), keys) if d.test else None
-    for frames in (train, valid, test):
-        if frames is not None:
+
+    def read(name):
+        value = getattr(d, name)
+        if not value:
+            return None
+        try:
+            frames = attach_labels(read_frames(_embedded_path(value)), keys)
             validate(frames, zs, keys)
+            return frames
+        except DataError as exc:
+            raise DataError(f"data.{name}: {exc}") from exc
+
+    train, valid, test = read("train"), read("valid"), read("test")
     if test is None and d.test_fraction > 0:
         train, test = split(train, d.test_fraction, d.split_seed + 1)
     if valid is None and d.valid_fraction > 0:
