@@ -3,7 +3,8 @@
 ASE reads the files, mace-torch's own data classes build graphs and batches. Labels are
 read from ``energy_key``/``forces_key``/``stress_key``/``virials_key`` (default
 ``REF_*``), falling back to the values of the frame's ASE calculator. A frame without a
-label gets weight 0 for it (masked in the loss). Input files are only ever read.
+label gets weight 0 for it (masked in the loss); virials of periodic frames without stress
+become stress (``-virials / volume``). Input files are only ever read.
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ def attach_labels(frames: Frames, keys: Keys) -> Frames:
                     store[key] = np.array(value) if where == "arrays" else value
         if keys.stress in copy.info:
             copy.info[keys.stress] = _full_stress(np.asarray(copy.info[keys.stress], dtype=float))
+        elif keys.virials in copy.info and copy.pbc.all() and copy.cell.volume > 0:
+            virials = _full_stress(np.asarray(copy.info[keys.virials], dtype=float))
+            copy.info[keys.stress] = -virials / copy.cell.volume
         out.append(copy)
     return Frames(frames.path, out, frames.indices)
 

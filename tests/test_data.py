@@ -97,3 +97,13 @@ def test_unreadable_and_missing_files(tmp_path):
     (tmp_path / "bad.xyz").write_text("3\nnot a comment line\nX 0 0\n")
     with pytest.raises(DataError, match="bad.xyz: cannot read"):
         read_frames(tmp_path / "bad.xyz")
+
+
+def test_virials_become_stress(tmp_path):
+    frames = emt_frames(2)
+    for atoms in frames:
+        atoms.info["REF_virials"] = -atoms.info.pop("REF_stress") * atoms.cell.volume
+    reference = emt_frames(2)
+    data = attach_labels(read_frames(_write(tmp_path, frames)), KEYS)
+    for atoms, ref in zip(data.atoms, reference):
+        np.testing.assert_allclose(atoms.info["REF_stress"], ref.info["REF_stress"], atol=1e-10)
