@@ -181,7 +181,8 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quiet:
     """Run one fine-tune; returns the metrics dict that is also written to ``metrics.json``."""
     from . import plots
 
-    log = log or (lambda msg: print(msg, file=sys.stderr if quiet else sys.stdout) if not quiet else None)
+    if log is None:
+        log = (lambda _msg: None) if quiet else print
     started = time.perf_counter()
     out_dir = Path(recipe.output.directory)
     _prepare_output(out_dir, resume=resume, overwrite=overwrite)

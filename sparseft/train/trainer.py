@@ -259,7 +259,7 @@ class Trainer:
                     state.plateau_bad = 0
         # best = lowest validation loss; once the support is fixed only post-fix epochs qualify
         eligible = self.fix_at_step is None or state.support_fixed
-        if eligible and metric < state.best_valid:
+        if eligible and metric < state.best_valid - 1e-6 * abs(state.best_valid if math.isfinite(state.best_valid) else 0):
             state.best_valid, state.best_epoch, state.bad_epochs = metric, state.epoch, 0
             self.best_params = self.snapshot()
         elif eligible:

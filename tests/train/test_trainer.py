@@ -1,0 +1,50 @@
+"""Training-loop behaviour: step budget, early stopping, support fixing, EMA, masked labels."""
+
+from __future__ import annotations
+
+import ase.io
+import pytest
+
+from sparseft.finetune import run
+from sparseft.recipe import load_recipe
+from sparseft._compat import torch
+from sparseft.testing.tiny import tiny_mace
+
+from ..finetune_data import emt_frames, recipe_text
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("trainer")
+    torch.save(tiny_mace(atomic_numbers=(29, 79), r_max=4.5), d / "tiny.model")
+    frames = emt_frames(16)
+    for atoms in frames[::3]:
+        del atoms.info["REF_stress"]  # some frames carry no stress: masked, not an error
+    ase.io.write(d / "data.xyz", frames)
+    return d
+
+
+def _run(workdir, name, **train):
+    path = workdir / f"{name}.yaml"
+    path.write_text(recipe_text("tiny.model", "data.xyz", name, **train))
+    return run(load_recipe(path), quiet=True)
+
+
+def test_max_steps_caps_training(workdir):
+    metrics = _run(workdir, "steps", epochs=50, max_steps=5, target_density="null")
+    assert metrics["steps"] == 5
+
+
+def test_early_stopping_on_a_flat_validation_loss(workdir):
+    metrics = _run(workdir, "patience", epochs=40, lr=1.0e-12, patience=1, target_density="null", scheduler="constant")
+    assert metrics["epochs"] < 40
+
+
+def test_support_is_fixed_at_the_target_density(workdir):
+    metrics = _run(workdir, "density", epochs=4, target_density=0.05)
+    assert metrics["changed_parameters"] == round(0.05 * metrics["selected_parameters"])
+
+
+def test_ema_and_plateau_run(workdir):
+    metrics = _run(workdir, "ema", epochs=3, ema_decay=0.9, scheduler="plateau", optimizer="adamw", weight_decay=0.01)
+    assert metrics["splits"]["train"]["stress_mae"] is not None
