@@ -43,3 +43,13 @@ def real_dir():
     if not (REAL / "models").is_dir():
         pytest.skip(f"real models not found at {REAL} (tests marked 'real' need ../shared/real)")
     return REAL
+
+
+@pytest.fixture
+def one_thread():
+    """Bitwise comparisons need one thread: torch's multi-threaded CPU scatter reductions
+    (used by MACE's message passing) may sum in a different order from call to call."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

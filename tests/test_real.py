@@ -30,7 +30,7 @@ def test_every_real_model_loads_and_is_catalogued(real_dir):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_real_models_adapt_merge_and_stay_equivariant(real_dir, tmp_path, dtype):
+def test_real_models_adapt_merge_and_stay_equivariant(real_dir, tmp_path, one_thread, dtype):
     for path in _models(real_dir):
         base = sf.load_model(path, dtype=dtype)
         adapted = sf.wrap(base, [

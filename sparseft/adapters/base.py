@@ -63,6 +63,14 @@ class BlockPart(torch.nn.Module):
             starts.append(acc)
             acc += b.size
         self.starts = starts
+        self._covers_all = None
+
+    def covers_all(self, numel: int) -> bool:
+        """Whether ``index`` is exactly ``0..numel-1`` in order (a whole parameter, row-major)."""
+        if self._covers_all is None:
+            n = self.index.numel()
+            self._covers_all = n == numel and bool(torch.equal(self.index.cpu(), torch.arange(n)))
+        return self._covers_all
 
     def block_slices(self):
         """(block, start, stop) of each block inside ``values()``."""
@@ -82,5 +90,8 @@ class ParamDelta(torch.nn.Module):
     def forward(self, original: torch.Tensor) -> torch.Tensor:
         flat = original.reshape(-1)
         for part in self.parts.values():
-            flat = flat.index_add(0, part.index, part.values())
+            if part.covers_all(flat.numel()):
+                flat = flat + part.values()  # a plain add is ~2x cheaper than index_add
+            else:
+                flat = flat.index_add(0, part.index, part.values())
         return flat.view(original.shape)

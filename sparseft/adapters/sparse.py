@@ -45,7 +45,7 @@ class SparsePart(BlockPart):
         """Soft-threshold: ``delta <- sign(delta) * max(|delta| - lr*l1, 0)``; re-applies the mask."""
         threshold = lr * (self.l1 if l1 is None else l1)
         if threshold > 0 and self.mask is None:
-            self.delta.copy_(torch.sign(self.delta) * torch.clamp(self.delta.abs() - threshold, min=0))
+            self.delta.copy_(torch.nn.functional.softshrink(self.delta, threshold))
         if self.mask is not None:
             self.delta.mul_(self.mask)
 

@@ -71,7 +71,7 @@ class EMA:
 
 def make_optimizer(params, config):
     cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
+    return cls(params, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
 
 
 class Trainer:
