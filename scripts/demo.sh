@@ -1,12 +1,10 @@
 #!/usr/bin/env bash
-# The main job until `sparseft finetune` lands: build a small MACE model, show its
-# weight catalogue and a selector, and run the equivariance check on it.
+# The main job: fine-tune the embedded mini-foundation on the shipped Cu-Au GFN1-xTB data
+# with a sparse adapter (recipes/quickstart.yaml), then check the result's equivariance.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${1:-.venv}"
 BIN="$VENV/bin"
-mkdir -p demo-output
-"$BIN/sparseft" tiny-model demo-output/tiny.model --overwrite
-"$BIN/sparseft" inspect demo-output/tiny.model --group kind
-"$BIN/sparseft" inspect demo-output/tiny.model --select "kinds=skip,contraction elements=O"
-"$BIN/sparseft" check demo-output/tiny.model
+"$BIN/sparseft" finetune recipes/quickstart.yaml --overwrite
+"$BIN/sparseft" check quickstart-output/merged.model
+echo "outputs in quickstart-output/: metrics.json, adapter/, merged.model, plots (*.png)"

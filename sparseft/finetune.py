@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -218,12 +219,14 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quiet:
     trainer.load_best()
     adapted.eval()
 
+    zero_shot = copy.deepcopy(base)  # the base before training, with the same E0s as the fine-tune
+    set_e0s(zero_shot, e0s)
     metrics = {"splits": {}, "base_zero_shot": {}}
     batch = recipe.train.batch_size
     parity_data = None
     for name, dataset in datasets.items():
         tuned, e, f = _predictions(adapted, dataset, batch, has_stress)
-        zero, e0, f0 = _predictions(base, to_atomic_data(splits[name], base, keys), batch, has_stress)
+        zero, e0, f0 = _predictions(zero_shot, to_atomic_data(splits[name], zero_shot, keys), batch, has_stress)
         metrics["splits"][name] = tuned
         metrics["base_zero_shot"][name] = zero
         if name == "test" or (parity_data is None and name == "valid") or (parity_data is None and name == "train"):

@@ -92,9 +92,14 @@ class AdaptedModel(torch.nn.Module):
         return torch.stack(terms).sum() if terms else torch.zeros(())
 
     @torch.no_grad()
-    def fix_support(self, *, density: float | None = None, threshold: float | None = None) -> int:
-        """Fix each sparse adapter's support: the top ``density`` fraction of its entries by
-        magnitude, or the entries with ``|delta| > threshold``. Returns entries kept."""
+    def fix_support(self, *, density: float | None = None, threshold: float | None = None,
+                    curvature: dict | None = None) -> int:
+        """Fix each sparse adapter's support: the top ``density`` fraction of its entries, or the
+        entries with ``|delta| > threshold``. Returns entries kept.
+
+        Entries are ranked by ``|delta|``, or, when ``curvature`` maps a part's delta parameter
+        to a per-entry curvature estimate (e.g. Adam's ``exp_avg_sq``, a diagonal Fisher), by
+        ``curvature * delta**2``: the loss increase expected from resetting that entry."""
         if (density is None) == (threshold is None):
             raise ValueError("fix_support needs exactly one of density= or threshold=")
         kept = 0
@@ -103,7 +108,13 @@ class AdaptedModel(torch.nn.Module):
             if isinstance(part, SparsePart):
                 by_adapter[name].append(part)
         for parts in by_adapter.values():
-            magnitudes = torch.cat([p.delta.detach().abs().reshape(-1) for p in parts])
+            if curvature is not None and density is not None:
+                magnitudes = torch.cat([
+                    (p.delta.detach() ** 2 * curvature.get(p.delta, torch.ones_like(p.delta))).reshape(-1)
+                    for p in parts
+                ])
+            else:
+                magnitudes = torch.cat([p.delta.detach().abs().reshape(-1) for p in parts])
             if density is not None:
                 if not 0 < density <= 1:
                     raise ValueError(f"density must be in (0, 1], got {density}")

@@ -18,10 +18,15 @@ from .base import AdapterConfig, BlockPart
 
 @dataclass(frozen=True)
 class SparseConfig(AdapterConfig):
-    """``l1``: strength of the L1 penalty on the delta (per unit of learning rate in the prox step)."""
+    """``l1``: strength of the L1 penalty; the proximal step shrinks every entry by ``lr * l1``.
+
+    With Adam each step moves an entry by about ``lr``, so ``l1`` is the fraction of that
+    step an entry loses each time: 0.1-0.5 gives clear sparsity, 1 or more keeps only
+    entries pushed the same way on almost every step.
+    """
 
     method = "sparse"
-    l1: float = 1e-4
+    l1: float = 0.1
 
     def __post_init__(self):
         if self.l1 < 0:

@@ -24,11 +24,12 @@ from pathlib import Path
 
 from .._compat import torch  # noqa: F401  (import order: mace before e3nn)
 
-__all__ = ["FOUNDATION_CONFIG", "FOUNDATION_WEIGHTS", "foundation_info", "load_foundation"]
+__all__ = ["DOMAIN_DIR", "FOUNDATION_CONFIG", "FOUNDATION_WEIGHTS", "foundation_info", "load_foundation"]
 
 _HERE = Path(__file__).resolve().parent
 FOUNDATION_WEIGHTS = _HERE / "foundation.safetensors"
 FOUNDATION_CONFIG = _HERE / "foundation.json"
+DOMAIN_DIR = _HERE / "domain"  # quick-start data (Cu-Au, GFN1-xTB): recipes refer to it as embedded:NAME
 
 FORMAT = "sparseft-foundation/1"
 

@@ -108,7 +108,10 @@ class Trainer:
         if warm and step < warm:
             return c.lr * (step + 1) / warm
         if c.scheduler == "cosine":
-            progress = (step - warm) / max(1, self.total_steps - warm)
+            start, stop = warm, self.total_steps
+            if self.fix_at_step is not None:  # the retraining phase gets its own cosine cycle
+                start, stop = (start, self.fix_at_step) if step < self.fix_at_step else (self.fix_at_step, stop)
+            progress = (step - start) / max(1, stop - start)
             return c.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
         if c.scheduler == "plateau":
             return c.lr * state.plateau_lr_scale
@@ -166,8 +169,10 @@ class Trainer:
 
     def _maybe_fix_support(self, state: TrainState):
         if self.fix_at_step is not None and not state.support_fixed and state.step >= self.fix_at_step:
-            kept = self.model.fix_support(density=self.config.target_density)
+            curvature = {p: st["exp_avg_sq"] for p, st in self.optimizer.state.items() if "exp_avg_sq" in st}
+            kept = self.model.fix_support(density=self.config.target_density, curvature=curvature)
             state.support_fixed = True
+            self.optimizer.state.clear()  # retraining starts from fresh moments
             self.log(f"step {state.step}: support fixed at density {self.config.target_density} ({kept} entries kept)")
             if self.ema:
                 self.ema = EMA(self.params, self.config.ema_decay)
