@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ._compat import torch
 from .blocks import UnsupportedLayoutError, blocks
+from .precision import to_dtype
 
 TRUST_WARNING = (
     "a mace-torch .model file is a pickled Python object: loading it runs code from the file, "
@@ -33,7 +34,8 @@ def load_model(path, *, dtype=None, device="cpu", head: str | None = None) -> to
 
     Warning: the file is a pickle; loading it runs code from it. Only load trusted files.
 
-    ``dtype`` ("float32"/"float64") converts the model; ``head`` picks one head of a
+    ``dtype`` ("float32"/"float64") converts the model (float32 -> float64 rebuilds it so that
+    its Clebsch-Gordan constants are float64 too, see :mod:`sparseft.precision`); ``head`` picks one head of a
     multi-head model and returns a single-head model holding only that head (what
     mace-torch itself does before fine-tuning). Raises :class:`ModelLoadError` with the
     file name and the reason for a missing file, a file that is not a MACE model, or a
@@ -69,7 +71,7 @@ def load_model(path, *, dtype=None, device="cpu", head: str | None = None) -> to
                 torch.set_default_dtype(previous)
     target = parse_dtype(dtype)
     if target is not None:
-        model = model.to(target)
+        model = to_dtype(model, target)
     model = model.to(device)
     try:
         blocks(model)

@@ -79,3 +79,14 @@ def test_plain_mace_class_loads_adapts_and_merges(tmp_path):
     assert type(merged) is type(base)
     s = default_structures(base)
     assert abs(predict(merged, s)[0].energy - predict(adapted, s)[0].energy) < 1e-9
+
+
+def test_float32_to_float64_rebuilds_constants_in_float64(make_model, tmp_path):
+    from sparseft.testing import check_equivariance
+
+    torch.save(make_model("l1", "float32"), tmp_path / "f32.model")
+    rebuilt = load_model(tmp_path / "f32.model", dtype="float64")
+    cast = torch.load(tmp_path / "f32.model", weights_only=False).double()
+    tight = check_equivariance(rebuilt, rtol=1e-11)
+    assert tight.passed, tight.format_table()
+    assert check_equivariance(cast).row("rotation", "forces").max_error > 10 * tight.row("rotation", "forces").max_error

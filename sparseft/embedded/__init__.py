@@ -110,7 +110,9 @@ def _build(config, weights, dtype=None, device="cpu") -> torch.nn.Module:
     model.load_state_dict(state, strict=True)
     target = parse_dtype(dtype)
     if target is not None and target != build_dtype:
-        model = model.to(target)
+        from ..precision import to_dtype
+
+        model = to_dtype(model, target)
     model = model.to(device)
     model.eval()
     return model
