@@ -130,3 +130,10 @@ def test_data_errors_come_before_training(workdir):
         run(load_recipe(path), quiet=True)
     assert not (workdir / "bad_out" / "checkpoint").exists()
     np.testing.assert_equal(len(ase.io.read(workdir / "bad.xyz", ":")), 4)
+
+
+def test_missing_data_file_names_the_recipe_key(workdir):
+    path = workdir / "missing.yaml"
+    path.write_text(recipe_text("tiny.model", "nope.xyz", "missing_out"))
+    with pytest.raises(ValueError, match=r"data.train: .*nope.xyz: no such data file"):
+        run(load_recipe(path), quiet=True)
