@@ -39,7 +39,8 @@ class AdapterFileError(ValueError):
     """An adapter directory that is missing, damaged, or made for another base model."""
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -103,7 +104,7 @@ def save_adapter(adapted: AdaptedModel, directory, *, overwrite: bool = False, e
             "versions": package_versions(),
             "adapters": [c.to_dict() for c in adapted.configs],
             "base": adapted.base_fingerprint,
-            "tensors_sha256": _sha256(tmp / TENSOR_FILE),
+            "tensors_sha256": sha256_file(tmp / TENSOR_FILE),
             "reference": _reference(adapted),
             "density": {k: v for k, v in adapted.density().items() if k != "blocks"},
             "extra": extra or {},
@@ -138,7 +139,7 @@ def _read_tensors(directory: Path, meta: dict) -> dict[str, torch.Tensor]:
     path = directory / TENSOR_FILE
     if not path.is_file():
         raise AdapterFileError(f"{path}: missing")
-    if _sha256(path) != meta["tensors_sha256"]:
+    if sha256_file(path) != meta["tensors_sha256"]:
         raise AdapterFileError(f"{path}: content does not match the sha256 recorded in {META_FILE}; the file was truncated or edited")
     try:
         return load_file(str(path))

@@ -17,7 +17,6 @@ module with mace-torch's own classes.
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib
 import json
 from pathlib import Path
@@ -35,11 +34,9 @@ FORMAT = "sparseft-foundation/1"
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from ..io import sha256_file
+
+    return sha256_file(path)
 
 
 def _decode(value):
