@@ -153,7 +153,10 @@ class Trainer:
     def fit(self, state: TrainState | None = None, on_epoch_end=None, on_interrupt=None) -> TrainState:
         """Train until the epoch/step budget, early stopping, or Ctrl-C (then ``on_interrupt(state)``)."""
         state = state or TrainState()
-        previous = signal.signal(signal.SIGINT, self.request_stop)
+        try:
+            previous = signal.signal(signal.SIGINT, self.request_stop)
+        except ValueError:  # not the main thread: Ctrl-C is not ours to handle
+            previous = None
         try:
             while not state.done:
                 self._run_epoch(state)
@@ -164,7 +167,8 @@ class Trainer:
                 if on_epoch_end:
                     on_epoch_end(state)
         finally:
-            signal.signal(signal.SIGINT, previous)
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         return state
 
     def _maybe_fix_support(self, state: TrainState):
