@@ -26,7 +26,18 @@ with contextlib.redirect_stdout(io.StringIO()):  # mace prints a note about cueq
     from e3nn import o3  # noqa: E402
 import torch  # noqa: E402
 
-__all__ = ["mace", "o3", "torch", "package_versions"]
+__all__ = ["default_dtype", "mace", "o3", "torch", "package_versions"]
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype):
+    """Temporarily set torch's default dtype (mace builds modules and data in it)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def package_versions() -> dict[str, str]:

@@ -46,16 +46,11 @@ class Calculator(AseCalculator):
 
 
 def _prepare(model, *, adapter, head, dtype, device) -> torch.nn.Module:
-    from .loading import load_model, parse_dtype
+    from .loading import load_base_model, parse_dtype
     from .model import AdaptedModel
 
     if isinstance(model, (str, Path)):
-        if str(model) == "embedded":
-            from .embedded import load_foundation
-
-            model = load_foundation(dtype=dtype, device=device)
-        else:
-            model = load_model(model, dtype=dtype, device=device, head=head)
+        model = load_base_model(model, dtype=dtype, device=device, head=head)
     elif parse_dtype(dtype) is not None:
         from .precision import to_dtype
 

@@ -81,6 +81,7 @@ def cmd_finetune(args) -> int:
 
 def cmd_tiny_model(args) -> int:
     from ._compat import torch
+    from .io import write_file_atomically
     from .loading import parse_dtype
     from .testing.tiny import tiny_mace
 
@@ -91,9 +92,7 @@ def cmd_tiny_model(args) -> int:
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(model, tmp)
-    tmp.replace(out)
+    write_file_atomically(out, lambda tmp: torch.save(model, tmp))
     print(f"wrote {out}: tiny ScaleShiftMACE ({hidden}, H and O, random weights) for demos and tests")
     return 0
 

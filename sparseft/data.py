@@ -16,7 +16,7 @@ import numpy as np
 from ase.data import chemical_symbols
 
 from ._compat import torch
-from .predict import model_dtype, model_heads
+from .predict import atomic_data
 
 
 class DataError(ValueError):
@@ -140,25 +140,12 @@ def split(frames: Frames, fraction: float, seed: int) -> tuple[Frames, Frames]:
 def to_atomic_data(frames: Frames, model, keys: Keys, head: str | None = None) -> list:
     """mace ``AtomicData`` for each frame, with per-label weights (0 where a label is missing)."""
     from mace import data
-    from mace.tools import AtomicNumberTable
 
-    heads = model_heads(model)
-    head = head or heads[0]
     spec = data.KeySpecification(
         info_keys={"energy": keys.energy, "stress": keys.stress, "virials": keys.virials},
         arrays_keys={"forces": keys.forces},
     )
-    z_table = AtomicNumberTable([int(z) for z in model.atomic_numbers])
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(model_dtype(model))
-    try:
-        out = []
-        for atoms in frames.atoms:
-            config = data.config_from_atoms(atoms, spec, head_name=head)
-            out.append(data.AtomicData.from_config(config, z_table=z_table, cutoff=float(model.r_max), heads=heads))
-    finally:
-        torch.set_default_dtype(previous)
-    return out
+    return atomic_data(frames.atoms, model, key_specification=spec, head=head)
 
 
 def loader(dataset: list, batch_size: int, *, shuffle: bool, seed: int = 0):

@@ -18,8 +18,8 @@ from ase.data import chemical_symbols
 from ._compat import torch
 from .data import DataError, Frames, Keys, attach_labels, label_counts, read_frames, split, to_atomic_data, validate
 from .e0s import current_e0s, resolve_e0s, set_e0s
-from .io import save_adapter
-from .loading import load_model
+from .io import save_adapter, write_file_atomically
+from .loading import load_base_model
 from .model import wrap
 from .predict import model_dtype
 from .recipe import Recipe, RecipeError, save_recipe
@@ -36,9 +36,7 @@ class Interrupted(Exception):
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_file_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def _device(name: str) -> str:
@@ -51,12 +49,8 @@ def _device(name: str) -> str:
 
 def load_base(recipe: Recipe):
     """The base model named by the recipe (``embedded`` -> the shipped mini-foundation)."""
-    device = _device(recipe.base.device)
-    if recipe.base.model == "embedded":
-        from .embedded import load_foundation
-
-        return load_foundation(dtype=recipe.base.dtype, device=device)
-    return load_model(recipe.base.model, dtype=recipe.base.dtype, device=device, head=recipe.base.head)
+    return load_base_model(recipe.base.model, dtype=recipe.base.dtype, device=_device(recipe.base.device),
+                           head=recipe.base.head)
 
 
 def _embedded_path(value: str | None) -> str | None:
@@ -226,7 +220,7 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quiet:
     parity_data = None
     for name, dataset in datasets.items():
         tuned, e, f = _predictions(adapted, dataset, batch, has_stress)
-        zero, e0, f0 = _predictions(zero_shot, to_atomic_data(splits[name], zero_shot, keys), batch, has_stress)
+        zero, e0, f0 = _predictions(zero_shot, dataset, batch, has_stress)  # same graphs: only weights differ
         metrics["splits"][name] = tuned
         metrics["base_zero_shot"][name] = zero
         if name == "test" or (parity_data is None and name == "valid") or (parity_data is None and name == "train"):
@@ -250,9 +244,7 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quiet:
 
     save_adapter(adapted, out_dir / "adapter", overwrite=True, extra={"recipe": recipe.to_dict()})
     merged = adapted.merge()
-    tmp = out_dir / "merged.model.tmp"
-    torch.save(merged, tmp)
-    tmp.replace(out_dir / "merged.model")
+    write_file_atomically(out_dir / "merged.model", lambda tmp: torch.save(merged, tmp))
     _write_text(out_dir / "history.csv", _history_csv(state.history))
     _write_text(out_dir / "sparsity.json", json.dumps(rows, indent=1))
     plots.learning_curves(state.history, out_dir / "learning_curves.png")

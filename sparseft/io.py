@@ -64,6 +64,20 @@ def adapter_tensors(adapted: AdaptedModel) -> dict[str, torch.Tensor]:
     return out
 
 
+def write_file_atomically(path, write) -> Path:
+    """Run ``write(tmp_path)`` then rename the result onto ``path``: a reader sees the old file
+    or the complete new one, never a half-written one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
 def write_directory_atomically(directory: Path, write, *, overwrite: bool) -> Path:
     """Run ``write(tmp_dir)`` then move the result to ``directory`` in one rename.
 

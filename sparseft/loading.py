@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._compat import torch
+from ._compat import default_dtype, torch
 from .blocks import UnsupportedLayoutError, blocks
 from .precision import to_dtype
 
@@ -27,6 +27,15 @@ def parse_dtype(dtype) -> torch.dtype | None:
     if str(dtype) in _DTYPES:
         return _DTYPES[str(dtype)]
     raise ValueError(f"dtype must be float32 or float64, not {dtype!r}")
+
+
+def load_base_model(name, *, dtype=None, device="cpu", head: str | None = None) -> torch.nn.Module:
+    """``load_model(name)``, or the shipped mini-foundation when ``name`` is ``"embedded"``."""
+    if str(name) == "embedded":
+        from .embedded import load_foundation
+
+        return load_foundation(dtype=dtype, device=device)
+    return load_model(name, dtype=dtype, device=device, head=head)
 
 
 def load_model(path, *, dtype=None, device="cpu", head: str | None = None) -> torch.nn.Module:
@@ -63,12 +72,8 @@ def load_model(path, *, dtype=None, device="cpu", head: str | None = None) -> to
         if len(heads) > 1:
             from mace.tools.scripts_utils import remove_pt_head
 
-            previous = torch.get_default_dtype()
-            torch.set_default_dtype(next(model.parameters()).dtype)  # mace rebuilds the model in the default dtype
-            try:
+            with default_dtype(next(model.parameters()).dtype):  # mace rebuilds the model in the default dtype
                 model = remove_pt_head(model, head)
-            finally:
-                torch.set_default_dtype(previous)
     target = parse_dtype(dtype)
     if target is not None:
         model = to_dtype(model, target)

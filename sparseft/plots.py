@@ -17,9 +17,9 @@ def _pyplot():
 
 
 def _save(fig, path: Path):
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    tmp.replace(path)
+    from .io import write_file_atomically
+
+    write_file_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
 
 
 def learning_curves(history: list[dict], path: Path) -> None:

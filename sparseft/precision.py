@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from ._compat import torch
+from ._compat import default_dtype, torch
 
 DATA_BUFFERS = ("atomic_energies_fn.atomic_energies", "scale_shift.scale", "scale_shift.shift")
 
@@ -23,12 +23,8 @@ def _rebuild(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     config = extract_config_mace_model(model)
     if "error" in config:
         raise ValueError(config["error"])
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
+    with default_dtype(dtype):
         fresh = type(model)(**config)
-    finally:
-        torch.set_default_dtype(previous)
     learned = {n for n, _ in model.named_parameters()} | set(DATA_BUFFERS)
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items() if k in learned}
     fresh.load_state_dict(state, strict=False)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._compat import torch
+from ._compat import default_dtype, torch
 
 
 def model_dtype(model: torch.nn.Module) -> torch.dtype:
@@ -29,28 +29,34 @@ def model_heads(model: torch.nn.Module) -> list[str]:
     return list(getattr(model, "heads", None) or ["Default"])
 
 
-def atoms_to_batch(atoms_list, model: torch.nn.Module, *, head: str | None = None) -> dict:
-    """Build one mace batch (as a dict of tensors on the model's device and dtype)."""
+def atomic_data(atoms_list, model: torch.nn.Module, *, key_specification=None, head: str | None = None) -> list:
+    """mace ``AtomicData`` (graph + labels named by ``key_specification``) for each structure,
+    in the model's dtype, element table, cutoff and heads."""
     from mace import data
-    from mace.tools import AtomicNumberTable, torch_geometric
+    from mace.tools import AtomicNumberTable
 
     heads = model_heads(model)
     head = head or heads[0]
     if head not in heads:
         raise ValueError(f"head {head!r} not in the model's heads {heads}")
+    spec = key_specification or data.KeySpecification()
     z_table = AtomicNumberTable([int(z) for z in model.atomic_numbers])
     cutoff = float(model.r_max)
-    dtype = model_dtype(model)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        items = []
-        for atoms in atoms_list:
-            config = data.config_from_atoms(atoms, data.KeySpecification(), head_name=head)
-            items.append(data.AtomicData.from_config(config, z_table=z_table, cutoff=cutoff, heads=heads))
+    with default_dtype(model_dtype(model)):
+        return [
+            data.AtomicData.from_config(data.config_from_atoms(a, spec, head_name=head), z_table=z_table,
+                                        cutoff=cutoff, heads=heads)
+            for a in atoms_list
+        ]
+
+
+def atoms_to_batch(atoms_list, model: torch.nn.Module, *, head: str | None = None) -> dict:
+    """Build one mace batch (as a dict of tensors on the model's device and dtype)."""
+    from mace.tools import torch_geometric
+
+    items = atomic_data(atoms_list, model, head=head)
+    with default_dtype(model_dtype(model)):
         batch = torch_geometric.batch.Batch.from_data_list(items)
-    finally:
-        torch.set_default_dtype(previous)
     return batch.to(model_device(model)).to_dict()
 
 

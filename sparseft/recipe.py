@@ -285,7 +285,7 @@ def _resolve_paths(recipe: Recipe, folder: Path) -> None:
 
 def save_recipe(recipe: Recipe, path) -> None:
     """Write the resolved recipe as YAML (atomically)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-    tmp.replace(path)
+    from .io import write_file_atomically
+
+    text = yaml.safe_dump(recipe.to_dict(), sort_keys=False)
+    write_file_atomically(path, lambda tmp: tmp.write_text(text))

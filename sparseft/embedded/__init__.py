@@ -21,7 +21,7 @@ import importlib
 import json
 from pathlib import Path
 
-from .._compat import torch  # noqa: F401  (import order: mace before e3nn)
+from .._compat import default_dtype, torch  # noqa: F401  (import order: mace before e3nn)
 
 __all__ = ["DOMAIN_DIR", "FOUNDATION_CONFIG", "FOUNDATION_WEIGHTS", "foundation_info", "load_foundation"]
 
@@ -97,12 +97,8 @@ def _build(config, weights, dtype=None, device="cpu") -> torch.nn.Module:
     kwargs = _decode(copy.deepcopy(info["model_kwargs"]))
 
     build_dtype = getattr(torch, info.get("dtype", "float32"))
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(build_dtype)
-    try:
+    with default_dtype(build_dtype):
         model = cls(**kwargs)
-    finally:
-        torch.set_default_dtype(previous)
     state = load_file(str(weights), device="cpu")
     model.load_state_dict(state, strict=True)
     target = parse_dtype(dtype)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._compat import mace, o3, torch  # noqa: F401
+from .._compat import default_dtype, mace, o3, torch  # noqa: F401
 
 _E0 = {1: -13.6, 6: -1029.0, 8: -2042.0, 13: -57.0, 29: -1289.0, 79: -1000.0}
 
@@ -32,9 +32,7 @@ def tiny_mace(
     """
     from mace import modules
 
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
+    with default_dtype(dtype):
         torch.manual_seed(seed)
         e0s = np.array([_E0.get(z, -float(z)) for z in atomic_numbers])
         if heads is not None:
@@ -66,6 +64,4 @@ def tiny_mace(
             heads=heads,
             **extra,
         )
-    finally:
-        torch.set_default_dtype(previous)
     return model.to(dtype)
