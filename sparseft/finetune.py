@@ -12,11 +12,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from ase.data import chemical_symbols
 
 from ._compat import torch
 from .data import DataError, Frames, Keys, attach_labels, label_counts, read_frames, split, to_atomic_data, validate
+from .heads import setup as head_setup
 from .e0s import current_e0s, resolve_e0s, set_e0s
 from .io import save_adapter, write_file_atomically
 from .loading import load_base_model
@@ -27,8 +27,9 @@ from .train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from .train.losses import ErrorAccumulator
 from .train.trainer import Trainer
 
-OUTPUT_FILES = ("recipe.yaml", "adapter", "merged.model", "metrics.json", "history.csv", "sparsity.json",
-                "learning_curves.png", "parity_energy.png", "parity_forces.png", "sparsity_map.png", "checkpoint")
+OUTPUT_FILES = ("recipe.yaml", "adapter", "merged.model", "merged_with_heads.model", "metrics.json", "history.csv",
+                "sparsity.json", "learning_curves.png", "sparsity_map.png", "checkpoint")
+PARITY_GLOB = "parity_*.png"
 
 
 class Interrupted(Exception):
@@ -61,23 +62,29 @@ def _embedded_path(value: str | None) -> str | None:
     return value
 
 
+def foundation_keys(recipe: Recipe) -> Keys:
+    d = recipe.data
+    return Keys(d.energy_key, d.forces_key, d.stress_key, d.virials_key)
+
+
 def load_splits(recipe: Recipe, zs: list[int]) -> dict[str, Frames]:
     """Read, label and validate every data file, then split; all checks happen before training."""
     d = recipe.data
-    keys = Keys(d.energy_key, d.forces_key, d.stress_key, d.virials_key)
+    keys = foundation_keys(recipe)
+    extra = head_setup.label_sets(recipe.heads, d.calculator_labels)
 
-    def read(name):
-        value = getattr(d, name)
+    def read(where, value):
         if not value:
             return None
         try:
-            frames = attach_labels(read_frames(_embedded_path(value)), keys)
-            validate(frames, zs, keys)
+            frames = attach_labels(read_frames(_embedded_path(value)), keys,
+                                   use_calculator=d.calculator_labels == "foundation", extra=extra)
+            validate(frames, zs, keys, extra=[e[0] if isinstance(e, tuple) else e for e in extra])
             return frames
         except DataError as exc:
-            raise DataError(f"data.{name}: {exc}") from exc
+            raise DataError(f"data.{where}: {exc}") from exc
 
-    train, valid, test = read("train"), read("valid"), read("test")
+    train, valid, test = (read(name, getattr(d, name)) for name in ("train", "valid", "test"))
     if test is None and d.test_fraction > 0:
         train, test = split(train, d.test_fraction, d.split_seed + 1)
     if valid is None and d.valid_fraction > 0:
@@ -87,8 +94,19 @@ def load_splits(recipe: Recipe, zs: list[int]) -> dict[str, Frames]:
         splits["valid"] = valid
     if test is not None:
         splits["test"] = test
+    for name, path in d.evaluate.items():
+        splits[name] = read(f"evaluate.{name}", path)
     counts = label_counts(train, keys)
-    if counts["energy"] == 0 and counts["forces"] == 0:
+    has_any = counts["energy"] > 0 or counts["forces"] > 0
+    for i, head in enumerate(recipe.heads):
+        head_keys = head_setup.label_keys(head)
+        head_counts = label_counts(train, head_keys)
+        if not (head_counts.get("magmoms") or head_counts.get("energy") or head_counts.get("forces")):
+            wanted = [head_keys.magmoms] if "magmoms" in head_counts else [head_keys.energy, head_keys.forces]
+            raise DataError(f"heads[{i}] ({head.name}): no training frame in {train.path} carries its labels "
+                            f"({' or '.join(str(k) for k in wanted)}, nor ASE calculator values)")
+        has_any = True
+    if not has_any:
         raise DataError(f"{train.path}: no frame has {keys.energy} or {keys.forces} labels (nor ASE calculator values)")
     return splits
 
@@ -107,28 +125,34 @@ def _prepare_output(directory: Path, *, resume: bool, overwrite: bool) -> None:
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
+        for target in directory.glob(PARITY_GLOB):
+            target.unlink()
     directory.mkdir(parents=True, exist_ok=True)
 
 
+PARITY_METRICS = ("energy_per_atom", "forces", "magmoms")  # quantities with parity plots (any head)
+
+
 def _predictions(model, dataset, batch_size: int, compute_stress: bool):
-    """Per-frame energies per atom and all force components, reference and predicted."""
+    """Error metrics, and reference/predicted values of every quantity with a parity plot
+    (``{metric: (reference, predicted)}``, labelled entries only)."""
     from .data import loader
+    from .train.losses import views
 
     acc = ErrorAccumulator()
-    e_ref, e_pred, f_ref, f_pred = [], [], [], []
+    values: dict[str, tuple[list, list]] = {}
     for batch in loader(dataset, batch_size, shuffle=False):
         batch = batch.to(next(model.parameters()).device).to_dict()
         out = model(batch, training=False, compute_force=True, compute_stress=compute_stress)
         acc.add(batch, out)
-        n = (batch["ptr"][1:] - batch["ptr"][:-1]).double()
-        mask = batch["energy_weight"] > 0
-        e_ref.append((batch["energy"].double() / n)[mask].detach().cpu())
-        e_pred.append((out["energy"].double() / n)[mask].detach().cpu())
-        fmask = batch["forces_weight"][batch["batch"]] > 0
-        f_ref.append(batch["forces"][fmask].double().detach().cpu().reshape(-1))
-        f_pred.append(out["forces"][fmask].double().detach().cpu().reshape(-1))
-    cat = lambda xs: torch.cat(xs).numpy() if xs else np.zeros(0)  # noqa: E731
-    return acc.metrics(), (cat(e_ref), cat(e_pred)), (cat(f_ref), cat(f_pred))
+        for v in views(batch, out):
+            if v.metric.rpartition(".")[2] not in PARITY_METRICS:
+                continue
+            keep = v.mask > 0
+            refs, preds = values.setdefault(v.metric, ([], []))
+            refs.append(v.ref[keep].detach().double().cpu().reshape(-1))
+            preds.append(v.pred[keep].detach().double().cpu().reshape(-1))
+    return acc.metrics(), {k: (torch.cat(r).numpy(), torch.cat(p).numpy()) for k, (r, p) in values.items()}
 
 
 def sparsity_rows(adapted) -> list[dict]:
@@ -188,18 +212,29 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quiet:
     if not resume:
         save_recipe(recipe, out_dir / "recipe.yaml")
     d = recipe.data
-    keys = Keys(d.energy_key, d.forces_key, d.stress_key, d.virials_key)
+    keys = foundation_keys(recipe)
     e0s = resolve_e0s(d.E0s, base, splits["train"], keys)
     log(f"base: {recipe.base.model} ({type(base).__name__}, {model_dtype(base)}); "
         + ", ".join(f"{k}: {len(v.atoms)} frames" for k, v in splits.items()))
 
-    adapted = wrap(base, recipe.adapters)
+    adapted = wrap(base, recipe.adapters, allow_empty=bool(recipe.heads))
     set_e0s(adapted.model, e0s)
-    datasets = {k: to_atomic_data(v, adapted, keys) for k, v in splits.items()}
-    has_stress = label_counts(splits["train"], keys)["stress"] > 0 and recipe.train.stress_weight > 0
+    heads = head_setup.build_heads(recipe.heads, adapted._plain[0], splits["train"],
+                                   lambda option, head_keys: resolve_e0s(option, base, splits["train"], head_keys))
+    for head in heads:
+        adapted.add_head(head)
+    head_keys = [(h.name, head_setup.label_keys(h)) for h in recipe.heads]
+    datasets = {k: to_atomic_data(v, adapted, keys, heads=head_keys) for k, v in splits.items()}
+    head_setup.standardize_inputs(adapted, datasets["train"], recipe.train.batch_size)
+    initial_heads = copy.deepcopy(heads)  # the zero-shot baseline of each head
+    stress_keys = [keys] + [k for _, k in head_keys if isinstance(k, Keys)]
+    has_stress = any(label_counts(splits["train"], k)["stress"] > 0 for k in stress_keys)
+    weights = head_setup.task_weights(recipe.heads, recipe.train, compute_stress=has_stress)
+    has_stress = has_stress and any(w > 0 for name, w in weights.items() if name.endswith("stress"))
     device = next(adapted.parameters()).device
     trainer = Trainer(adapted, datasets["train"], datasets.get("valid", []), recipe.train, device=device,
-                      compute_stress=has_stress, log=log, progress=not quiet and sys.stderr.isatty())
+                      compute_stress=has_stress, log=log, progress=not quiet and sys.stderr.isatty(),
+                      task_weights=weights)
     state = load_checkpoint(out_dir, trainer) if resume else None
     if state is not None:
         log(f"resuming after epoch {state.epoch} (step {state.step})")
@@ -213,22 +248,31 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quiet:
     trainer.load_best()
     adapted.eval()
 
-    zero_shot = copy.deepcopy(base)  # the base before training, with the same E0s as the fine-tune
+    # zero-shot: the base before training with the same E0s as the fine-tune, and each head as it
+    # started (an energy head = the foundation with its own E0s; a moment head = per-element means)
+    zero_shot = copy.deepcopy(base)
     set_e0s(zero_shot, e0s)
+    if initial_heads:
+        from .heads import HeadedModel
+
+        zero_shot = HeadedModel(zero_shot, torch.nn.ModuleDict({h.name: h for h in initial_heads}))
     metrics = {"splits": {}, "base_zero_shot": {}}
     batch = recipe.train.batch_size
     parity_data = None
     for name, dataset in datasets.items():
-        tuned, e, f = _predictions(adapted, dataset, batch, has_stress)
-        zero, e0, f0 = _predictions(zero_shot, dataset, batch, has_stress)  # same graphs: only weights differ
+        tuned, values = _predictions(adapted, dataset, batch, has_stress)
+        zero, zero_values = _predictions(zero_shot, dataset, batch, has_stress)  # same graphs: only weights differ
         metrics["splits"][name] = tuned
         metrics["base_zero_shot"][name] = zero
-        if name == "test" or (parity_data is None and name == "valid") or (parity_data is None and name == "train"):
-            parity_data = (name, e, f, e0, f0)
+        if name == "test" or (parity_data is None and name in ("valid", "train")):
+            parity_data = (name, values, zero_values)
     rows = sparsity_rows(adapted)
     density = adapted.density()
     metrics.update({
         "trainable_parameters": adapted.num_trainable(),
+        "head_parameters": sum(p.numel() for p in adapted.head_parameters()),
+        "heads": [h.spec() for h in adapted.output_heads.values()],
+        "loss_weights": weights,
         "changed_parameters": density["changed"],
         "selected_parameters": density["selected"],
         "base_parameters": sum(p.numel() for p in base.parameters()),
@@ -245,28 +289,55 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quiet:
     save_adapter(adapted, out_dir / "adapter", overwrite=True, extra={"recipe": recipe.to_dict()})
     merged = adapted.merge()
     write_file_atomically(out_dir / "merged.model", lambda tmp: torch.save(merged, tmp))
+    if adapted.output_heads:  # the merged model with its heads, for sparseft.Calculator(head=...)
+        with_heads = adapted.merge_with_heads()
+        write_file_atomically(out_dir / "merged_with_heads.model", lambda tmp: torch.save(with_heads, tmp))
     _write_text(out_dir / "history.csv", _history_csv(state.history))
     _write_text(out_dir / "sparsity.json", json.dumps(rows, indent=1))
     plots.learning_curves(state.history, out_dir / "learning_curves.png")
     if parity_data is not None:
-        name, (er, ep), (fr, fp), (_, e0p), (_, f0p) = parity_data
-        plots.parity(er, ep, e0p, out_dir / "parity_energy.png", title=f"energy per atom ({name})", unit="eV/atom")
-        plots.parity(fr, fp, f0p, out_dir / "parity_forces.png", title=f"force components ({name})", unit="eV/Å")
-    plots.sparsity_map(rows, out_dir / "sparsity_map.png")
+        split_name, values, zero_values = parity_data
+        for metric, (ref, pred) in values.items():
+            head, _, quantity = metric.rpartition(".")
+            zero = zero_values.get(metric, (None, None))[1]
+            title, unit, file = PARITY_STYLE[quantity]
+            stem = f"parity_{head}_{file}" if head else f"parity_{file}"
+            plots.parity(ref, pred, zero, out_dir / f"{stem}.png", title=f"{(head + ' ') if head else ''}{title} ({split_name})",
+                         unit=unit, baseline_label="initial head" if head else "zero-shot")
+    if rows:  # nothing to map when only heads trained
+        plots.sparsity_map(rows, out_dir / "sparsity_map.png")
     _write_text(out_dir / "metrics.json", json.dumps(metrics, indent=1))
     log(_final_summary(metrics))
     return metrics
 
 
+PARITY_STYLE = {  # quantity -> (title, unit, file name part)
+    "energy_per_atom": ("energy per atom", "eV/atom", "energy"),
+    "forces": ("force components", "eV/Å", "forces"),
+    "magmoms": ("magnetic moments", "μB", "magmoms"),
+}
+
+
 def _final_summary(metrics: dict) -> str:
+    fmt = lambda v, s, k=1000: "-" if v is None else f"{v * k:{s}}"  # noqa: E731
     lines = []
     for name, m in metrics["splits"].items():
         z = metrics["base_zero_shot"][name]
-        f, f0 = m.get("forces_mae"), z.get("forces_mae")
-        e, e0 = m.get("energy_per_atom_mae"), z.get("energy_per_atom_mae")
-        fmt = lambda v, s: "-" if v is None else f"{v * 1000:{s}}"  # noqa: E731
-        lines.append(f"{name:5s}  force MAE {fmt(f, '.1f')} meV/Å (base {fmt(f0, '.1f')})  "
-                     f"energy MAE {fmt(e, '.2f')} meV/atom (base {fmt(e0, '.2f')})")
+        if m.get("forces_mae") is not None or m.get("energy_per_atom_mae") is not None:
+            lines.append(f"{name:5s}  force MAE {fmt(m.get('forces_mae'), '.1f')} meV/Å "
+                         f"(base {fmt(z.get('forces_mae'), '.1f')})  energy MAE {fmt(m.get('energy_per_atom_mae'), '.2f')} "
+                         f"meV/atom (base {fmt(z.get('energy_per_atom_mae'), '.2f')})")
+        for head in metrics.get("heads", []):
+            h = head["name"]
+            if head["kind"] == "energy" and (m.get(f"{h}.forces_mae") is not None or m.get(f"{h}.energy_per_atom_mae") is not None):
+                lines.append(f"{name:5s}  [{h}] force MAE {fmt(m.get(f'{h}.forces_mae'), '.1f')} meV/Å "
+                             f"(initial {fmt(z.get(f'{h}.forces_mae'), '.1f')})  energy MAE "
+                             f"{fmt(m.get(f'{h}.energy_per_atom_mae'), '.2f')} meV/atom "
+                             f"(initial {fmt(z.get(f'{h}.energy_per_atom_mae'), '.2f')})")
+            elif m.get(f"{h}.magmoms_mae") is not None:
+                lines.append(f"{name:5s}  [{h}] magnetic-moment MAE {fmt(m[f'{h}.magmoms_mae'], '.4f', 1)} μB "
+                             f"({'per-element mean' if head['kind'] == 'magmom' else 'initial head'} "
+                             f"{fmt(z.get(f'{h}.magmoms_mae'), '.4f', 1)} μB)")
     lines.append(f"changed {metrics['changed_parameters']} of {metrics['base_parameters']} weights "
                  f"(density {metrics['density']:.4f} of selected); {metrics['wall_time_s']:.0f} s")
     return "\n".join(lines)

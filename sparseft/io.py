@@ -4,7 +4,9 @@
 base model's fingerprint, the sha256 of the tensor file and one reference prediction
 of the adapted model on a canonical structure. Tensors are keyed
 ``<adapter>/<parameter name>/<tensor>`` (sparse: ``indices`` + ``values``; LoRA:
-``<block>.A``/``<block>.B``; freeze: ``values``). Loading checks the fingerprint, the
+``<block>.A``/``<block>.B``; freeze: ``values``); extra heads are listed under ``heads``
+in ``sparseft.json`` (name, kind, architecture options) with their full state under
+``heads/<name>/<tensor>``. Loading checks the fingerprint, the
 file hash and the reference prediction, so an edited or truncated file is an error,
 never a silently different model.
 """
@@ -33,6 +35,7 @@ FORMAT_VERSION = 1
 META_FILE = "sparseft.json"
 TENSOR_FILE = "adapter.safetensors"
 BUFFER_PREFIX = "buffers/"  # E0s a fine-tune changed
+HEAD_PREFIX = "heads/"
 
 
 class AdapterFileError(ValueError):
@@ -50,7 +53,10 @@ def sha256_file(path: Path) -> str:
 
 def _reference(model) -> dict:
     pred = predict(model, [canonical_structure(model)])[0]
-    return {"energy": pred.energy, "forces": pred.forces.tolist(), "dtype": str(model_dtype(model)).replace("torch.", "")}
+    heads = {name: {k: (v if isinstance(v, float) else v.tolist()) for k, v in values.items() if k in ("energy", "magmoms")}
+             for name, values in pred.heads.items()}
+    return {"energy": pred.energy, "forces": pred.forces.tolist(), "heads": heads,
+            "dtype": str(model_dtype(model)).replace("torch.", "")}
 
 
 def adapter_tensors(adapted: AdaptedModel) -> dict[str, torch.Tensor]:
@@ -61,6 +67,9 @@ def adapter_tensors(adapted: AdaptedModel) -> dict[str, torch.Tensor]:
             out[f"{adapter}/{param}/{key}"] = t.contiguous()
     for name, value in adapted.changed_buffers().items():
         out[f"{BUFFER_PREFIX}{name}"] = value.cpu().contiguous()
+    for name, head in adapted.output_heads.items():
+        for key, value in head.state_dict().items():
+            out[f"{HEAD_PREFIX}{name}/{key}"] = value.detach().cpu().contiguous()
     return out
 
 
@@ -117,6 +126,7 @@ def save_adapter(adapted: AdaptedModel, directory, *, overwrite: bool = False, e
             "format_version": FORMAT_VERSION,
             "versions": package_versions(),
             "adapters": [c.to_dict() for c in adapted.configs],
+            "heads": [head.spec() for head in adapted.output_heads.values()],
             "base": adapted.base_fingerprint,
             "tensors_sha256": sha256_file(tmp / TENSOR_FILE),
             "reference": _reference(adapted),
@@ -175,10 +185,10 @@ def load_adapter(base_model: torch.nn.Module, directory, *, check_reference: boo
     tensors = _read_tensors(directory, meta)
     try:
         configs = [config_from_dict(c, f"{META_FILE}: adapters[{i}]") for i, c in enumerate(meta["adapters"])]
-        adapted = wrap(base_model, configs)
+        adapted = wrap(base_model, configs, allow_empty=bool(meta.get("heads")))
     except ValueError as exc:
         raise AdapterFileError(f"{directory}: adapter configs cannot be applied: {exc}") from exc
-    used = set()
+    used = _load_heads(adapted, meta.get("heads") or [], tensors, directory)
     for adapter, param, part in adapted.all_parts():
         prefix = f"{adapter}/{param}/"
         mine = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -202,6 +212,36 @@ def load_adapter(base_model: torch.nn.Module, directory, *, check_reference: boo
     return adapted
 
 
+def _load_heads(adapted: AdaptedModel, specs: list, tensors: dict, directory: Path) -> set:
+    """Rebuild each head from its spec and load its tensors; returns the tensor keys used."""
+    from .heads import HeadError, build_head
+
+    used = set()
+    for i, spec in enumerate(specs):
+        where = f"{directory / META_FILE}: heads[{i}]"
+        if not isinstance(spec, dict) or not {"name", "kind", "options"} <= set(spec):
+            raise AdapterFileError(f"{where}: expected name, kind and options; the file is damaged")
+        try:
+            head = build_head(spec["name"], spec["kind"], spec["options"], adapted._plain[0])
+        except HeadError as exc:
+            raise AdapterFileError(f"{where}: {exc}") from exc
+        prefix = f"{HEAD_PREFIX}{spec['name']}/"
+        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        expected = head.state_dict()
+        missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        if missing or extra:
+            raise AdapterFileError(f"{directory / TENSOR_FILE}: head {spec['name']!r}: missing tensors {missing[:3]}, "
+                                   f"unexpected {extra[:3]}")
+        for key, value in state.items():
+            if value.shape != expected[key].shape:
+                raise AdapterFileError(f"{directory / TENSOR_FILE}: {prefix}{key} has shape {tuple(value.shape)}, "
+                                       f"expected {tuple(expected[key].shape)}")
+        head.load_state_dict({k: v.to(expected[k]) for k, v in state.items()})
+        adapted.add_head(head)
+        used.update(prefix + k for k in state)
+    return used
+
+
 def _check_reference(adapted: AdaptedModel, reference: dict, directory: Path) -> None:
     got = _reference(adapted)
     loose = reference.get("dtype") != "float64" or got["dtype"] != "float64"
@@ -215,3 +255,11 @@ def _check_reference(adapted: AdaptedModel, reference: dict, directory: Path) ->
             f"{directory}: the loaded adapter does not reproduce the reference prediction stored in {META_FILE} "
             f"(energy {e_got:.8g} vs {e_ref:.8g}); the files were edited or are inconsistent"
         )
+    for name, values in (reference.get("heads") or {}).items():
+        for key, want in values.items():
+            have = np.asarray(got["heads"].get(name, {}).get(key, np.nan))
+            want = np.asarray(want)
+            scale = max(float(np.abs(want).max()) if want.size else 0.0, 1.0)
+            if have.shape != want.shape or not np.all(np.abs(have - want) <= rtol * scale):
+                raise AdapterFileError(f"{directory}: head {name!r} does not reproduce its reference {key} stored in "
+                                       f"{META_FILE}; the files were edited or are inconsistent")

@@ -44,6 +44,8 @@ class AdaptedModel(torch.nn.Module):
         self.base_fingerprint = base_fingerprint
         self.parts: dict[str, dict[str, torch.nn.Module]] = {}
         self._params: list[str] = []
+        self.output_heads = torch.nn.ModuleDict()  # extra heads (sparseft.heads), trained in full
+        self._irreps_list = None
 
     # --- model-like attributes used by data and evaluation code
     @property
@@ -58,18 +60,37 @@ class AdaptedModel(torch.nn.Module):
     def heads(self):
         return getattr(self.model, "heads", ["Default"])
 
-    def forward(self, *args, **kwargs):
+    def forward(self, data, training: bool = False, compute_force: bool = True, compute_stress: bool = False, **kwargs):
         with parametrize.cached():
-            return self.model(*args, **kwargs)
+            if not self.output_heads:
+                return self.model(data, training=training, compute_force=compute_force, compute_stress=compute_stress,
+                                  **kwargs)
+            from .heads import forward_with_heads
+
+            return forward_with_heads(self.model, self.output_heads, self._irreps_list, data, training=training,
+                                      compute_force=compute_force, compute_stress=compute_stress)
+
+    # --- heads
+    def add_head(self, head) -> None:
+        """Attach a head (built on this model's base, see :func:`sparseft.heads.build_head`)."""
+        from .heads import HeadError, feature_irreps
+
+        if head.name in self.output_heads:
+            raise HeadError(f"a head named {head.name!r} exists already")
+        self._irreps_list = feature_irreps(self.model)
+        self.output_heads[head.name] = head
+
+    def head_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.output_heads.parameters() if p.requires_grad]
 
     # --- parameters
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        """The adapter parameters (the only ones with ``requires_grad``)."""
+        """The adapter parameters (the only ones with ``requires_grad``), then the heads' parameters."""
         out = []
         for parts in self.parts.values():
             for part in parts.values():
                 out += [p for p in part.parameters() if p.requires_grad]
-        return out
+        return out + self.head_parameters()
 
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.trainable_parameters())
@@ -195,6 +216,15 @@ class AdaptedModel(torch.nn.Module):
             p.requires_grad_(True)
         return merged
 
+    def merge_with_heads(self) -> torch.nn.Module:
+        """The merged model, wrapped with copies of the heads when there are any."""
+        merged = self.merge()
+        if not self.output_heads:
+            return merged
+        from .heads import HeadedModel
+
+        return HeadedModel(merged, copy.deepcopy(self.output_heads))
+
 
 def _assign_names(configs) -> list[AdapterConfig]:
     out, seen = [], set()
@@ -224,14 +254,15 @@ def _resolve(config, all_blocks):
     return chosen
 
 
-def wrap(model: torch.nn.Module, adapters, *, copy_model: bool = True) -> AdaptedModel:
+def wrap(model: torch.nn.Module, adapters, *, copy_model: bool = True, allow_empty: bool = False) -> AdaptedModel:
     """Attach adapters to (a copy of) ``model``; only the adapters' parameters train.
 
     ``adapters`` is a list of adapter configs (``SparseConfig``, ``LoRAConfig``,
     ``FreezeConfig``). Two adapters claiming one block raise :class:`AdapterConflictError`.
+    ``allow_empty`` permits no adapters at all (a frozen trunk that only heads train on).
     """
     configs = _assign_names(list(adapters))
-    if not configs:
+    if not configs and not allow_empty:
         raise ValueError("wrap() needs at least one adapter config")
     base_fp = fingerprint(model)
     target = copy.deepcopy(model) if copy_model else model

@@ -25,17 +25,29 @@ def _save(fig, path: Path):
 def learning_curves(history: list[dict], path: Path) -> None:
     plt = _pyplot()
     epochs = [r["epoch"] for r in history]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    keys = list(history[0]) if history else []
+    force_keys = [k for k in keys if k.startswith("valid_") and k.endswith("forces_mae")]
+    magmom_keys = [k for k in keys if k.startswith("valid_") and k.endswith("magmoms_mae")]
+    fig, axes = plt.subplots(1, 3 + bool(magmom_keys), figsize=(13 + 4 * bool(magmom_keys), 3.6))
     axes[0].plot(epochs, [r["train_loss"] for r in history], label="train")
     if any(r["valid_loss"] is not None for r in history):
         axes[0].plot(epochs, [r["valid_loss"] for r in history], label="valid")
     axes[0].set_yscale("log")
     axes[0].set(xlabel="epoch", ylabel="loss", title="loss")
     axes[0].legend()
-    forces = [r["valid_forces_mae"] for r in history]
-    if any(f is not None for f in forces):
-        axes[1].plot(epochs, [f * 1000 if f is not None else np.nan for f in forces])
+    for key in force_keys:
+        forces = [r[key] for r in history]
+        if any(f is not None for f in forces):
+            head = key[len("valid_"):].rpartition(".")[0] or "foundation"
+            axes[1].plot(epochs, [f * 1000 if f is not None else np.nan for f in forces], label=head)
     axes[1].set(xlabel="epoch", ylabel="meV/Å", title="validation force MAE")
+    if len(force_keys) > 1:
+        axes[1].legend()
+    for key in magmom_keys:
+        values = [r[key] if r[key] is not None else np.nan for r in history]
+        axes[3].plot(epochs, values, label=key[len("valid_"):].rpartition(".")[0])
+        axes[3].set(xlabel="epoch", ylabel="μB", title="validation magnetic-moment MAE")
+        axes[3].legend()
     axes[2].plot(epochs, [r["density"] for r in history])
     axes[2].set(xlabel="epoch", ylabel="fraction changed", title="adapter density")
     fig.tight_layout()
@@ -43,12 +55,13 @@ def learning_curves(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def parity(reference: np.ndarray, predicted: np.ndarray, baseline: np.ndarray | None, path: Path, *, title: str, unit: str) -> None:
-    """Predicted vs reference, with the zero-shot base model in grey when given."""
+def parity(reference: np.ndarray, predicted: np.ndarray, baseline: np.ndarray | None, path: Path, *, title: str, unit: str,
+           baseline_label: str = "zero-shot") -> None:
+    """Predicted vs reference, with the zero-shot base model (or a head's initial state) in grey."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.2, 4.2))
     if baseline is not None and baseline.size:
-        ax.scatter(reference, baseline, s=4, c="0.7", label="base (zero-shot)")
+        ax.scatter(reference, baseline, s=4, c="0.7", label=f"base ({baseline_label})")
     ax.scatter(reference, predicted, s=4, c="C0", label="fine-tuned")
     if reference.size:
         lo = float(min(reference.min(), predicted.min()))

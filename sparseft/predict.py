@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -67,10 +67,35 @@ class Prediction:
     energy: float
     forces: np.ndarray
     stress: np.ndarray | None
+    heads: dict = field(default_factory=dict)  # {head: {"energy", "forces", "stress"} or {"magmoms"}}
+
+
+def _numpy(value):
+    return None if value is None else value.detach().cpu().double().numpy()
+
+
+def _head_outputs(out: dict, ptr: np.ndarray, i: int) -> dict:
+    """Structure ``i``'s slice of every extra head's outputs."""
+    result = {}
+    for name, values in (out.get("heads") or {}).items():
+        mine = {}
+        for key, value in values.items():
+            array = _numpy(value)
+            if array is None:
+                continue
+            if key == "energy":
+                mine[key] = float(array[i])
+            elif key == "stress":
+                mine[key] = array[i]
+            else:  # per-atom quantities: forces, magmoms
+                mine[key] = array[ptr[i] : ptr[i + 1]]
+        result[name] = mine
+    return result
 
 
 def predict(model: torch.nn.Module, atoms_list, *, head: str | None = None, stress: bool | None = None) -> list[Prediction]:
-    """Energy, forces and (for fully periodic structures) stress of each structure.
+    """Energy, forces and (for fully periodic structures) stress of each structure, and the
+    outputs of every extra head (``Prediction.heads``).
 
     Structures are evaluated in one batch. ``stress=None`` computes stress only when all
     structures are periodic in all three directions.
@@ -89,6 +114,7 @@ def predict(model: torch.nn.Module, atoms_list, *, head: str | None = None, stre
             energy=float(energies[i]),
             forces=forces[ptr[i] : ptr[i + 1]],
             stress=None if stresses is None else stresses[i],
+            heads=_head_outputs(out, ptr, i),
         )
         for i in range(len(atoms_list))
     ]

@@ -15,6 +15,8 @@ from pathlib import Path
 import yaml
 
 from .adapters import AdapterConfig, config_from_dict
+from .heads.base import HeadError
+from .heads.config import HeadConfig, head_config_from_dict
 
 
 class RecipeError(ValueError):
@@ -33,7 +35,11 @@ class BaseSection:
 
 @dataclass
 class DataSection:
-    """Data files and key names (``mace_run_train`` spelling)."""
+    """Data files and key names (``mace_run_train`` spelling). A key set to null disables that
+    label for the foundation head; ``calculator_labels`` names who receives the values of a
+    frame's ASE calculator (``foundation``, a head name, or ``none``); ``evaluate`` maps names
+    to extra files that are only evaluated (e.g. the base's own level of theory, to measure
+    forgetting)."""
 
     train: str = ""
     valid: typing.Optional[str] = None
@@ -41,11 +47,13 @@ class DataSection:
     valid_fraction: float = 0.1
     test_fraction: float = 0.0
     split_seed: int = 0
-    energy_key: str = "REF_energy"
-    forces_key: str = "REF_forces"
-    stress_key: str = "REF_stress"
-    virials_key: str = "REF_virials"
+    energy_key: typing.Optional[str] = "REF_energy"
+    forces_key: typing.Optional[str] = "REF_forces"
+    stress_key: typing.Optional[str] = "REF_stress"
+    virials_key: typing.Optional[str] = "REF_virials"
+    calculator_labels: str = "foundation"
     E0s: typing.Union[str, dict] = "foundation"
+    evaluate: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -63,6 +71,7 @@ class TrainSection:
     energy_weight: float = 1.0
     forces_weight: float = 10.0
     stress_weight: float = 1.0
+    loss_weighting: str = "fixed"
     l1_schedule: str = "constant"
     target_density: typing.Optional[float] = None
     retrain_fraction: float = 0.3
@@ -82,6 +91,7 @@ class Recipe:
     base: BaseSection = field(default_factory=BaseSection)
     data: DataSection = field(default_factory=DataSection)
     adapters: list = field(default_factory=list)
+    heads: list = field(default_factory=list)
     train: TrainSection = field(default_factory=TrainSection)
     output: OutputSection = field(default_factory=OutputSection)
     source: typing.Optional[str] = None  # where the recipe was read from (not a YAML key)
@@ -92,7 +102,7 @@ class Recipe:
             if f.name == "source":
                 continue
             value = getattr(self, f.name)
-            if f.name == "adapters":
+            if f.name in ("adapters", "heads"):
                 out[f.name] = [a.to_dict() for a in value]
             else:
                 out[f.name] = dataclasses.asdict(value)
@@ -105,6 +115,7 @@ _CHOICES = {
     "train.optimizer": ("adam", "adamw"),
     "train.scheduler": ("constant", "cosine", "plateau"),
     "train.l1_schedule": ("constant", "warmup"),
+    "train.loss_weighting": ("fixed", "random"),
 }
 
 
@@ -186,11 +197,29 @@ def _adapters(data, where: str = "adapters") -> list[AdapterConfig]:
     return out
 
 
+def _heads(data, where: str = "heads") -> list[HeadConfig]:
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise RecipeError(f"{where}: expected a list of heads")
+    out = []
+    for i, item in enumerate(data):
+        try:
+            out.append(head_config_from_dict(item, f"{where}[{i}]"))
+        except HeadError as exc:
+            raise RecipeError(str(exc)) from exc
+    names = [h.name for h in out]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise RecipeError(f"{where}: head names must be unique; repeated: {duplicates}")
+    return out
+
+
 def recipe_from_dict(data: dict, *, source: str | None = None) -> Recipe:
     """Build and validate a :class:`Recipe` from a parsed YAML mapping."""
     if not isinstance(data, dict):
         raise RecipeError(f"{source or 'recipe'}: expected a mapping at the top level")
-    names = ["base", "data", "adapters", "train", "output"]
+    names = ["base", "data", "adapters", "heads", "train", "output"]
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise RecipeError(f"unknown section(s) {unknown}; valid sections: {', '.join(names)}")
@@ -198,6 +227,7 @@ def recipe_from_dict(data: dict, *, source: str | None = None) -> Recipe:
         base=_section(BaseSection, data.get("base"), "base"),
         data=_section(DataSection, data.get("data"), "data"),
         adapters=_adapters(data.get("adapters")),
+        heads=_heads(data.get("heads")),
         train=_section(TrainSection, data.get("train"), "train"),
         output=_section(OutputSection, data.get("output"), "output"),
         source=source,
@@ -209,8 +239,17 @@ def recipe_from_dict(data: dict, *, source: str | None = None) -> Recipe:
 def _validate(recipe: Recipe) -> None:
     if not recipe.data.train:
         raise RecipeError("data.train: a training file is required")
-    if not recipe.adapters:
-        raise RecipeError("adapters: at least one adapter is required (method: sparse, lora, freeze or full)")
+    if not recipe.adapters and not recipe.heads:
+        raise RecipeError("adapters: at least one adapter is required (method: sparse, lora, freeze or full), "
+                          "unless heads are trained on a frozen model")
+    labels = recipe.data.calculator_labels
+    if labels not in ("foundation", "none") and labels not in [h.name for h in recipe.heads]:
+        raise RecipeError(f"data.calculator_labels: {labels!r} is not foundation, none, or a head name "
+                          f"({', '.join(h.name for h in recipe.heads) or 'no heads defined'})")
+    for name, path in recipe.data.evaluate.items():
+        if not isinstance(name, str) or name in ("train", "valid", "test") or not isinstance(path, str):
+            raise RecipeError(f"data.evaluate: expected {{name: file}} with names other than train/valid/test, "
+                              f"got {name!r}: {path!r}")
     t = recipe.train
     if t.lr <= 0:
         raise RecipeError(f"train.lr: must be > 0, got {t.lr}")
@@ -280,6 +319,7 @@ def _resolve_paths(recipe: Recipe, folder: Path) -> None:
         value = getattr(recipe.data, name)
         if value and not value.startswith("embedded:"):
             setattr(recipe.data, name, resolve(value))
+    recipe.data.evaluate = {k: v if v.startswith("embedded:") else resolve(v) for k, v in recipe.data.evaluate.items()}
     recipe.output.directory = resolve(recipe.output.directory)
 
 

@@ -46,3 +46,43 @@ train:
 output:
   directory: {out}
 """
+
+
+def multitask_frames(n: int = 24, seed: int = 0):
+    """EMT frames that also carry a second level of theory (Lennard-Jones, ``LJ_*`` keys) and
+    synthetic collinear moments (``REF_magmoms``: 0.4 on Au, plus 0.3 per Au neighbour and a
+    smooth function of the neighbour distances; ``REF_total_magmom``). Labels are left out of some frames: no LJ
+    labels on every third frame, no moments on every fourth, no EMT energy on every fifth."""
+    from ase.calculators.lj import LennardJones
+    from ase.neighborlist import neighbor_list
+
+    frames = emt_frames(n, seed, stress=False)
+    for i, atoms in enumerate(frames):
+        if i % 3:
+            lj = atoms.copy()
+            lj.calc = LennardJones(sigma=2.3, epsilon=0.05, rc=4.5, smooth=True)
+            atoms.info["LJ_energy"] = lj.get_potential_energy()
+            atoms.arrays["LJ_forces"] = lj.get_forces()
+        if i % 4:
+            first, second, distance = neighbor_list("ijd", atoms, 3.0)
+            smooth = np.bincount(first, weights=np.exp(-4 * (distance - 2.55) ** 2), minlength=len(atoms))
+            au_neighbours = np.bincount(first, weights=(atoms.numbers[second] == 79), minlength=len(atoms))
+            moments = 0.4 * (atoms.numbers == 79) + 0.3 * au_neighbours + 0.05 * smooth
+            atoms.arrays["REF_magmoms"] = moments
+            atoms.info["REF_total_magmom"] = float(moments.sum())
+        if i % 5 == 0:
+            del atoms.info["REF_energy"]
+    return frames
+
+
+MULTITASK_HEADS = """
+heads:
+  - name: lj
+    kind: energy
+    energy_key: LJ_energy
+    forces_key: LJ_forces
+    E0s: average
+  - name: spin
+    kind: magmom
+    magmoms_weight: 100.0
+"""

@@ -17,12 +17,14 @@ wrapper                          fails              perturbation
 ``UnwrappedEdgeForce``           periodic_images,   forces_i += k * sum_j (p_j - p_i),
                                  supercell          edge vectors without cell shifts
 ``SizeIndependentOffset``        supercell only     energy += constant per structure
+``PolarVectorMagmomHead``        inversion only     a head declared 1e whose moments are 1o
 ===============================  =================  ===================================
 """
 
 from __future__ import annotations
 
 from .._compat import torch
+from ..heads.magmom import VectorMagmomHead
 
 
 class BrokenModel(torch.nn.Module):
@@ -136,3 +138,11 @@ class SizeIndependentOffset(BrokenModel):
 
     def perturb(self, data, out):
         out["energy"] = out["energy"] + 100.0 * self.strength
+
+
+class PolarVectorMagmomHead(VectorMagmomHead):
+    """A vector magnetic-moment head that declares ``1e`` but outputs a *polar* vector (a
+    plain mix of the 1o features): right under rotations, wrong sign under inversion."""
+
+    def forward(self, features, data):
+        return torch.einsum("nvc,v->nc", features.vectors, self.left[:, 0])

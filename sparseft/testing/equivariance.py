@@ -15,6 +15,12 @@ rule                meaning                                     under supercell
                     flip under inversion
 ==================  ==========================================  ================
 
+Extra heads (:mod:`sparseft.heads`) are checked by their declared irreps: an energy head's
+``<head>.energy``/``.forces``/``.stress`` like the foundation's, a magnetic-moment head's
+``<head>.magmoms`` by ``atom_<irreps_out>`` (``0e`` or ``1e``), compared relative to their own
+size (floor 1e-9 μB), so a head that declares ``1e`` but outputs a polar vector fails the
+inversion check.
+
 Checks: ``rotation`` (random proper rotations of positions and cell about the origin),
 ``inversion`` (positions -> -positions, same cell), ``translation``, ``permutation``,
 ``periodic_images`` (atoms moved by random lattice vectors) and ``supercell``; the last two
@@ -70,6 +76,8 @@ from .structures import default_structures
 RULES = ("global_0e", "global_tensor2", "atom_0e", "atom_1o", "atom_1e")
 DEFAULT_RULES = {"energy": "global_0e", "forces": "atom_1o", "stress": "global_tensor2"}
 DEFAULT_FLOORS = {"stress": 0.01}  # outputs not listed use 1.0
+MAGMOM_FLOOR = 1e-9
+ENERGY_HEAD_RULES = {"energy": "global_0e", "forces": "atom_1o", "stress": "global_tensor2"}
 DEFAULT_RTOL = {torch.float64: 1e-8, torch.float32: 1e-4}
 FALLBACK_RTOL = 1e-2  # half precision and anything else
 CHECKS = ("rotation", "inversion", "translation", "permutation", "periodic_images", "supercell")
@@ -146,14 +154,34 @@ class EquivarianceReport:
 
 
 def predict_outputs(model, atoms_list, *, head: str | None = None) -> list[dict]:
-    """Default ``evaluate``: energy, forces and (periodic structures) stress via :func:`predict`."""
+    """Default ``evaluate``: energy, forces and (periodic structures) stress via :func:`predict`,
+    and every extra head's outputs as ``<head>.<quantity>``."""
     outputs = []
     for p in predict(model, atoms_list, head=head):
         out = {"energy": p.energy, "forces": p.forces}
         if p.stress is not None:
             out["stress"] = p.stress
+        for name, values in p.heads.items():
+            out.update({f"{name}.{key}": value for key, value in values.items() if value is not None})
         outputs.append(out)
     return outputs
+
+
+def head_rules(model) -> tuple[dict[str, str], dict[str, float]]:
+    """Rules and floors for the extra heads of ``model``, from each head's declared irreps."""
+    rules, floors = {}, {}
+    for name, head in (getattr(model, "output_heads", None) or {}).items():
+        if head.property == "energy":
+            for key, rule in ENERGY_HEAD_RULES.items():
+                rules[f"{name}.{key}"] = rule
+            floors[f"{name}.stress"] = DEFAULT_FLOORS["stress"]
+        else:
+            rule = f"atom_{head.irreps_out}"
+            if rule not in RULES:
+                raise ValueError(f"head {name!r} declares irreps {head.irreps_out!r}; the harness checks {RULES}")
+            rules[f"{name}.{head.property}"] = rule
+            floors[f"{name}.{head.property}"] = MAGMOM_FLOOR
+    return rules, floors
 
 
 def check_equivariance(
@@ -172,14 +200,16 @@ def check_equivariance(
     """Evaluate ``model`` on each structure and transformed copies and compare (see module doc).
 
     ``evaluate(model, atoms_list) -> list[dict[name, array | float]]`` computes the outputs
-    (default: energy/forces/stress from :func:`predict`); ``rules`` maps each output name to
-    a rule in ``RULES`` (default ``DEFAULT_RULES``). Outputs missing from a structure's
+    (default: energy/forces/stress from :func:`predict`, plus every extra head's outputs);
+    ``rules`` maps each output name to a rule in ``RULES`` (default ``DEFAULT_RULES`` plus
+    :func:`head_rules`). Outputs missing from a structure's
     dict (e.g. stress of a cluster) are skipped. ``floors`` (per output, default
     ``DEFAULT_FLOORS``, else 1.0) set the error normalisation. ``rtol`` defaults to ``DEFAULT_RTOL`` for
     the model's dtype.
     """
-    rules = dict(DEFAULT_RULES if rules is None else rules)
-    floors = dict(DEFAULT_FLOORS if floors is None else floors)
+    extra_rules, extra_floors = head_rules(model)
+    rules = dict({**DEFAULT_RULES, **extra_rules} if rules is None else rules)
+    floors = dict({**DEFAULT_FLOORS, **extra_floors} if floors is None else floors)
     unknown = {name: rule for name, rule in rules.items() if rule not in RULES}
     if unknown:
         raise ValueError(f"unknown rules {unknown}; expected one of {RULES}")

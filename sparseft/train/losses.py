@@ -1,4 +1,10 @@
-"""Masked losses and error metrics: a frame contributes only the labels it carries."""
+"""Masked losses and error metrics: a frame contributes only the labels it carries.
+
+Every supervised quantity is a *task*: the foundation head's ``energy``, ``forces`` and
+``stress``, an extra energy head's ``<head>.energy``/``.forces``/``.stress`` and a
+magnetic-moment head's ``<head>.magmoms``. Labels of extra heads sit in the batch under
+``<head>__<quantity>`` with a per-frame ``<head>__<quantity>_weight`` (0 = missing).
+"""
 
 from __future__ import annotations
 
@@ -14,8 +20,65 @@ class LossWeights:
     stress: float = 1.0
 
 
+@dataclass
+class View:
+    """One task on one batch: prediction, reference and a mask of the same shape."""
+
+    task: str  # loss weight key: "energy", "forces", "stress", "<head>.energy", "<head>.magmoms", ...
+    metric: str  # error metric name: "energy_per_atom", "forces", ..., "<head>.magmoms"
+    pred: torch.Tensor
+    ref: torch.Tensor
+    mask: torch.Tensor
+
+
 def _atoms_per_graph(batch) -> torch.Tensor:
     return (batch["ptr"][1:] - batch["ptr"][:-1]).to(batch["positions"].dtype)
+
+
+def _per_atom(mask_per_graph, batch, like):
+    mask = mask_per_graph[batch["batch"]]
+    return mask.view(-1, *([1] * (like.dim() - 1))).expand_as(like)
+
+
+def _energy_views(prefix: str, out: dict, batch, labels: dict, weight) -> list[View]:
+    """Views of an energy head: ``labels`` maps energy/forces/stress to (reference, per-frame weight)."""
+    views = []
+    n = _atoms_per_graph(batch)
+    if "energy" in labels and out.get("energy") is not None:
+        ref, w = labels["energy"]
+        views.append(View(prefix + "energy", prefix + "energy_per_atom", out["energy"] / n, ref / n, weight * w))
+    if "forces" in labels and out.get("forces") is not None:
+        ref, w = labels["forces"]
+        views.append(View(prefix + "forces", prefix + "forces", out["forces"], ref, _per_atom(weight * w, batch, ref)))
+    if "stress" in labels and out.get("stress") is not None:
+        ref, w = labels["stress"]
+        views.append(View(prefix + "stress", prefix + "stress", out["stress"], ref,
+                          (weight * w).view(-1, 1, 1).expand_as(out["stress"])))
+    return views
+
+
+def _labels(batch, prefix: str, names) -> dict:
+    return {n: (batch[prefix + n], batch[prefix + n + "_weight"]) for n in names
+            if prefix + n in batch and prefix + n + "_weight" in batch}
+
+
+def views(batch, out) -> list[View]:
+    """Every task with labels in ``batch`` and a prediction in ``out``."""
+    weight = batch["weight"]
+    foundation = {n: (batch[n], batch[n + "_weight"]) for n in ("energy", "forces", "stress") if n in batch}
+    result = _energy_views("", out, batch, foundation, weight)
+    for name, values in (out.get("heads") or {}).items():
+        prefix = f"{name}__"
+        if "magmoms" in values:
+            labels = _labels(batch, prefix, ["magmoms"])
+            if labels:
+                ref, w = labels["magmoms"]
+                result.append(View(f"{name}.magmoms", f"{name}.magmoms", values["magmoms"], ref,
+                                   _per_atom(weight * w, batch, ref)))
+        else:
+            result += _energy_views(f"{name}.", values, batch, _labels(batch, prefix, ["energy", "forces", "stress"]),
+                                    weight)
+    return result
 
 
 def _masked_mean(sq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -25,22 +88,16 @@ def _masked_mean(sq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def loss_terms(batch, out) -> dict[str, torch.Tensor]:
-    """Mean squared errors (energy per atom, force components, stress components), each over the
-    frames that carry that label (mace's per-frame ``*_weight`` fields are 0 where missing)."""
-    n = _atoms_per_graph(batch)
-    terms = {}
-    e_mask = batch["weight"] * batch["energy_weight"]
-    terms["energy"] = _masked_mean(((out["energy"] - batch["energy"]) / n) ** 2, e_mask)
-    f_mask = (batch["weight"] * batch["forces_weight"])[batch["batch"]].unsqueeze(-1).expand_as(out["forces"])
-    terms["forces"] = _masked_mean((out["forces"] - batch["forces"]) ** 2, f_mask)
-    if out.get("stress") is not None and "stress" in batch:
-        s_mask = (batch["weight"] * batch["stress_weight"]).view(-1, 1, 1).expand_as(out["stress"])
-        terms["stress"] = _masked_mean((out["stress"] - batch["stress"]) ** 2, s_mask)
-    return terms
+    """Mean squared error of each task over the entries that carry its label."""
+    return {v.task: _masked_mean((v.pred - v.ref) ** 2, v.mask) for v in views(batch, out)}
 
 
-def total_loss(terms: dict[str, torch.Tensor], weights: LossWeights) -> torch.Tensor:
-    return sum(getattr(weights, name) * value for name, value in terms.items())
+def total_loss(terms: dict[str, torch.Tensor], weights) -> torch.Tensor:
+    """``sum_task weight * term``; ``weights`` is a :class:`LossWeights` or a task -> weight dict."""
+    if isinstance(weights, LossWeights):
+        weights = {"energy": weights.energy, "forces": weights.forces, "stress": weights.stress}
+    values = [weights.get(name, 0.0) * value for name, value in terms.items()]
+    return sum(values) if values else torch.zeros(())
 
 
 class ErrorAccumulator:
@@ -58,16 +115,11 @@ class ErrorAccumulator:
         s[2] += float(m.sum())
 
     def add(self, batch, out) -> None:
-        n = _atoms_per_graph(batch)
-        self._add("energy_per_atom", (out["energy"] - batch["energy"]) / n, batch["energy_weight"])
-        f_mask = batch["forces_weight"][batch["batch"]].unsqueeze(-1).expand_as(out["forces"])
-        self._add("forces", out["forces"] - batch["forces"], f_mask)
-        if out.get("stress") is not None and "stress" in batch:
-            s_mask = batch["stress_weight"].view(-1, 1, 1).expand_as(out["stress"])
-            self._add("stress", out["stress"] - batch["stress"], s_mask)
+        for v in views(batch, out):
+            self._add(v.metric, v.pred - v.ref, (v.mask > 0).to(v.pred.dtype))
 
     def metrics(self) -> dict[str, float | None]:
-        """MAE and RMSE per quantity (eV/atom, eV/Å, eV/Å^3); None where no frame had the label."""
+        """MAE and RMSE per quantity (eV/atom, eV/Å, eV/Å^3, μB); None where no frame had the label."""
         out = {}
         for name, (abs_sum, sq_sum, count) in self.sums.items():
             out[f"{name}_mae"] = abs_sum / count if count else None

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from .._compat import torch
 from ..data import loader
 from ..model import AdaptedModel
-from .losses import ErrorAccumulator, LossWeights, loss_terms, total_loss
+from .losses import ErrorAccumulator, loss_terms, total_loss
 
 
 @dataclass
@@ -78,7 +78,7 @@ class Trainer:
     """Fits an :class:`AdaptedModel` on mace ``AtomicData`` lists with a ``TrainSection`` config."""
 
     def __init__(self, adapted: AdaptedModel, train_data, valid_data, config, *, device, compute_stress: bool,
-                 log=print, progress: bool = False):
+                 log=print, progress: bool = False, task_weights: dict | None = None):
         self.model = adapted
         self.train_data = train_data
         self.valid_data = valid_data
@@ -87,7 +87,10 @@ class Trainer:
         self.compute_stress = compute_stress
         self.log = log
         self.progress = progress
-        self.weights = LossWeights(config.energy_weight, config.forces_weight, config.stress_weight if compute_stress else 0.0)
+        self.weights = dict(task_weights) if task_weights is not None else {
+            "energy": config.energy_weight, "forces": config.forces_weight,
+            "stress": config.stress_weight if compute_stress else 0.0,
+        }
         self.params = adapted.trainable_parameters()
         self.optimizer = make_optimizer(self.params, config)
         self.ema = EMA(self.params, config.ema_decay) if config.ema_decay else None
@@ -122,6 +125,17 @@ class Trainer:
             ramp = max(1, (self.fix_at_step or self.total_steps) // 2)
             return min(1.0, (step + 1) / ramp)
         return 1.0
+
+    def weights_at(self, step: int) -> dict:
+        """Loss weights of one step: fixed, or (``loss_weighting: random``) the fixed weights times
+        ``K * softmax(z)``, ``z ~ N(0, 1)`` per task (random loss weighting, Lin et al. 2022), drawn
+        from a generator seeded by (seed, step) so resumed runs draw the same weights."""
+        if getattr(self.config, "loss_weighting", "fixed") != "random":
+            return self.weights
+        active = [name for name, w in self.weights.items() if w > 0]
+        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
+        factors = torch.softmax(torch.randn(len(active), generator=generator, dtype=torch.float64), 0) * len(active)
+        return {**self.weights, **{name: self.weights[name] * float(f) for name, f in zip(active, factors)}}
 
     # --- evaluation
     def evaluate(self, dataset) -> dict:
@@ -221,6 +235,7 @@ class Trainer:
             "valid_loss": valid.get("loss"),
             "valid_energy_mae": valid.get("energy_per_atom_mae"),
             "valid_forces_mae": valid.get("forces_mae"),
+            **{f"valid_{k}": v for k, v in valid.items() if "." in k and k.endswith("_mae")},  # extra heads
             "density": density["overall"],
             "changed": density["changed"],
             "seconds": time.perf_counter() - start,
@@ -238,7 +253,7 @@ class Trainer:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         out = self.model(batch, training=True, compute_force=True, compute_stress=self.compute_stress)
-        loss = total_loss(loss_terms(batch, out), self.weights)
+        loss = total_loss(loss_terms(batch, out), self.weights_at(state.step))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"step {state.step}: the loss is {float(loss)}; lower train.lr or check the data")
         loss.backward()

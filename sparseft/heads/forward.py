@@ -1,0 +1,91 @@
+"""Running a MACE trunk with extra heads: one forward pass of the trunk, then each head on its
+node features; forces and stress of every energy head by autograd.
+
+Output: mace's dict for the foundation head (``energy``, ``forces``, ``stress``, ...) plus
+``heads``: ``{name: {"energy", "forces", "stress"}}`` for energy heads and
+``{name: {"magmoms"}}`` for magnetic-moment heads.
+"""
+
+from __future__ import annotations
+
+from .._compat import torch
+from .features import feature_irreps, split_features
+
+
+def _derivatives(energy, positions, displacement, cell, *, training: bool, last: bool):
+    """Forces ``-dE/dr`` and, with a displacement, stress ``-(1/V) dE/dε`` (mace's convention)."""
+    inputs = [positions] + ([displacement] if displacement is not None else [])
+    grads = torch.autograd.grad([energy.sum()], inputs, retain_graph=training or not last, create_graph=training,
+                                allow_unused=True)
+    forces = -grads[0] if grads[0] is not None else torch.zeros_like(positions)
+    stress = None
+    if displacement is not None:
+        virials = -grads[1] if grads[1] is not None else torch.zeros_like(displacement)
+        volume = torch.linalg.det(cell.view(-1, 3, 3)).abs().view(-1, 1, 1)
+        stress = virials / volume
+        stress = torch.where(torch.abs(stress) < 1e10, stress, torch.zeros_like(stress))
+    return forces, stress
+
+
+def forward_with_heads(trunk, heads, irreps_list, data: dict, *, training: bool = False, compute_force: bool = True,
+                       compute_stress: bool = False, **_ignored) -> dict:
+    """Run ``trunk`` (a mace model, possibly parametrized) and ``heads`` (name -> Head) on a batch."""
+    data = dict(data)  # mace writes displaced positions into its input dict
+    positions = data["positions"]
+    positions.requires_grad_(True)
+    displacement = None
+    if compute_stress:
+        num_graphs = int(data["ptr"].numel() - 1)
+        displacement = torch.zeros((num_graphs, 3, 3), dtype=positions.dtype, device=positions.device, requires_grad=True)
+        data["displacement"] = displacement
+    out = dict(trunk(data, training=training, compute_force=False, compute_displacement=compute_stress))
+    features = split_features(out["node_feats"], irreps_list)
+    energies = {None: out["energy"]}
+    results = {}
+    for name, head in heads.items():
+        value = head(features, data)
+        if head.property == "energy":
+            energies[name] = value
+            results[name] = {"energy": value}
+        else:
+            results[name] = {head.property: value}
+    want = compute_force or compute_stress
+    names = list(energies)
+    for i, name in enumerate(names):
+        if not want:
+            break
+        forces, stress = _derivatives(energies[name], positions, displacement, data["cell"], training=training,
+                                      last=i == len(names) - 1)
+        target = out if name is None else results[name]
+        target["forces"] = forces
+        target["stress"] = stress
+    out["heads"] = results
+    return out
+
+
+class HeadedModel(torch.nn.Module):
+    """A plain (merged) mace model plus heads, callable like a mace model (for the calculator
+    and for saving a fine-tune with heads as one file)."""
+
+    def __init__(self, model: torch.nn.Module, heads: torch.nn.ModuleDict):
+        super().__init__()
+        self.model = model
+        self.output_heads = heads
+        self.irreps_list = feature_irreps(model)
+
+    @property
+    def atomic_numbers(self):
+        return self.model.atomic_numbers
+
+    @property
+    def r_max(self):
+        return self.model.r_max
+
+    @property
+    def heads(self):
+        return getattr(self.model, "heads", ["Default"])
+
+    def forward(self, data: dict, training: bool = False, compute_force: bool = True, compute_stress: bool = False,
+                **kwargs) -> dict:
+        return forward_with_heads(self.model, self.output_heads, self.irreps_list, data, training=training,
+                                  compute_force=compute_force, compute_stress=compute_stress)

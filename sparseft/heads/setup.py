@@ -1,0 +1,97 @@
+"""Setting heads up for a fine-tune: their label keys, initial values (E0s, per-element mean
+moments) and loss weights, from the recipe's ``heads:`` entries."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._compat import torch
+from .config import HeadConfig, build_from_config
+
+
+def label_keys(config: HeadConfig):
+    """``data.Keys`` (energy head) or ``data.MagmomKeys`` for one head."""
+    from ..data import Keys, MagmomKeys
+
+    if config.kind == "energy":
+        return Keys(config.energy_key, config.forces_key, config.stress_key, config.virials_key)
+    return MagmomKeys(config.magmom_key, config.total_key if config.kind == "magmom" else None,
+                      vector=config.kind == "vector_magmom")
+
+
+def label_sets(heads: list[HeadConfig], calculator_labels: str) -> list:
+    """What ``data.attach_labels(extra=...)`` needs: ``(Keys, use_calculator)`` or ``MagmomKeys``."""
+    out = []
+    for h in heads:
+        keys = label_keys(h)
+        out.append((keys, calculator_labels == h.name) if h.kind == "energy" else keys)
+    return out
+
+
+def element_means(frames, key: str, zs: list[int]) -> torch.Tensor:
+    """Per-element mean of a per-atom collinear label over ``frames`` (0 for absent elements)."""
+    sums, counts = np.zeros(len(zs)), np.zeros(len(zs))
+    for atoms in frames.atoms:
+        if key not in atoms.arrays:
+            continue
+        values = np.asarray(atoms.arrays[key], dtype=float)
+        for j, z in enumerate(zs):
+            mask = atoms.numbers == z
+            sums[j] += values[mask].sum()
+            counts[j] += mask.sum()
+    return torch.tensor(np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0))
+
+
+def build_heads(configs: list[HeadConfig], base, train_frames, resolve_e0s) -> list:
+    """Heads built on the unwrapped ``base`` and initialised from the training data: energy
+    heads get their E0s (``resolve_e0s(option, keys)`` -> {Z: eV}), collinear moment heads
+    start at the per-element mean moment."""
+    zs = [int(z) for z in base.atomic_numbers]
+    heads = []
+    for config in configs:
+        head = build_from_config(config, base)
+        if config.kind == "energy":
+            e0s = resolve_e0s(config.E0s, label_keys(config))
+            head.set_e0s(torch.tensor([e0s[z] for z in zs]))
+        elif config.kind == "magmom":
+            head.initialize(element_means(train_frames, config.magmom_key, zs))
+        heads.append(head)
+    return heads
+
+
+def task_weights(configs: list[HeadConfig], train, *, compute_stress: bool) -> dict:
+    """Loss weight per task (``train`` is the recipe's train section, for the foundation head)."""
+    weights = {"energy": train.energy_weight, "forces": train.forces_weight,
+               "stress": train.stress_weight if compute_stress else 0.0}
+    for h in configs:
+        if h.kind == "energy":
+            weights.update({f"{h.name}.energy": h.energy_weight, f"{h.name}.forces": h.forces_weight,
+                            f"{h.name}.stress": h.stress_weight if compute_stress else 0.0})
+        else:
+            weights[f"{h.name}.magmoms"] = h.magmoms_weight
+    return weights
+
+
+@torch.no_grad()
+def standardize_inputs(adapted, dataset, batch_size: int) -> None:
+    """Set every moment head's input scaling from the trunk's features on ``dataset``."""
+    from ..data import loader
+    from .features import split_features
+
+    heads = [h for h in adapted.output_heads.values() if hasattr(h, "inputs")]
+    if not heads or not dataset:
+        return
+    device = next(adapted.parameters()).device
+    scalars, vectors = [], []
+    for batch in loader(dataset, batch_size, shuffle=False):
+        batch = batch.to(device).to_dict()
+        with torch.enable_grad():  # mace's forward asks for position gradients
+            out = adapted.model(batch, training=False, compute_force=False)
+        features = split_features(out["node_feats"].detach(), adapted._irreps_list)
+        scalars.append(features.scalars)
+        if features.vectors is not None:
+            vectors.append(features.vectors)
+    s = torch.cat(scalars)
+    rms = torch.cat(vectors).pow(2).sum(-1).mean(0).sqrt() if vectors else None
+    for head in heads:
+        head.inputs.set(s.mean(0), s.std(0) if s.shape[0] > 1 else torch.ones_like(s[0]), rms)

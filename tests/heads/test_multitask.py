@@ -1,0 +1,184 @@
+"""Multi-task training: masked losses over heads, random loss weighting, and an end-to-end
+fine-tune with an extra energy head and a magnetic-moment head."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import ase.io
+import numpy as np
+import pytest
+
+from sparseft import SparseConfig, wrap
+from sparseft._compat import torch
+from sparseft.data import Frames, Keys, MagmomKeys, attach_labels, loader, to_atomic_data
+from sparseft.finetune import run
+from sparseft.heads import build_head
+from sparseft.recipe import RecipeError, TrainSection, load_recipe, recipe_from_dict
+from sparseft.testing.tiny import tiny_mace
+from sparseft.train.losses import loss_terms
+from sparseft.train.trainer import Trainer
+
+from ..finetune_data import MULTITASK_HEADS, multitask_frames, recipe_text
+
+HEAD_KEYS = [("lj", Keys("LJ_energy", "LJ_forces", None, None)), ("spin", MagmomKeys())]
+
+
+@pytest.fixture(scope="module")
+def cuau():
+    return tiny_mace(atomic_numbers=(29, 79), r_max=4.5)
+
+
+def _adapted(cuau):
+    adapted = wrap(cuau, [SparseConfig()])
+    adapted.add_head(build_head("lj", "energy", {}, adapted._plain[0]))
+    adapted.add_head(build_head("spin", "magmom", {}, adapted._plain[0], seed=2))
+    with torch.no_grad():
+        for p in adapted.output_heads["spin"].parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return adapted
+
+
+def test_masked_multitask_loss_uses_only_labelled_frames(cuau):
+    frames = multitask_frames(8)
+    adapted = _adapted(cuau)
+    labelled = attach_labels(Frames("mt.xyz", frames, list(range(8))), Keys(), extra=[(HEAD_KEYS[0][1], False), HEAD_KEYS[1][1]])
+    data = to_atomic_data(labelled, adapted, Keys(), heads=HEAD_KEYS)
+    batch = next(iter(loader(data, 8, shuffle=False))).to_dict()
+    out = adapted(batch, training=False, compute_force=True)
+    terms = loss_terms(batch, out)
+    assert set(terms) == {"energy", "forces", "lj.energy", "lj.forces", "spin.magmoms"}
+
+    ptr = batch["ptr"].numpy()
+    n = np.diff(ptr)
+    has = lambda i, key, where: key in (frames[i].info if where == "info" else frames[i].arrays)  # noqa: E731
+    e_pred = out["heads"]["lj"]["energy"].detach().numpy()
+    rows = [i for i in range(8) if has(i, "LJ_energy", "info")]
+    assert 0 < len(rows) < 8  # some frames lack the label
+    expected = np.mean([((e_pred[i] - frames[i].info["LJ_energy"]) / n[i]) ** 2 for i in rows])
+    assert float(terms["lj.energy"]) == pytest.approx(expected, rel=1e-10)
+
+    m_pred = out["heads"]["spin"]["magmoms"].detach().numpy()
+    rows = [i for i in range(8) if has(i, "REF_magmoms", "arrays")]
+    assert 0 < len(rows) < 8
+    diffs = np.concatenate([m_pred[ptr[i]:ptr[i + 1]] - frames[i].arrays["REF_magmoms"] for i in rows])
+    assert float(terms["spin.magmoms"]) == pytest.approx(np.mean(diffs**2), rel=1e-10)
+
+    e_rows = [i for i in range(8) if has(i, "REF_energy", "info")]
+    assert len(e_rows) < 8
+    expected = np.mean([((out["energy"][i].item() - frames[i].info["REF_energy"]) / n[i]) ** 2 for i in e_rows])
+    assert float(terms["energy"]) == pytest.approx(expected, rel=1e-10)
+
+
+def test_random_loss_weighting_redraws_reproducibly(cuau):
+    adapted = _adapted(cuau)
+    config = TrainSection(loss_weighting="random", seed=3)
+    weights = {"energy": 1.0, "forces": 10.0, "stress": 0.0, "spin.magmoms": 5.0}
+    trainer = Trainer(adapted, [], [], config, device="cpu", compute_stress=False, task_weights=weights)
+    draws = [trainer.weights_at(step) for step in range(200)]
+    assert draws[0] != draws[1]
+    assert draws[5] == trainer.weights_at(5)  # a resumed run draws the same weights
+    assert all(d["stress"] == 0.0 for d in draws)  # disabled tasks stay off
+    for name in ("energy", "forces", "spin.magmoms"):
+        ratio = np.mean([d[name] for d in draws]) / weights[name]
+        assert 0.8 < ratio < 1.2  # K * softmax(z) averages to about 1
+    fixed = Trainer(adapted, [], [], TrainSection(), device="cpu", compute_stress=False, task_weights=weights)
+    assert fixed.weights_at(0) == fixed.weights_at(7) == weights
+
+
+@pytest.fixture(scope="module")
+def multitask_run(tmp_path_factory, cuau):
+    d = tmp_path_factory.mktemp("mt")
+    torch.save(cuau, d / "tiny.model")
+    ase.io.write(d / "data.xyz", multitask_frames(30))
+    recipe = d / "mt.yaml"
+    recipe.write_text(recipe_text("tiny.model", "data.xyz", "out", epochs=8, lr=0.01) + MULTITASK_HEADS)
+    metrics = run(load_recipe(recipe), quiet=True)
+    return d / "out", metrics
+
+
+def test_multitask_finetune_outputs_cover_every_head(multitask_run):
+    out, metrics = multitask_run
+    for name in ("merged.model", "merged_with_heads.model", "parity_lj_energy.png", "parity_lj_forces.png",
+                 "parity_spin_magmoms.png", "parity_forces.png"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "metrics.json").read_text())
+    assert [h["name"] for h in saved["heads"]] == ["lj", "spin"]
+    test = saved["splits"]["test"]
+    for key in ("forces_mae", "lj.forces_mae", "lj.energy_per_atom_mae", "spin.magmoms_mae"):
+        assert test[key] is not None, key
+    history = list(csv.DictReader((out / "history.csv").open()))
+    assert "valid_spin.magmoms_mae" in history[0] and "valid_lj.forces_mae" in history[0]
+
+
+def test_multitask_finetune_learns_every_head(multitask_run):
+    _, metrics = multitask_run
+    test, zero = metrics["splits"]["test"], metrics["base_zero_shot"]["test"]
+    assert test["spin.magmoms_mae"] < 0.7 * zero["spin.magmoms_mae"]  # beats the per-element mean
+    assert test["lj.forces_mae"] < zero["lj.forces_mae"]
+    assert metrics["head_parameters"] > 0
+    assert metrics["trainable_parameters"] > metrics["head_parameters"]
+
+
+def test_multitask_adapter_restores_heads(multitask_run, cuau):
+    from sparseft import load_adapter
+    from sparseft.predict import predict
+
+    out, _ = multitask_run
+    adapted = load_adapter(cuau, out / "adapter")
+    merged = torch.load(out / "merged_with_heads.model", weights_only=False)
+    atoms = multitask_frames(1, seed=9)[0]
+    a, b = predict(adapted, [atoms])[0], predict(merged, [atoms])[0]
+    np.testing.assert_allclose(b.heads["spin"]["magmoms"], a.heads["spin"]["magmoms"], atol=1e-10)
+    assert b.heads["lj"]["energy"] == pytest.approx(a.heads["lj"]["energy"], rel=1e-12)
+
+
+def _recipe_dict(**heads_and_data):
+    data = {"train": "x.xyz", **heads_and_data.pop("data", {})}
+    return {"data": data, "adapters": [{"method": "sparse"}], **heads_and_data}
+
+
+@pytest.mark.parametrize("heads, data, message", [
+    ([{"name": "spin", "kind": "magmom", "forces_key": "F"}], {}, r"heads\[0\]: key\(s\) \['forces_key'\] do not apply to kind magmom"),
+    ([{"name": "2x", "kind": "magmom"}], {}, r"heads\[0\]\.name"),
+    ([{"name": "foundation", "kind": "energy"}], {}, r"heads\[0\]\.name"),
+    ([{"name": "s", "kind": "spin"}], {}, r"heads\[0\]\.kind: 'spin' is not one of"),
+    ([{"name": "s", "kind": "magmom"}, {"name": "s", "kind": "energy"}], {}, "repeated"),
+    ([{"name": "s", "kind": "magmom", "magmoms_weight": -1}], {}, r"heads\[0\]\.magmoms_weight"),
+    ([{"name": "e", "kind": "energy", "E0s": "guess"}], {}, r"heads\[0\]\.E0s"),
+    ([{"name": "e", "kind": "energy"}], {"calculator_labels": "dft"}, "data.calculator_labels: 'dft'"),
+])
+def test_bad_head_recipes_name_the_path(heads, data, message):
+    with pytest.raises(RecipeError, match=message):
+        recipe_from_dict(_recipe_dict(heads=heads, data=data))
+
+
+def test_heads_without_adapters_are_allowed_but_nothing_is_not():
+    recipe_from_dict({"data": {"train": "x.xyz"}, "heads": [{"name": "s", "kind": "magmom"}]})
+    with pytest.raises(RecipeError, match="at least one adapter"):
+        recipe_from_dict({"data": {"train": "x.xyz"}})
+
+
+def test_bad_moment_labels_name_file_and_frame(tmp_path, cuau):
+    frames = multitask_frames(4)
+    frames[2].arrays["REF_magmoms"] = np.zeros((len(frames[2]), 3))
+    ase.io.write(tmp_path / "bad.xyz", frames)
+    torch.save(cuau, tmp_path / "tiny.model")
+    (tmp_path / "r.yaml").write_text(recipe_text("tiny.model", "bad.xyz", "out") + MULTITASK_HEADS)
+    from sparseft.data import DataError
+
+    with pytest.raises(DataError, match=r"data.train: .*bad.xyz: frame 2: REF_magmoms has shape \(4, 3\), expected \(4,\)"):
+        run(load_recipe(tmp_path / "r.yaml"), quiet=True)
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_head_without_training_labels_is_an_error(tmp_path, cuau):
+    ase.io.write(tmp_path / "d.xyz", multitask_frames(6))
+    torch.save(cuau, tmp_path / "tiny.model")
+    heads = MULTITASK_HEADS.replace("kind: magmom", "kind: magmom\n    magmom_key: MISSING")
+    (tmp_path / "r.yaml").write_text(recipe_text("tiny.model", "d.xyz", "out") + heads)
+    from sparseft.data import DataError
+
+    with pytest.raises(DataError, match=r"heads\[1\] \(spin\): no training frame"):
+        run(load_recipe(tmp_path / "r.yaml"), quiet=True)
