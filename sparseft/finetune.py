@@ -73,9 +73,7 @@ def load_splits(recipe: Recipe, zs: list[int]) -> dict[str, Frames]:
     keys = foundation_keys(recipe)
     extra = head_setup.label_sets(recipe.heads, d.calculator_labels)
 
-    def read(where, value):
-        if not value:
-            return None
+    def read_one(where, value):
         try:
             frames = attach_labels(read_frames(_embedded_path(value)), keys,
                                    use_calculator=d.calculator_labels == "foundation", extra=extra)
@@ -83,6 +81,15 @@ def load_splits(recipe: Recipe, zs: list[int]) -> dict[str, Frames]:
             return frames
         except DataError as exc:
             raise DataError(f"data.{where}: {exc}") from exc
+
+    def read(where, value):
+        if not value:
+            return None
+        if not isinstance(value, list):
+            return read_one(where, value)
+        parts = [read_one(f"{where}[{i}]", v) for i, v in enumerate(value)]  # e.g. new data + replay data
+        return Frames(" + ".join(p.path for p in parts), [a for p in parts for a in p.atoms],
+                      [i for p in parts for i in p.indices])
 
     train, valid, test = (read(name, getattr(d, name)) for name in ("train", "valid", "test"))
     if test is None and d.test_fraction > 0:

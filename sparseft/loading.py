@@ -39,7 +39,8 @@ def load_base_model(name, *, dtype=None, device="cpu", head: str | None = None) 
 
 
 def load_model(path, *, dtype=None, device="cpu", head: str | None = None) -> torch.nn.Module:
-    """Read a mace-torch ``.model`` file (``MACE`` or ``ScaleShiftMACE``).
+    """Read a mace-torch ``.model`` file (``MACE`` or ``ScaleShiftMACE``), or a sparseft
+    ``merged_with_heads.model`` (a :class:`sparseft.heads.HeadedModel`).
 
     Warning: the file is a pickle; loading it runs code from it. Only load trusted files.
 
@@ -62,10 +63,29 @@ def load_model(path, *, dtype=None, device="cpu", head: str | None = None) -> to
         raise ModelLoadError(f"{path}: not a readable torch model file ({reason})") from exc
     if isinstance(obj, dict):
         raise ModelLoadError(f"{path}: holds a dict (a state dict or checkpoint), not a MACE model object")
+    from .heads.forward import HeadedModel
+
+    if isinstance(obj, HeadedModel):  # a sparseft fine-tune's merged_with_heads.model
+        names = list(obj.output_heads)
+        if head is not None and head not in names and head not in _mace_heads(obj.model):
+            raise ModelLoadError(f"{path}: head {head!r} not found; the model's heads are "
+                                 f"{_mace_heads(obj.model) + names}")
+        obj.model = _prepare_mace(obj.model, path, dtype=dtype, device=device,
+                                  head=head if head in _mace_heads(obj.model) else None)
+        obj.output_heads.to(device=device, dtype=next(obj.model.parameters()).dtype)
+        return obj.eval()
     if not isinstance(obj, MACE):
         raise ModelLoadError(f"{path}: holds a {type(obj).__name__}, not a mace-torch MACE/ScaleShiftMACE model")
-    model = obj
-    heads = list(getattr(model, "heads", None) or ["Default"])
+    return _prepare_mace(obj, path, dtype=dtype, device=device, head=head)
+
+
+def _mace_heads(model) -> list[str]:
+    return list(getattr(model, "heads", None) or ["Default"])
+
+
+def _prepare_mace(model, path, *, dtype, device, head):
+    """Head extraction, dtype conversion, device, layout check of a loaded mace model."""
+    heads = _mace_heads(model)
     if head is not None:
         if head not in heads:
             raise ModelLoadError(f"{path}: head {head!r} not found; the model's heads are {heads}")

@@ -41,9 +41,9 @@ class DataSection:
     to extra files that are only evaluated (e.g. the base's own level of theory, to measure
     forgetting)."""
 
-    train: str = ""
-    valid: typing.Optional[str] = None
-    test: typing.Optional[str] = None
+    train: typing.Union[str, list] = ""
+    valid: typing.Union[str, list, None] = None
+    test: typing.Union[str, list, None] = None
     valid_fraction: float = 0.1
     test_fraction: float = 0.0
     split_seed: int = 0
@@ -152,6 +152,10 @@ def _check_type(value, annotation, where: str):
     if hint is str:
         if not isinstance(value, str):
             raise RecipeError(f"{where}: expected a string, got {type(value).__name__} ({value!r})")
+        return value
+    if hint is list:  # lists in recipes are lists of file names
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise RecipeError(f"{where}: expected a non-empty list of file names, got {value!r}")
         return value
     if hint is dict:
         if not isinstance(value, dict):
@@ -315,10 +319,12 @@ def _resolve_paths(recipe: Recipe, folder: Path) -> None:
 
     if recipe.base.model != "embedded":
         recipe.base.model = resolve(recipe.base.model)
+    def resolve_data(value):
+        return value if not value or value.startswith("embedded:") else resolve(value)
+
     for name in ("train", "valid", "test"):
         value = getattr(recipe.data, name)
-        if value and not value.startswith("embedded:"):
-            setattr(recipe.data, name, resolve(value))
+        setattr(recipe.data, name, [resolve_data(v) for v in value] if isinstance(value, list) else resolve_data(value))
     recipe.data.evaluate = {k: v if v.startswith("embedded:") else resolve(v) for k, v in recipe.data.evaluate.items()}
     recipe.output.directory = resolve(recipe.output.directory)
 

@@ -182,3 +182,29 @@ def test_head_without_training_labels_is_an_error(tmp_path, cuau):
 
     with pytest.raises(DataError, match=r"heads\[1\] \(spin\): no training frame"):
         run(load_recipe(tmp_path / "r.yaml"), quiet=True)
+
+
+def test_train_may_list_several_files_with_different_labels(tmp_path, cuau):
+    """New labels in one file, replay of the foundation's level of theory in another."""
+    frames = multitask_frames(12)
+    new = [a.copy() for a in frames[:6]]
+    replay = [a.copy() for a in frames[6:]]
+    for atoms in new:  # only moments in the new file
+        atoms.info.pop("REF_energy", None)
+        atoms.arrays.pop("REF_forces", None)
+    for atoms in replay:  # only foundation labels in the replay file
+        atoms.arrays.pop("REF_magmoms", None)
+    ase.io.write(tmp_path / "new.xyz", new)
+    ase.io.write(tmp_path / "replay.xyz", replay)
+    torch.save(cuau, tmp_path / "tiny.model")
+    text = recipe_text("tiny.model", "[new.xyz, replay.xyz]", "out", epochs=1) + "heads:\n  - {name: spin, kind: magmom}\n"
+    (tmp_path / "r.yaml").write_text(text)
+    recipe = load_recipe(tmp_path / "r.yaml")
+    assert recipe.data.train == [str(tmp_path / "new.xyz"), str(tmp_path / "replay.xyz")]
+    metrics = run(recipe, quiet=True)
+    assert metrics["splits"]["train"]["spin.magmoms_mae"] is not None
+    assert metrics["splits"]["train"]["forces_mae"] is not None
+    bad = text.replace("[new.xyz, replay.xyz]", "[new.xyz, 3]")
+    (tmp_path / "bad.yaml").write_text(bad)
+    with pytest.raises(RecipeError, match="data.train: expected"):
+        load_recipe(tmp_path / "bad.yaml")
