@@ -265,14 +265,16 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quiet:
         zero_shot = HeadedModel(zero_shot, torch.nn.ModuleDict({h.name: h for h in initial_heads}))
     metrics = {"splits": {}, "base_zero_shot": {}}
     batch = recipe.train.batch_size
-    parity_data = None
-    for name, dataset in datasets.items():
-        tuned, values = _predictions(adapted, dataset, batch, has_stress)
-        zero, zero_values = _predictions(zero_shot, dataset, batch, has_stress)  # same graphs: only weights differ
+    parity_data = {}  # metric -> (split, (reference, predicted), zero-shot predicted)
+    for name in _parity_order(datasets):
+        tuned, values = _predictions(adapted, datasets[name], batch, has_stress)
+        zero, zero_values = _predictions(zero_shot, datasets[name], batch, has_stress)  # same graphs: only weights differ
         metrics["splits"][name] = tuned
         metrics["base_zero_shot"][name] = zero
-        if name == "test" or (parity_data is None and name in ("valid", "train")):
-            parity_data = (name, values, zero_values)
+        for metric, pair in values.items():
+            parity_data.setdefault(metric, (name, pair, zero_values.get(metric, (None, None))[1]))
+    metrics["splits"] = {k: metrics["splits"][k] for k in datasets}  # file order in metrics.json
+    metrics["base_zero_shot"] = {k: metrics["base_zero_shot"][k] for k in datasets}
     rows = sparsity_rows(adapted)
     density = adapted.density()
     metrics.update({
@@ -302,20 +304,25 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quiet:
     _write_text(out_dir / "history.csv", _history_csv(state.history))
     _write_text(out_dir / "sparsity.json", json.dumps(rows, indent=1))
     plots.learning_curves(state.history, out_dir / "learning_curves.png")
-    if parity_data is not None:
-        split_name, values, zero_values = parity_data
-        for metric, (ref, pred) in values.items():
-            head, _, quantity = metric.rpartition(".")
-            zero = zero_values.get(metric, (None, None))[1]
-            title, unit, file = PARITY_STYLE[quantity]
-            stem = f"parity_{head}_{file}" if head else f"parity_{file}"
-            plots.parity(ref, pred, zero, out_dir / f"{stem}.png", title=f"{(head + ' ') if head else ''}{title} ({split_name})",
-                         unit=unit, baseline_label="initial head" if head else "zero-shot")
+    for metric, (split_name, (ref, pred), zero) in parity_data.items():
+        head, _, quantity = metric.rpartition(".")
+        title, unit, file = PARITY_STYLE[quantity]
+        stem = f"parity_{head}_{file}" if head else f"parity_{file}"
+        plots.parity(ref, pred, zero, out_dir / f"{stem}.png", title=f"{(head + ' ') if head else ''}{title} ({split_name})",
+                     unit=unit, baseline_label="initial head" if head else "zero-shot")
     if rows:  # nothing to map when only heads trained
         plots.sparsity_map(rows, out_dir / "sparsity_map.png")
     _write_text(out_dir / "metrics.json", json.dumps(metrics, indent=1))
     log(_final_summary(metrics))
     return metrics
+
+
+def _parity_order(datasets: dict) -> list[str]:
+    """Splits in the order their values are preferred for parity plots: test, evaluate-only sets,
+    valid, train (a quantity is plotted from the first split that has its labels)."""
+    first, last = ["test"], ["valid", "train"]
+    return [k for k in first if k in datasets] + [k for k in datasets if k not in first + last] + \
+        [k for k in last if k in datasets]
 
 
 PARITY_STYLE = {  # quantity -> (title, unit, file name part)
