@@ -234,10 +234,12 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quiet:
     datasets = {k: to_atomic_data(v, adapted, keys, heads=head_keys) for k, v in splits.items()}
     head_setup.standardize_inputs(adapted, datasets["train"], recipe.train.batch_size)
     initial_heads = copy.deepcopy(heads)  # the zero-shot baseline of each head
-    stress_keys = [keys] + [k for _, k in head_keys if isinstance(k, Keys)]
-    has_stress = any(label_counts(splits["train"], k)["stress"] > 0 for k in stress_keys)
-    weights = head_setup.task_weights(recipe.heads, recipe.train, compute_stress=has_stress)
-    has_stress = has_stress and any(w > 0 for name, w in weights.items() if name.endswith("stress"))
+    stress_tasks = {"stress": keys, **{f"{name}.stress": k for name, k in head_keys if isinstance(k, Keys)}}
+    weights = head_setup.task_weights(recipe.heads, recipe.train)
+    # stress only when some task with stress labels trains on them
+    has_stress = any(weights[task] > 0 and label_counts(splits["train"], k)["stress"] > 0 for task, k in stress_tasks.items())
+    if not has_stress:
+        weights.update({task: 0.0 for task in stress_tasks})
     device = next(adapted.parameters()).device
     trainer = Trainer(adapted, datasets["train"], datasets.get("valid", []), recipe.train, device=device,
                       compute_stress=has_stress, log=log, progress=not quiet and sys.stderr.isatty(),

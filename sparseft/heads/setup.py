@@ -59,14 +59,13 @@ def build_heads(configs: list[HeadConfig], base, train_frames, resolve_e0s) -> l
     return heads
 
 
-def task_weights(configs: list[HeadConfig], train, *, compute_stress: bool) -> dict:
+def task_weights(configs: list[HeadConfig], train) -> dict:
     """Loss weight per task (``train`` is the recipe's train section, for the foundation head)."""
-    weights = {"energy": train.energy_weight, "forces": train.forces_weight,
-               "stress": train.stress_weight if compute_stress else 0.0}
+    weights = {"energy": train.energy_weight, "forces": train.forces_weight, "stress": train.stress_weight}
     for h in configs:
         if h.kind == "energy":
             weights.update({f"{h.name}.energy": h.energy_weight, f"{h.name}.forces": h.forces_weight,
-                            f"{h.name}.stress": h.stress_weight if compute_stress else 0.0})
+                            f"{h.name}.stress": h.stress_weight})
         else:
             weights[f"{h.name}.magmoms"] = h.magmoms_weight
     return weights
