@@ -47,7 +47,12 @@ _KIND_RULES = [
     (r"^products\.\d+\.symmetric_contractions\.", "contraction"),
     (r"^products\.\d+\.linear\.", "product_linear"),
     (r"^readouts\.\d+\.", "readout"),
+    (r"^radial_embedding\.", "radial"),
 ]
+
+# 1-D parameters outside the handled modules that are known to be invariant scalars
+# (mace_run_train saves fine-tuned models with trainable Bessel frequencies)
+KNOWN_VECTORS = (r"^radial_embedding\.bessel_fn\.bessel_weights$",)
 
 NOT_ADAPTABLE_BUFFERS = {
     "atomic_energies_fn.atomic_energies": "E0s (isolated-atom energies): set by the E0s option, not trained",
@@ -338,7 +343,7 @@ def blocks(model: torch.nn.Module) -> list[WeightBlock]:
     for name, p in params.items():
         if name in covered:
             continue
-        if p.dim() == 0 or (p.dim() == 1 and p.numel() <= 4):
+        if p.dim() == 0 or (p.dim() == 1 and (p.numel() <= 4 or any(re.match(r, name) for r in KNOWN_VECTORS))):
             out.append(WeightBlock(name, _kind(name), _layer(name), 0, tuple(p.shape), _contiguous_stride(p.shape),
                                    detail=""))
             continue

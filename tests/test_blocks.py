@@ -76,6 +76,30 @@ def test_unknown_layout_names_the_parameter():
         blocks(model)
 
 
+def test_trainable_bessel_frequencies_are_a_radial_block(tmp_path):
+    """mace_run_train saves fine-tuned models with the Bessel frequencies as a parameter."""
+    import sparseft as sf
+    from sparseft.predict import predict
+    from sparseft.testing import default_structures
+
+    model = tiny_mace()
+    bessel = model.radial_embedding.bessel_fn
+    weights = bessel.bessel_weights.detach().clone()
+    del bessel.bessel_weights
+    bessel.bessel_weights = torch.nn.Parameter(weights)
+    block = next(b for b in blocks(model) if b.param == "radial_embedding.bessel_fn.bessel_weights")
+    assert block.kind == "radial" and block.size == weights.numel()
+    adapted = sf.wrap(model, [sf.SparseConfig(select=sf.Selector(kinds=["radial"]))])
+    with torch.no_grad():
+        for p in adapted.trainable_parameters():
+            p.add_(0.01)
+    merged = adapted.merge()
+    structures = default_structures(model)
+    assert predict(merged, structures)[0].energy == pytest.approx(predict(adapted, structures)[0].energy, rel=1e-12)
+    torch.save(model, tmp_path / "bessel.model")
+    assert sf.load_model(tmp_path / "bessel.model") is not None
+
+
 def test_irrep_helpers_on_a_linear_path():
     b = next(b for b in blocks(tiny_mace()) if b.kind == "linear" and b.l == 1)
     assert b.parity == "o" and o3.Irrep(b.irrep_out).l == 1
