@@ -59,7 +59,8 @@ class Calculator(AseCalculator):
         # that reads forces and then stress (NPT, MDLogger(stress=True)) run the model twice a step.
         want_stress = bool(self.atoms.pbc.all())
         batch = atoms_to_batch([self.atoms], self.model, head=self.head)
-        out = self.model(batch, training=False, compute_force=True, compute_stress=want_stress)
+        extra = {"derivative_heads": [self.energy_head]} if hasattr(self.model, "output_heads") else {}  # one backward pass
+        out = self.model(batch, training=False, compute_force=True, compute_stress=want_stress, **extra)
         source = out if self.energy_head is None else out["heads"][self.energy_head]
         energy = float(source["energy"].detach().cpu().double()[0])
         self.results = {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 from .._compat import torch
 from .base import Head, HeadError
@@ -46,7 +46,6 @@ class HeadConfig:
     channels: int = 8
     constrain_total: bool = False
     seed: int = 0
-    given: set = field(default_factory=set, repr=False, compare=False)  # keys set in the recipe
 
     @property
     def property(self) -> str:
@@ -102,7 +101,7 @@ def head_config_from_dict(data, where: str) -> HeadConfig:
         e0s = values.get("E0s", "foundation")
         if not isinstance(e0s, dict) and e0s not in ("foundation", "average", "estimated"):
             raise HeadError(f"{where}.E0s: {e0s!r} is not one of foundation, average, estimated, or an {{element: eV}} map")
-    return HeadConfig(**values, given=set(data))
+    return HeadConfig(**values)
 
 
 def build_head(name: str, kind: str, options: dict, plain_model: torch.nn.Module, *, seed: int = 0) -> Head:

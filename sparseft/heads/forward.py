@@ -28,8 +28,11 @@ def _derivatives(energy, positions, displacement, cell, *, training: bool, last:
 
 
 def forward_with_heads(trunk, heads, irreps_list, data: dict, *, training: bool = False, compute_force: bool = True,
-                       compute_stress: bool = False, **_ignored) -> dict:
-    """Run ``trunk`` (a mace model, possibly parametrized) and ``heads`` (name -> Head) on a batch."""
+                       compute_stress: bool = False, derivative_heads=None, **_ignored) -> dict:
+    """Run ``trunk`` (a mace model, possibly parametrized) and ``heads`` (name -> Head) on a batch.
+
+    ``derivative_heads`` limits forces/stress to those energy heads (``None`` in it = the
+    foundation's); by default every energy head gets them (one backward pass each)."""
     data = dict(data)  # mace writes displaced positions into its input dict
     positions = data["positions"]
     positions.requires_grad_(True)
@@ -50,7 +53,7 @@ def forward_with_heads(trunk, heads, irreps_list, data: dict, *, training: bool 
         else:
             results[name] = {head.property: value}
     want = compute_force or compute_stress
-    names = list(energies)
+    names = [n for n in energies if derivative_heads is None or n in derivative_heads]
     for i, name in enumerate(names):
         if not want:
             break
@@ -86,6 +89,7 @@ class HeadedModel(torch.nn.Module):
         return getattr(self.model, "heads", ["Default"])
 
     def forward(self, data: dict, training: bool = False, compute_force: bool = True, compute_stress: bool = False,
-                **kwargs) -> dict:
+                derivative_heads=None, **kwargs) -> dict:
         return forward_with_heads(self.model, self.output_heads, self.irreps_list, data, training=training,
-                                  compute_force=compute_force, compute_stress=compute_stress)
+                                  compute_force=compute_force, compute_stress=compute_stress,
+                                  derivative_heads=derivative_heads)
