@@ -50,7 +50,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse  # noqa: E402
 import datetime as _dt  # noqa: E402
 import gc  # noqa: E402
-import importlib.metadata as md  # noqa: E402
 import logging  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
@@ -62,6 +61,7 @@ from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from machine import cpu_model, installed_versions, usable_cores  # noqa: E402  (benchmarks/machine.py)
 
 import sparseft  # noqa: E402  (imports mace before e3nn)
 from sparseft._compat import torch  # noqa: E402
@@ -267,24 +267,8 @@ def quartiles(xs) -> tuple[float, float, float]:
 
 # --------------------------------------------------------------------------- report
 def machine_info(args) -> list[tuple[str, str]]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    versions = []
-    for pkg in ("torch", "mace-torch", "e3nn", "ase", "numpy", "matscipy"):
-        try:
-            versions.append(f"{pkg} {md.version(pkg)}")
-        except md.PackageNotFoundError:
-            pass
+    cpu, usable = cpu_model(), usable_cores()
+    versions = [f"{pkg} {v}" for pkg, v in installed_versions(("torch", "mace-torch", "e3nn", "ase", "numpy", "matscipy")).items()]
     device = args.device
     if args.device == "cuda":
         device += f" ({torch.cuda.get_device_name()})"

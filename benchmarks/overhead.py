@@ -55,6 +55,7 @@ from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from machine import cpu_model, installed_versions, usable_cores  # noqa: E402  (benchmarks/machine.py)
 
 import sparseft  # noqa: E402  (imports mace before e3nn)
 from sparseft import FreezeConfig, LoRAConfig, Selector, SparseConfig  # noqa: E402
@@ -272,26 +273,8 @@ def summarize(variants, per_call: int = 1):
 
 # --------------------------------------------------------------------------- report
 def machine_info(threads: int) -> list[tuple[str, str]]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    import importlib.metadata as md
-
-    versions = []
-    for pkg in ("torch", "mace-torch", "e3nn", "numpy"):
-        try:
-            versions.append(f"{pkg} {md.version(pkg)}")
-        except md.PackageNotFoundError:
-            pass
+    cpu, usable = cpu_model(), usable_cores()
+    versions = [f"{pkg} {v}" for pkg, v in installed_versions(("torch", "mace-torch", "e3nn", "numpy")).items()]
     return [
         ("CPU", cpu),
         ("cores", f"{os.cpu_count()} logical, {usable} usable by this process"),

@@ -8,32 +8,20 @@ import platform
 import subprocess
 from pathlib import Path
 
+from machine import cpu_model, installed_versions  # benchmarks/machine.py (run.py's folder is on sys.path)
+
 from .config import REPO
 
 
 def machine_info(threads: int) -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     mem = ""
     try:
         kb = int(Path("/proc/meminfo").read_text().split("\n")[0].split()[1])
         mem = f"{kb / 1024 / 1024:.0f} GiB"
     except (OSError, ValueError, IndexError):
         pass
-    import importlib.metadata as md
-
-    versions = {}
-    for pkg in ("torch", "mace-torch", "e3nn", "ase", "numpy"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
+    versions = installed_versions(("torch", "mace-torch", "e3nn", "ase", "numpy"))
     return {"cpu": cpu, "logical_cores": os.cpu_count(), "memory": mem, "threads": threads,
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "python": platform.python_version(),
             "platform": platform.platform(), "packages": versions}
