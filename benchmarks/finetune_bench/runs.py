@@ -38,18 +38,15 @@ class Runner:
                     "budget": task.budget, "base": str(task.base_model), "threads": args.threads,
                     "sparseft": args.sparseft_source, "split_meta": task.extra.get("meta", {}).get("key")}
         key = spec_hash(settings)
-        if result_path.is_file() and not args.rerun:
-            cached = json.loads(result_path.read_text())
-            if cached.get("key") == key and cached.get("status") == "ok":
-                if ev.subsets and set(cached.get("forget_subsets", {})) != set(ev.subsets):
-                    model_file = cached.get("model_file") or (
-                        "sparseft/merged.model" if cached["tool"] == "sparseft" else "mace/mace.model")
-                    cached["forget_subsets"] = ev.forget_subsets(load_any_model(run_dir / model_file))
-                    write_json(result_path, cached)  # evaluation added later; the training run is unchanged
-                return cached
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True)
+        cached = self.cached(result_path, key)
+        if cached is not None:
+            if ev.subsets and set(cached.get("forget_subsets", {})) != set(ev.subsets):
+                model_file = cached.get("model_file") or (
+                    "sparseft/merged.model" if cached["tool"] == "sparseft" else "mace/mace.model")
+                cached["forget_subsets"] = ev.forget_subsets(load_any_model(run_dir / model_file))
+                write_json(result_path, cached)  # evaluation added later; the training run is unchanged
+            return cached
+        fresh_dir(run_dir)
         e0s = estimated_e0s(task, train_file)
         n_layers = len(ev.base.interactions)
         base_model = make_scratch_model(task, seed) if method.scratch else task.base_model
@@ -94,9 +91,7 @@ class Runner:
         result["valid"] = ev.errors(model, "valid")
         result["forget"] = ev.errors(model, "forget", ev.base_e0s)
         result["forget_subsets"] = ev.forget_subsets(model)
-        result["status"] = "ok"
-        result["finished"] = now_iso()
-        write_json(result_path, result)
+        finish(result, result_path)
         log(f"  done in {proc['wall_s']:.0f}s: test F MAE {1000 * result['test']['forces_mae']:.1f} meV/Å, "
             f"E MAE {1000 * result['test']['energy_mae']:.2f} meV/atom; forget F {1000 * result['forget']['forces_mae']:.1f}; "
             f"changed {result['changed_parameters']}/{result['base_parameters']}; "
@@ -114,13 +109,10 @@ class Runner:
                     "base": str(task.base_model), "threads": args.threads, "sparseft": args.sparseft_source,
                     "split_meta": task.extra["meta"]["key"]}
         key = spec_hash(settings)
-        if result_path.is_file() and not args.rerun:
-            cached = json.loads(result_path.read_text())
-            if cached.get("key") == key and cached.get("status") == "ok":
-                return cached
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True)
+        cached = self.cached(result_path, key)
+        if cached is not None:
+            return cached
+        fresh_dir(run_dir)
         meta, b = task.extra["meta"], task.budget
         n_frames = meta["n_train"] + (meta["n_replay"] if method.replay else 0)
         result = {"run": run_id, "key": key, "dataset": task.name, "method": method.key, "label": method.label,
@@ -144,14 +136,20 @@ class Runner:
         result["base_parameters"] = sum(p.numel() for p in ev.base.parameters())
         result["base_model_bytes"] = task.base_model.stat().st_size
         result["forget"] = ev.errors(model, "forget", ev.base_e0s)
-        result["status"] = "ok"
-        result["finished"] = now_iso()
-        write_json(result_path, result)
+        finish(result, result_path)
         log(f"  done in {proc['wall_s']:.0f}s: test moment MAE {result['moments']['test']['mae']:.4f} μB "
             f"(per-element mean {result['moments']['test_baseline']['mae']:.4f}); xTB forget F "
             f"{1000 * result['forget']['forces_mae']:.1f} meV/Å; changed {result['changed_parameters']}/"
             f"{result['base_parameters']}; epoch CPU {result['epoch_cpu_s'] or float('nan'):.2f}s")
         return result
+
+    def cached(self, result_path, key: str) -> dict | None:
+        """The finished result of a run with these settings, unless ``--rerun``."""
+        if result_path.is_file() and not self.args.rerun:
+            cached = json.loads(result_path.read_text())
+            if cached.get("key") == key and cached.get("status") == "ok":
+                return cached
+        return None
 
     def measure(self, cmd: list[str], run_dir, pattern: str, result: dict) -> dict:
         """Run the training process; its measurements go into ``result``."""
@@ -170,3 +168,16 @@ class Runner:
         write_json(result_path, result)
         log(f"  FAILED (rc {proc['rc']}{', timed out' if proc['timed_out'] else ''}); see {run_dir / 'train.log'}")
         return result
+
+
+def fresh_dir(run_dir) -> None:
+    """An empty run directory (a failed or outdated run's files are removed)."""
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+
+
+def finish(result: dict, result_path) -> None:
+    result["status"] = "ok"
+    result["finished"] = now_iso()
+    write_json(result_path, result)
