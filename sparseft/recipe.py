@@ -184,34 +184,34 @@ def _section(cls, data, where: str):
     return cls(**values)
 
 
-def _adapters(data, where: str = "adapters") -> list[AdapterConfig]:
+def _entries(data, where: str, what: str, parse, errors) -> list:
+    """Parse a recipe list (``adapters``, ``heads``) item by item; ``errors`` from ``parse``
+    become :class:`RecipeError` (their messages already name ``where[i]``)."""
     if data is None:
         return []
     if not isinstance(data, list):
-        raise RecipeError(f"{where}: expected a list of adapters")
+        raise RecipeError(f"{where}: expected a list of {what}")
     out = []
     for i, item in enumerate(data):
-        path = f"{where}[{i}]"
-        if isinstance(item, dict) and item.get("method") == "full":
-            item = {**item, "method": "freeze", "select": item.get("select")}
         try:
-            out.append(config_from_dict(item, path))
-        except (ValueError, TypeError) as exc:
+            out.append(parse(item, f"{where}[{i}]"))
+        except errors as exc:
             raise RecipeError(str(exc)) from exc
     return out
 
 
+def _adapter(item, path: str) -> AdapterConfig:
+    if isinstance(item, dict) and item.get("method") == "full":
+        item = {**item, "method": "freeze", "select": item.get("select")}
+    return config_from_dict(item, path)
+
+
+def _adapters(data, where: str = "adapters") -> list[AdapterConfig]:
+    return _entries(data, where, "adapters", _adapter, (ValueError, TypeError))
+
+
 def _heads(data, where: str = "heads") -> list[HeadConfig]:
-    if data is None:
-        return []
-    if not isinstance(data, list):
-        raise RecipeError(f"{where}: expected a list of heads")
-    out = []
-    for i, item in enumerate(data):
-        try:
-            out.append(head_config_from_dict(item, f"{where}[{i}]"))
-        except HeadError as exc:
-            raise RecipeError(str(exc)) from exc
+    out = _entries(data, where, "heads", head_config_from_dict, HeadError)
     names = [h.name for h in out]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
