@@ -29,7 +29,24 @@ def _owner(model: torch.nn.Module, param: str):
     return (model.get_submodule(module_name) if module_name else model), attr
 
 
-class AdaptedModel(torch.nn.Module):
+class WrapsMaceModel(torch.nn.Module):
+    """A module around a mace model (``self.model``) that shows the model-like attributes data
+    and evaluation code read: element table, cutoff, mace head names."""
+
+    @property
+    def atomic_numbers(self):
+        return self.model.atomic_numbers
+
+    @property
+    def r_max(self):
+        return self.model.r_max
+
+    @property
+    def heads(self):
+        return getattr(self.model, "heads", ["Default"])
+
+
+class AdaptedModel(WrapsMaceModel):
     """A parametrized copy of a base model; only adapter parameters are trainable.
 
     Call it exactly like the base MACE model. ``merge()`` returns a plain model of the
@@ -46,19 +63,6 @@ class AdaptedModel(torch.nn.Module):
         self._params: list[str] = []
         self.output_heads = torch.nn.ModuleDict()  # extra heads (sparseft.heads), trained in full
         self._irreps_list = None
-
-    # --- model-like attributes used by data and evaluation code
-    @property
-    def atomic_numbers(self):
-        return self.model.atomic_numbers
-
-    @property
-    def r_max(self):
-        return self.model.r_max
-
-    @property
-    def heads(self):
-        return getattr(self.model, "heads", ["Default"])
 
     def forward(self, data, training: bool = False, compute_force: bool = True, compute_stress: bool = False, **kwargs):
         with parametrize.cached():

@@ -9,6 +9,7 @@ Output: mace's dict for the foundation head (``energy``, ``forces``, ``stress``,
 from __future__ import annotations
 
 from .._compat import torch
+from ..model import WrapsMaceModel
 from .features import feature_irreps, split_features
 
 
@@ -66,7 +67,7 @@ def forward_with_heads(trunk, heads, irreps_list, data: dict, *, training: bool 
     return out
 
 
-class HeadedModel(torch.nn.Module):
+class HeadedModel(WrapsMaceModel):
     """A plain (merged) mace model plus heads, callable like a mace model (for the calculator
     and for saving a fine-tune with heads as one file)."""
 
@@ -75,18 +76,6 @@ class HeadedModel(torch.nn.Module):
         self.model = model
         self.output_heads = heads
         self.irreps_list = feature_irreps(model)
-
-    @property
-    def atomic_numbers(self):
-        return self.model.atomic_numbers
-
-    @property
-    def r_max(self):
-        return self.model.r_max
-
-    @property
-    def heads(self):
-        return getattr(self.model, "heads", ["Default"])
 
     def forward(self, data: dict, training: bool = False, compute_force: bool = True, compute_stress: bool = False,
                 derivative_heads=None, **kwargs) -> dict:
