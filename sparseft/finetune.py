@@ -234,16 +234,20 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quiet:
     datasets = {k: to_atomic_data(v, adapted, keys, heads=head_keys) for k, v in splits.items()}
     head_setup.standardize_inputs(adapted, datasets["train"], recipe.train.batch_size)
     initial_heads = copy.deepcopy(heads)  # the zero-shot baseline of each head
-    stress_tasks = {"stress": keys, **{f"{name}.stress": k for name, k in head_keys if isinstance(k, Keys)}}
+    energy_counts = {None: label_counts(splits["train"], keys),
+                     **{name: label_counts(splits["train"], k) for name, k in head_keys if isinstance(k, Keys)}}
     weights = head_setup.task_weights(recipe.heads, recipe.train)
+    stress_tasks = ["stress" if head is None else f"{head}.stress" for head in energy_counts]
     # stress only when some task with stress labels trains on them
-    has_stress = any(weights[task] > 0 and label_counts(splits["train"], k)["stress"] > 0 for task, k in stress_tasks.items())
+    has_stress = any(weights[task] > 0 and counts["stress"] > 0 for task, counts in zip(stress_tasks, energy_counts.values()))
     if not has_stress:
         weights.update({task: 0.0 for task in stress_tasks})
+    derivative_heads = head_setup.differentiated_heads(
+        weights, {h: c["stress"] for h, c in energy_counts.items()}, {h: c["forces"] for h, c in energy_counts.items()})
     device = next(adapted.parameters()).device
     trainer = Trainer(adapted, datasets["train"], datasets.get("valid", []), recipe.train, device=device,
                       compute_stress=has_stress, log=log, progress=not quiet and sys.stderr.isatty(),
-                      task_weights=weights)
+                      task_weights=weights, derivative_heads=derivative_heads)
     state = load_checkpoint(out_dir, trainer) if resume else None
     if state is not None:
         log(f"resuming after epoch {state.epoch} (step {state.step})")

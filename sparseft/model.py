@@ -64,7 +64,10 @@ class AdaptedModel(WrapsMaceModel):
         self.output_heads = torch.nn.ModuleDict()  # extra heads (sparseft.heads), trained in full
         self._irreps_list = None
 
-    def forward(self, data, training: bool = False, compute_force: bool = True, compute_stress: bool = False, **kwargs):
+    def forward(self, data, training: bool = False, compute_force: bool = True, compute_stress: bool = False,
+                derivative_heads=None, **kwargs):
+        """Like the base model; with heads, see :func:`sparseft.heads.forward_with_heads`
+        (``derivative_heads`` only matters there)."""
         with parametrize.cached():
             if not self.output_heads:
                 return self.model(data, training=training, compute_force=compute_force, compute_stress=compute_stress,
@@ -72,7 +75,8 @@ class AdaptedModel(WrapsMaceModel):
             from .heads import forward_with_heads
 
             return forward_with_heads(self.model, self.output_heads, self._irreps_list, data, training=training,
-                                      compute_force=compute_force, compute_stress=compute_stress)
+                                      compute_force=compute_force, compute_stress=compute_stress,
+                                      derivative_heads=derivative_heads)
 
     # --- heads
     def add_head(self, head) -> None:

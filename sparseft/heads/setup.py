@@ -71,6 +71,18 @@ def task_weights(configs: list[HeadConfig], train) -> dict:
     return weights
 
 
+def differentiated_heads(weights: dict, stress_counts: dict, force_counts: dict) -> list:
+    """Energy heads (``None``: the foundation's) whose forces or stress train, i.e. have a
+    positive weight and training labels; the others need no backward pass in a training step.
+    ``*_counts`` map head -> number of training frames with that label."""
+    def trained(head, quantity, counts):
+        task = quantity if head is None else f"{head}.{quantity}"
+        return weights.get(task, 0.0) > 0 and counts.get(head, 0) > 0
+
+    return [head for head in force_counts
+            if trained(head, "forces", force_counts) or trained(head, "stress", stress_counts)]
+
+
 @torch.no_grad()
 def standardize_inputs(adapted, dataset, batch_size: int) -> None:
     """Set every moment head's input scaling from the trunk's features on ``dataset``."""

@@ -78,13 +78,14 @@ class Trainer:
     """Fits an :class:`AdaptedModel` on mace ``AtomicData`` lists with a ``TrainSection`` config."""
 
     def __init__(self, adapted: AdaptedModel, train_data, valid_data, config, *, device, compute_stress: bool,
-                 log=print, progress: bool = False, task_weights: dict | None = None):
+                 log=print, progress: bool = False, task_weights: dict | None = None, derivative_heads=None):
         self.model = adapted
         self.train_data = train_data
         self.valid_data = valid_data
         self.config = config
         self.device = device
         self.compute_stress = compute_stress
+        self.derivative_heads = derivative_heads  # energy heads whose forces/stress train (None: all)
         self.log = log
         self.progress = progress
         self.weights = dict(task_weights) if task_weights is not None else {
@@ -252,7 +253,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        out = self.model(batch, training=True, compute_force=True, compute_stress=self.compute_stress)
+        out = self.model(batch, training=True, compute_force=True, compute_stress=self.compute_stress,
+                         derivative_heads=self.derivative_heads)
         loss = total_loss(loss_terms(batch, out), self.weights_at(state.step))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"step {state.step}: the loss is {float(loss)}; lower train.lr or check the data")

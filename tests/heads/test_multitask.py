@@ -208,3 +208,32 @@ def test_train_may_list_several_files_with_different_labels(tmp_path, cuau):
     (tmp_path / "bad.yaml").write_text(bad)
     with pytest.raises(RecipeError, match="data.train: expected"):
         load_recipe(tmp_path / "bad.yaml")
+
+
+def test_untrained_derivatives_are_skipped_without_changing_training(cuau):
+    """Energy heads whose forces/stress do not train need no backward pass: same step, less work."""
+    from sparseft.heads.setup import differentiated_heads
+
+    weights = {"energy": 1.0, "forces": 10.0, "stress": 0.0, "lj.energy": 1.0, "lj.forces": 10.0, "lj.stress": 0.0}
+    assert differentiated_heads(weights, {None: 0, "lj": 0}, {None: 5, "lj": 0}) == [None]  # lj: no force labels
+    assert differentiated_heads({**weights, "forces": 0.0}, {None: 0, "lj": 0}, {None: 5, "lj": 3}) == ["lj"]
+    assert differentiated_heads({**weights, "stress": 1.0}, {None: 2, "lj": 0}, {None: 0, "lj": 0}) == [None]
+
+    frames = multitask_frames(8)
+    for atoms in frames:  # no LJ forces anywhere: the lj head trains on energies only
+        atoms.arrays.pop("LJ_forces", None)
+    labelled = attach_labels(Frames("mt.xyz", frames, list(range(8))), Keys(), extra=[(HEAD_KEYS[0][1], False), HEAD_KEYS[1][1]])
+    params = []
+    for derivative_heads in (None, [None]):
+        torch.manual_seed(0)  # _adapted perturbs the moment head randomly
+        adapted = _adapted(cuau)
+        data = to_atomic_data(labelled, adapted, Keys(), heads=HEAD_KEYS)
+        trainer = Trainer(adapted, data, [], TrainSection(epochs=1, batch_size=4), device="cpu", compute_stress=False,
+                          task_weights={"energy": 1.0, "forces": 10.0, "lj.energy": 1.0, "lj.forces": 10.0,
+                                        "spin.magmoms": 1.0}, derivative_heads=derivative_heads)
+        batch = next(iter(loader(data, 8, shuffle=False))).to_dict()
+        out = adapted(batch, training=True, compute_force=True, derivative_heads=derivative_heads)
+        assert ("forces" in out["heads"]["lj"]) == (derivative_heads is None)  # really skipped
+        trainer.fit()
+        params.append(torch.cat([p.detach().reshape(-1) for p in adapted.trainable_parameters()]))
+    torch.testing.assert_close(params[0], params[1], rtol=1e-10, atol=1e-12)
