@@ -65,7 +65,7 @@ from machine import cpu_model, installed_versions, usable_cores  # noqa: E402  (
 
 import sparseft  # noqa: E402  (imports mace before e3nn)
 from sparseft._compat import torch  # noqa: E402
-from sparseft.io import write_file_atomically  # noqa: E402
+from sparseft.files import write_file_atomically  # noqa: E402
 from sparseft.loading import load_base_model  # noqa: E402
 from sparseft.predict import atoms_to_batch, model_dtype  # noqa: E402
 

@@ -79,8 +79,10 @@ class Calculator(AseCalculator):
 
 
 def _prepare(model, *, adapter, head, dtype, device) -> torch.nn.Module:
-    from .loading import load_base_model, parse_dtype
+    from .heads import HeadedModel
+    from .loading import load_base_model
     from .model import AdaptedModel
+    from .precision import parse_dtype
 
     if isinstance(model, (str, Path)):
         extra_heads = []
@@ -96,9 +98,9 @@ def _prepare(model, *, adapter, head, dtype, device) -> torch.nn.Module:
     if adapter is not None:
         from .io import load_adapter
 
-        if isinstance(model, AdaptedModel):
+        if isinstance(model, (AdaptedModel, HeadedModel)):
             raise ValueError("adapter= needs a base model, not an already adapted one")
         model = load_adapter(model, adapter)
-    if isinstance(model, AdaptedModel):
-        model = model.merge_with_heads()
+    if isinstance(model, AdaptedModel) or (isinstance(model, HeadedModel) and isinstance(model.model, AdaptedModel)):
+        model = model.merge()  # plain weights (with copies of the heads): MD at a plain model's speed
     return model.to(device).eval()

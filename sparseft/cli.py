@@ -81,8 +81,8 @@ def cmd_finetune(args) -> int:
 
 def cmd_tiny_model(args) -> int:
     from ._compat import torch
-    from .io import write_file_atomically
-    from .loading import parse_dtype
+    from .files import write_file_atomically
+    from .precision import parse_dtype
     from .testing.tiny import tiny_mace
 
     hidden = "8x0e" if args.scalar else "8x0e+8x1o"

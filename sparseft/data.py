@@ -16,32 +16,8 @@ import numpy as np
 from ase.data import chemical_symbols
 
 from ._compat import torch
+from .labels import DataError, Keys, MagmomKeys  # noqa: F401  (re-exported)
 from .predict import atomic_data
-
-
-class DataError(ValueError):
-    """Bad input data; the message names the file and frame."""
-
-
-@dataclass(frozen=True)
-class Keys:
-    """Where an energy head's labels sit; ``None`` disables a label."""
-
-    energy: str | None = "REF_energy"
-    forces: str | None = "REF_forces"
-    stress: str | None = "REF_stress"
-    virials: str | None = "REF_virials"
-
-
-@dataclass(frozen=True)
-class MagmomKeys:
-    """Where a magnetic-moment head's labels sit: per-atom ``magmoms`` (``arrays``; an ASE
-    calculator's final ``magmoms`` otherwise; ``initial_magmoms`` names ASE's own array) and the
-    structure's ``total`` moment (``info``; a calculator's ``magmom`` otherwise)."""
-
-    magmoms: str = "REF_magmoms"
-    total: str | None = "REF_total_magmom"
-    vector: bool = False
 
 
 @dataclass
@@ -69,67 +45,30 @@ def read_frames(path) -> Frames:
     return Frames(str(path), atoms, list(range(len(atoms))))
 
 
-def _calc_value(atoms, name):
-    calc = atoms.calc
-    results = getattr(calc, "results", None) or {}
-    return results.get(name)
-
-
-def _attach_energy_labels(atoms, copy, keys: Keys, use_calculator: bool) -> None:
-    for name, key, where in (("energy", keys.energy, "info"), ("stress", keys.stress, "info"),
-                             ("virials", keys.virials, "info"), ("forces", keys.forces, "arrays")):
-        store = copy.info if where == "info" else copy.arrays
-        if key is not None and key not in store and use_calculator:
-            value = _calc_value(atoms, "free_energy" if name == "energy" and _calc_value(atoms, "energy") is None else name)
-            if value is not None:
-                store[key] = np.array(value) if where == "arrays" else value
-    if keys.stress is not None and keys.stress in copy.info:
-        copy.info[keys.stress] = _full_stress(np.asarray(copy.info[keys.stress], dtype=float))
-    elif (keys.stress is not None and keys.virials is not None and keys.virials in copy.info and copy.pbc.all()
-          and copy.cell.volume > 0):
-        virials = _full_stress(np.asarray(copy.info[keys.virials], dtype=float))
-        copy.info[keys.stress] = -virials / copy.cell.volume
-
-
-def _attach_magmom_labels(atoms, copy, keys: MagmomKeys) -> None:
-    if keys.magmoms not in copy.arrays:
-        value = _calc_value(atoms, "magmoms")
-        if value is not None:
-            copy.arrays[keys.magmoms] = np.array(value, dtype=float)
-    if keys.total is not None and keys.total not in copy.info:
-        value = _calc_value(atoms, "magmom")
-        if value is not None:
-            copy.info[keys.total] = float(value)
+def _pairs(extra) -> list:
+    """``extra`` as (label set, use_calculator) pairs (a bare label set uses the calculator)."""
+    return [item if isinstance(item, tuple) else (item, True) for item in extra]
 
 
 def attach_labels(frames: Frames, keys: Keys, *, use_calculator: bool = True, extra=()) -> Frames:
-    """Copies of the frames whose labels sit under ``keys`` (and each ``(Keys, use_calculator)``
-    or ``MagmomKeys`` in ``extra``), taking ASE calculator values where a key is missing and
-    ``use_calculator`` allows; the originals (and the file) are left untouched."""
+    """Copies of the frames whose labels sit under ``keys`` (and each label set of ``extra``:
+    ``(label set, use_calculator)`` pairs or bare label sets), taking ASE calculator values
+    where a key is missing and ``use_calculator`` allows; the originals (and the file) are
+    left untouched."""
+    sets = [(keys, use_calculator)] + _pairs(extra)
     out = []
     for atoms in frames.atoms:
         copy = atoms.copy()
         copy.calc = None
-        _attach_energy_labels(atoms, copy, keys, use_calculator)
-        for item in extra:
-            if isinstance(item, MagmomKeys):
-                _attach_magmom_labels(atoms, copy, item)
-            else:
-                _attach_energy_labels(atoms, copy, item[0], item[1])
+        for label_set, use_calc in sets:
+            label_set.attach(atoms, copy, use_calc)
         out.append(copy)
     return Frames(frames.path, out, frames.indices)
 
 
-def _full_stress(stress: np.ndarray) -> np.ndarray:
-    if stress.shape == (6,):
-        xx, yy, zz, yz, xz, xy = stress
-        return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
-    return stress.reshape(3, 3) if stress.size == 9 else stress
-
-
 def validate(frames: Frames, zs: list[int], keys: Keys, extra=()) -> None:
     """Unknown elements (all listed, with frames) and NaN/inf positions, cells or labels (of
-    ``keys`` and of each ``Keys``/``MagmomKeys`` in ``extra``), and label shapes."""
+    ``keys`` and of each label set in ``extra``), and label shapes."""
     known = set(zs)
     unknown: dict[int, list[int]] = {}
     for i, atoms in zip(frames.indices, frames.atoms):
@@ -142,25 +81,11 @@ def validate(frames: Frames, zs: list[int], keys: Keys, extra=()) -> None:
             parts.append(f"{chemical_symbols[z]} (frames {shown})")
         base = " ".join(chemical_symbols[z] for z in sorted(known))
         raise DataError(f"{frames.path}: elements the base model does not know: {'; '.join(parts)}. The base model knows {base}")
-    energy_keys = [keys] + [k for k in extra if isinstance(k, Keys)]
-    magmom_keys = [k for k in extra if isinstance(k, MagmomKeys)]
+    sets = [keys] + [label_set for label_set, _ in _pairs(extra)]
     for i, atoms in zip(frames.indices, frames.atoms):
         checks = [("positions", atoms.positions), ("cell", atoms.cell.array)]
-        for k in energy_keys:
-            checks += [(key, atoms.info[key]) for key in (k.energy, k.stress, k.virials) if key is not None and key in atoms.info]
-            checks += [(k.forces, atoms.arrays[k.forces])] if k.forces is not None and k.forces in atoms.arrays else []
-            if k.forces is not None and k.forces in atoms.arrays and np.shape(atoms.arrays[k.forces]) != (len(atoms), 3):
-                raise DataError(f"{frames.path}: frame {i}: {k.forces} has shape {np.shape(atoms.arrays[k.forces])}, "
-                                f"expected ({len(atoms)}, 3)")
-        for k in magmom_keys:
-            if k.magmoms in atoms.arrays:
-                shape, want = np.shape(atoms.arrays[k.magmoms]), ((len(atoms), 3) if k.vector else (len(atoms),))
-                if shape != want:
-                    kind = "vector (x, y, z) moments" if k.vector else "one collinear moment per atom"
-                    raise DataError(f"{frames.path}: frame {i}: {k.magmoms} has shape {shape}, expected {want} ({kind})")
-                checks.append((k.magmoms, atoms.arrays[k.magmoms]))
-            if k.total is not None and k.total in atoms.info:
-                checks.append((k.total, atoms.info[k.total]))
+        for label_set in sets:
+            checks += label_set.validate(atoms, f"{frames.path}: frame {i}")
         for name, value in checks:
             try:
                 array = np.asarray(value, dtype=float)
@@ -191,11 +116,9 @@ MISSING_KEY = "__sparseft_no_label__"  # a disabled label: a key no frame has
 
 def to_atomic_data(frames: Frames, model, keys: Keys, head: str | None = None, heads=()) -> list:
     """mace ``AtomicData`` for each frame, with per-label weights (0 where a label is missing);
-    ``heads`` (``(name, Keys | MagmomKeys)`` pairs) adds each extra head's labels as
+    ``heads`` (``(name, label set)`` pairs) adds each extra head's labels as
     ``<name>__<quantity>`` with ``<name>__<quantity>_weight``."""
     from mace import data
-
-    from .heads.labels import head_label_tensors
 
     pick = lambda key: MISSING_KEY if key is None else key  # noqa: E731
     spec = data.KeySpecification(
@@ -206,7 +129,7 @@ def to_atomic_data(frames: Frames, model, keys: Keys, head: str | None = None, h
     dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
     for atoms, item in zip(frames.atoms, items):
         for name, head_keys in heads:
-            for key, value in head_label_tensors(atoms, name, head_keys, dtype).items():
+            for key, value in head_keys.tensors(atoms, name, dtype).items():
                 item[key] = value
     return items
 
@@ -222,16 +145,5 @@ def loader(dataset: list, batch_size: int, *, shuffle: bool, seed: int = 0):
 
 
 def label_counts(frames: Frames, keys) -> dict[str, int]:
-    """How many frames carry each label of ``keys`` (``Keys`` or ``MagmomKeys``)."""
-    if isinstance(keys, MagmomKeys):
-        return {
-            "magmoms": sum(keys.magmoms in a.arrays for a in frames.atoms),
-            "total": sum(keys.total is not None and keys.total in a.info for a in frames.atoms),
-        }
-    has = lambda key, store: key is not None and key in store  # noqa: E731
-    return {
-        "energy": sum(has(keys.energy, a.info) for a in frames.atoms),
-        "forces": sum(has(keys.forces, a.arrays) for a in frames.atoms),
-        "stress": sum(has(keys.stress, a.info) for a in frames.atoms),
-        "virials": sum(has(keys.virials, a.info) for a in frames.atoms),
-    }
+    """How many frames carry each label of ``keys`` (a label set)."""
+    return keys.count(frames.atoms)

@@ -1,6 +1,6 @@
 """Isolated-atom energies (E0s) for fine-tuning: keep, average, estimate, or set explicitly.
 
-E0s live in the base model's ``atomic_energies_fn.atomic_energies`` buffer; they are not an
+E0s live in the base model's E0s buffer (``mace_facts.E0S_BUFFER``); they are not an
 adapter weight, so a fine-tune that changes them stores them in the adapter files too.
 """
 
@@ -11,6 +11,7 @@ from ase.data import atomic_numbers as SYMBOL_TO_Z
 from ase.data import chemical_symbols
 
 from ._compat import torch
+from .mace_facts import e0s_buffer
 from .data import DataError, Frames, Keys
 from .predict import predict
 
@@ -27,7 +28,7 @@ def _energies(frames: Frames, keys: Keys) -> tuple[np.ndarray, np.ndarray]:
 
 def current_e0s(model) -> dict[int, float]:
     """The model's E0s (first head) as {Z: eV}."""
-    values = model.atomic_energies_fn.atomic_energies.detach().cpu().double().reshape(-1, len(model.atomic_numbers))[0]
+    values = e0s_buffer(model).detach().cpu().double().reshape(-1, len(model.atomic_numbers))[0]
     return {int(z): float(v) for z, v in zip(model.atomic_numbers, values)}
 
 
@@ -73,6 +74,6 @@ def resolve_e0s(option, model, frames: Frames, keys: Keys, head: str | None = No
 @torch.no_grad()
 def set_e0s(model, e0s: dict[int, float]) -> None:
     """Write E0s into the model's buffer (every head gets the same values)."""
-    buffer = model.atomic_energies_fn.atomic_energies
+    buffer = e0s_buffer(model)
     values = torch.tensor([e0s[int(z)] for z in model.atomic_numbers], dtype=buffer.dtype, device=buffer.device)
     buffer.copy_(values.expand_as(buffer) if buffer.dim() == 2 else values)

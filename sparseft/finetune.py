@@ -10,6 +10,7 @@ import resource
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ase.data import chemical_symbols
@@ -18,7 +19,9 @@ from ._compat import torch
 from .data import DataError, Frames, Keys, attach_labels, label_counts, read_frames, split, to_atomic_data, validate
 from .heads import setup as head_setup
 from .e0s import current_e0s, resolve_e0s, set_e0s
-from .io import save_adapter, write_file_atomically
+from .files import write_file_atomically, write_text_atomically
+from .heads import HeadedModel, split_heads
+from .io import save_adapter
 from .loading import load_base_model
 from .model import wrap
 from .predict import model_dtype
@@ -34,10 +37,6 @@ PARITY_GLOB = "parity_*.png"
 
 class Interrupted(Exception):
     """Training stopped by Ctrl-C after writing a checkpoint."""
-
-
-def _write_text(path: Path, text: str) -> None:
-    write_file_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def _device(name: str) -> str:
@@ -77,7 +76,7 @@ def load_splits(recipe: Recipe, zs: list[int]) -> dict[str, Frames]:
         try:
             frames = attach_labels(read_frames(_embedded_path(value)), keys,
                                    use_calculator=d.calculator_labels == "foundation", extra=extra)
-            validate(frames, zs, keys, extra=[e[0] if isinstance(e, tuple) else e for e in extra])
+            validate(frames, zs, keys, extra=extra)
             return frames
         except DataError as exc:
             raise DataError(f"data.{where}: {exc}") from exc
@@ -107,11 +106,9 @@ def load_splits(recipe: Recipe, zs: list[int]) -> dict[str, Frames]:
     has_any = counts["energy"] > 0 or counts["forces"] > 0
     for i, head in enumerate(recipe.heads):
         head_keys = head_setup.label_keys(head)
-        head_counts = label_counts(train, head_keys)
-        if not (head_counts.get("magmoms") or head_counts.get("energy") or head_counts.get("forces")):
-            wanted = [head_keys.magmoms] if "magmoms" in head_counts else [head_keys.energy, head_keys.forces]
+        if not head_keys.trains(label_counts(train, head_keys)):
             raise DataError(f"heads[{i}] ({head.name}): no training frame in {train.path} carries its labels "
-                            f"({' or '.join(str(k) for k in wanted)}, nor ASE calculator values)")
+                            f"({' or '.join(str(k) for k in head_keys.wanted())}, nor ASE calculator values)")
         has_any = True
     if not has_any:
         raise DataError(f"{train.path}: no frame has {keys.energy} or {keys.forces} labels (nor ASE calculator values)")
@@ -203,39 +200,61 @@ def _history_csv(history: list[dict]) -> str:
     return buffer.getvalue()
 
 
+@dataclass
+class Setup:
+    """What the training step needs: the model, its datasets and loss weights."""
+
+    base: torch.nn.Module
+    splits: dict
+    e0s: dict
+    model: torch.nn.Module  # AdaptedModel, or a HeadedModel around it
+    datasets: dict
+    initial_heads: list
+    weights: dict
+    has_stress: bool
+    derivative_heads: list
+
+
 def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quiet: bool = False, log=None) -> dict:
     """Run one fine-tune; returns the metrics dict that is also written to ``metrics.json``."""
-    from . import plots
-
     if log is None:
         log = (lambda _msg: None) if quiet else print
     started = time.perf_counter()
     out_dir = Path(recipe.output.directory)
     _prepare_output(out_dir, resume=resume, overwrite=overwrite)
-
-    base = load_base(recipe)
-    zs = [int(z) for z in base.atomic_numbers]
-    splits = load_splits(recipe, zs)
+    setup = _set_up(recipe, log)
     if not resume:
         save_recipe(recipe, out_dir / "recipe.yaml")
-    d = recipe.data
+    state = _train(recipe, setup, out_dir, resume=resume, quiet=quiet, log=log)
+    metrics, parity_data, rows = _evaluate(recipe, setup, state)
+    metrics["wall_time_s"] = time.perf_counter() - started
+    metrics["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    _write_outputs(recipe, setup, state, out_dir, metrics, parity_data, rows)
+    log(_final_summary(metrics))
+    return metrics
+
+
+def _set_up(recipe: Recipe, log) -> Setup:
+    """Data step: the base model, validated splits, E0s, the adapted model with its heads, datasets."""
+    base = load_base(recipe)
+    splits = load_splits(recipe, [int(z) for z in base.atomic_numbers])
     keys = foundation_keys(recipe)
-    e0s = resolve_e0s(d.E0s, base, splits["train"], keys)
+    e0s = resolve_e0s(recipe.data.E0s, base, splits["train"], keys)
     log(f"base: {recipe.base.model} ({type(base).__name__}, {model_dtype(base)}); "
         + ", ".join(f"{k}: {len(v.atoms)} frames" for k, v in splits.items()))
-
     adapted = wrap(base, recipe.adapters, allow_empty=bool(recipe.heads))
     set_e0s(adapted.model, e0s)
-    heads = head_setup.build_heads(recipe.heads, adapted._plain[0], splits["train"],
+    heads = head_setup.build_heads(recipe.heads, adapted.base, splits["train"],
                                    lambda option, head_keys: resolve_e0s(option, base, splits["train"], head_keys))
-    for head in heads:
-        adapted.add_head(head)
+    model = HeadedModel(adapted, heads) if heads else adapted
     head_keys = [(h.name, head_setup.label_keys(h)) for h in recipe.heads]
-    datasets = {k: to_atomic_data(v, adapted, keys, heads=head_keys) for k, v in splits.items()}
-    head_setup.standardize_inputs(adapted, datasets["train"], recipe.train.batch_size)
+    datasets = {k: to_atomic_data(v, model, keys, heads=head_keys) for k, v in splits.items()}
+    if heads:
+        head_setup.standardize_inputs(model, datasets["train"], recipe.train.batch_size)
     initial_heads = copy.deepcopy(heads)  # the zero-shot baseline of each head
     energy_counts = {None: label_counts(splits["train"], keys),
-                     **{name: label_counts(splits["train"], k) for name, k in head_keys if isinstance(k, Keys)}}
+                     **{h.name: label_counts(splits["train"], head_setup.label_keys(h))
+                        for h in recipe.heads if h.property == "energy"}}
     weights = head_setup.task_weights(recipe.heads, recipe.train)
     stress_tasks = ["stress" if head is None else f"{head}.stress" for head in energy_counts]
     # stress only when some task with stress labels trains on them
@@ -244,10 +263,16 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quiet:
         weights.update({task: 0.0 for task in stress_tasks})
     derivative_heads = head_setup.differentiated_heads(
         weights, {h: c["stress"] for h, c in energy_counts.items()}, {h: c["forces"] for h, c in energy_counts.items()})
-    device = next(adapted.parameters()).device
-    trainer = Trainer(adapted, datasets["train"], datasets.get("valid", []), recipe.train, device=device,
-                      compute_stress=has_stress, log=log, progress=not quiet and sys.stderr.isatty(),
-                      task_weights=weights, derivative_heads=derivative_heads)
+    return Setup(base, splits, e0s, model, datasets, initial_heads, weights, has_stress, derivative_heads)
+
+
+def _train(recipe: Recipe, setup: Setup, out_dir: Path, *, resume: bool, quiet: bool, log):
+    """Training step: the trainer, resumed from the checkpoint when asked; checkpoints every epoch."""
+    model = setup.model
+    device = next(model.parameters()).device
+    trainer = Trainer(model, setup.datasets["train"], setup.datasets.get("valid", []), recipe.train, device=device,
+                      compute_stress=setup.has_stress, log=log, progress=not quiet and sys.stderr.isatty(),
+                      task_weights=setup.weights, derivative_heads=setup.derivative_heads)
     state = load_checkpoint(out_dir, trainer) if resume else None
     if state is not None:
         log(f"resuming after epoch {state.epoch} (step {state.step})")
@@ -259,56 +284,69 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quiet:
 
     state = trainer.fit(state, on_epoch_end=lambda s: save_checkpoint(out_dir, trainer, s), on_interrupt=on_interrupt)
     trainer.load_best()
-    adapted.eval()
+    model.eval()
+    return state
 
-    # zero-shot: the base before training with the same E0s as the fine-tune, and each head as it
-    # started (an energy head = the foundation with its own E0s; a moment head = per-element means)
-    zero_shot = copy.deepcopy(base)
-    set_e0s(zero_shot, e0s)
-    if initial_heads:
-        from .heads import HeadedModel
 
-        zero_shot = HeadedModel(zero_shot, torch.nn.ModuleDict({h.name: h for h in initial_heads}))
+def _zero_shot(setup: Setup) -> torch.nn.Module:
+    """The base before training with the same E0s as the fine-tune, and each head as it started
+    (an energy head = the foundation with its own E0s; a moment head = per-element means)."""
+    zero_shot = copy.deepcopy(setup.base)
+    set_e0s(zero_shot, setup.e0s)
+    return HeadedModel(zero_shot, setup.initial_heads) if setup.initial_heads else zero_shot
+
+
+def _evaluate(recipe: Recipe, setup: Setup, state):
+    """Evaluation step: metrics of every split for the fine-tune and the zero-shot base, parity
+    data, the sparsity rows."""
+    adapted, heads = split_heads(setup.model)
+    zero_shot = _zero_shot(setup)
     metrics = {"splits": {}, "base_zero_shot": {}}
     batch = recipe.train.batch_size
     parity_data = {}  # metric -> (split, (reference, predicted), zero-shot predicted)
-    for name in _parity_order(datasets):
-        tuned, values = _predictions(adapted, datasets[name], batch, has_stress)
-        zero, zero_values = _predictions(zero_shot, datasets[name], batch, has_stress)  # same graphs: only weights differ
+    for name in _parity_order(setup.datasets):
+        tuned, values = _predictions(setup.model, setup.datasets[name], batch, setup.has_stress)
+        zero, zero_values = _predictions(zero_shot, setup.datasets[name], batch, setup.has_stress)  # same graphs
         metrics["splits"][name] = tuned
         metrics["base_zero_shot"][name] = zero
         for metric, pair in values.items():
             parity_data.setdefault(metric, (name, pair, zero_values.get(metric, (None, None))[1]))
-    metrics["splits"] = {k: metrics["splits"][k] for k in datasets}  # file order in metrics.json
-    metrics["base_zero_shot"] = {k: metrics["base_zero_shot"][k] for k in datasets}
+    metrics["splits"] = {k: metrics["splits"][k] for k in setup.datasets}  # file order in metrics.json
+    metrics["base_zero_shot"] = {k: metrics["base_zero_shot"][k] for k in setup.datasets}
     rows = sparsity_rows(adapted)
     density = adapted.density()
     metrics.update({
-        "trainable_parameters": adapted.num_trainable(),
-        "head_parameters": sum(p.numel() for p in adapted.head_parameters()),
-        "heads": [h.spec() for h in adapted.output_heads.values()],
-        "loss_weights": weights,
+        "trainable_parameters": setup.model.num_trainable(),
+        "head_parameters": sum(p.numel() for h in heads.values() for p in h.parameters() if p.requires_grad),
+        "heads": [h.spec() for h in heads.values()],
+        "loss_weights": setup.weights,
         "changed_parameters": density["changed"],
         "selected_parameters": density["selected"],
-        "base_parameters": sum(p.numel() for p in base.parameters()),
+        "base_parameters": sum(p.numel() for p in setup.base.parameters()),
         "density": density["overall"],
         "density_summary": _density_summary(rows),
         "E0s": {chemical_symbols[z]: v for z, v in current_e0s(adapted.model).items()},
         "epochs": state.epoch,
         "steps": state.step,
         "best_epoch": state.best_epoch,
-        "wall_time_s": time.perf_counter() - started,
-        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     })
+    return metrics, parity_data, rows
 
-    save_adapter(adapted, out_dir / "adapter", overwrite=True, extra={"recipe": recipe.to_dict()})
+
+def _write_outputs(recipe: Recipe, setup: Setup, state, out_dir: Path, metrics: dict, parity_data: dict,
+                   rows: list) -> None:
+    """Report step: adapter, merged model(s), history, sparsity, plots, metrics (each atomically)."""
+    from . import plots
+
+    adapted, heads = split_heads(setup.model)
+    save_adapter(setup.model, out_dir / "adapter", overwrite=True, extra={"recipe": recipe.to_dict()})
     merged = adapted.merge()
     write_file_atomically(out_dir / "merged.model", lambda tmp: torch.save(merged, tmp))
-    if adapted.output_heads:  # the merged model with its heads, for sparseft.Calculator(head=...)
-        with_heads = adapted.merge_with_heads()
+    if heads:  # the merged model with its heads, for sparseft.Calculator(head=...)
+        with_heads = setup.model.merge()
         write_file_atomically(out_dir / "merged_with_heads.model", lambda tmp: torch.save(with_heads, tmp))
-    _write_text(out_dir / "history.csv", _history_csv(state.history))
-    _write_text(out_dir / "sparsity.json", json.dumps(rows, indent=1))
+    write_text_atomically(out_dir / "history.csv", _history_csv(state.history))
+    write_text_atomically(out_dir / "sparsity.json", json.dumps(rows, indent=1))
     plots.learning_curves(state.history, out_dir / "learning_curves.png")
     for metric, (split_name, (ref, pred), zero) in parity_data.items():
         head, _, quantity = metric.rpartition(".")
@@ -318,9 +356,7 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quiet:
                      unit=unit, baseline_label="initial head" if head else "zero-shot")
     if rows:  # nothing to map when only heads trained
         plots.sparsity_map(rows, out_dir / "sparsity_map.png")
-    _write_text(out_dir / "metrics.json", json.dumps(metrics, indent=1))
-    log(_final_summary(metrics))
-    return metrics
+    write_text_atomically(out_dir / "metrics.json", json.dumps(metrics, indent=1))
 
 
 def _parity_order(datasets: dict) -> list[str]:

@@ -13,6 +13,7 @@ import json
 import numpy as np
 
 from ._compat import torch
+from .mace_facts import DATA_BUFFERS, mace_heads
 
 
 def _sha(data: bytes) -> str:
@@ -25,7 +26,7 @@ def _architecture(model: torch.nn.Module) -> dict:
         "parameters": {n: list(p.shape) for n, p in model.named_parameters()},
         "r_max": round(float(model.r_max), 6),
         "num_interactions": int(model.num_interactions),
-        "heads": list(getattr(model, "heads", None) or ["Default"]),
+        "heads": mace_heads(model),
     }
 
 
@@ -38,7 +39,7 @@ def fingerprint(model: torch.nn.Module) -> dict:
     arch = _architecture(model)
     weights = {n: _sha(_tensor_bytes(p)) for n, p in model.named_parameters()}
     buffers = dict(model.named_buffers())
-    for name in ("atomic_energies_fn.atomic_energies", "scale_shift.scale", "scale_shift.shift"):
+    for name in DATA_BUFFERS:
         if name in buffers:
             weights[name] = _sha(_tensor_bytes(buffers[name]))
     return {

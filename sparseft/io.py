@@ -13,11 +13,7 @@ never a silently different model.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +22,9 @@ from safetensors.torch import load_file, save_file
 
 from ._compat import package_versions, torch
 from .adapters import config_from_dict
+from .files import sha256_file, write_directory_atomically, write_file_atomically  # noqa: F401  (old import path)
 from .fingerprint import canonical_structure, differences, fingerprint
+from .heads import HeadedModel, HeadError, build_head, split_heads
 from .model import AdaptedModel, wrap
 from .predict import model_dtype, predict
 
@@ -42,15 +40,6 @@ class AdapterFileError(ValueError):
     """An adapter directory that is missing, damaged, or made for another base model."""
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _reference(model) -> dict:
     pred = predict(model, [canonical_structure(model)])[0]
     heads = {name: {k: (v if isinstance(v, float) else v.tolist()) for k, v in values.items() if k in ("energy", "magmoms")}
@@ -59,65 +48,29 @@ def _reference(model) -> dict:
             "dtype": str(model_dtype(model)).replace("torch.", "")}
 
 
-def adapter_tensors(adapted: AdaptedModel) -> dict[str, torch.Tensor]:
-    """All adapter tensors keyed ``<adapter>/<param>/<tensor>``."""
+def adapter_tensors(model: AdaptedModel | HeadedModel) -> dict[str, torch.Tensor]:
+    """All adapter tensors keyed ``<adapter>/<param>/<tensor>``, changed buffers and heads."""
+    adapted, heads = split_heads(model)
     out = {}
     for adapter, param, part in adapted.all_parts():
         for key, t in part.state_tensors().items():
             out[f"{adapter}/{param}/{key}"] = t.contiguous()
     for name, value in adapted.changed_buffers().items():
         out[f"{BUFFER_PREFIX}{name}"] = value.cpu().contiguous()
-    for name, head in adapted.output_heads.items():
+    for name, head in heads.items():
         for key, value in head.state_dict().items():
             out[f"{HEAD_PREFIX}{name}/{key}"] = value.detach().cpu().contiguous()
     return out
 
 
-def write_file_atomically(path, write) -> Path:
-    """Run ``write(tmp_path)`` then rename the result onto ``path``: a reader sees the old file
-    or the complete new one, never a half-written one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def write_directory_atomically(directory: Path, write, *, overwrite: bool) -> Path:
-    """Run ``write(tmp_dir)`` then move the result to ``directory`` in one rename.
-
-    A non-empty existing ``directory`` is refused unless ``overwrite``.
-    """
-    directory = Path(directory)
-    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())) and not overwrite:
-        raise FileExistsError(f"{directory} exists and is not empty; pass overwrite=True to replace it")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
-        write(tmp)
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        if directory.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
-            os.replace(directory, old / "x")
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return directory
-
-
-def save_adapter(adapted: AdaptedModel, directory, *, overwrite: bool = False, extra: dict | None = None) -> Path:
-    """Write the adapter of ``adapted`` to ``directory`` (atomically)."""
-    tensors = adapter_tensors(adapted)
+def save_adapter(model: AdaptedModel | HeadedModel, directory: str | Path, *, overwrite: bool = False,
+                 extra: dict | None = None) -> Path:
+    """Write the adapter of ``model`` (an adapted model, or one with heads around an adapted
+    trunk) to ``directory`` (atomically)."""
+    adapted, heads = split_heads(model)
+    if not isinstance(adapted, AdaptedModel):
+        raise TypeError(f"save_adapter needs an adapted model (sparseft.wrap), not a {type(adapted).__name__}")
+    tensors = adapter_tensors(model)
 
     def write(tmp: Path):
         save_file(tensors, str(tmp / TENSOR_FILE))
@@ -126,10 +79,10 @@ def save_adapter(adapted: AdaptedModel, directory, *, overwrite: bool = False, e
             "format_version": FORMAT_VERSION,
             "versions": package_versions(),
             "adapters": [c.to_dict() for c in adapted.configs],
-            "heads": [head.spec() for head in adapted.output_heads.values()],
+            "heads": [head.spec() for head in heads.values()],
             "base": adapted.base_fingerprint,
             "tensors_sha256": sha256_file(tmp / TENSOR_FILE),
-            "reference": _reference(adapted),
+            "reference": _reference(model),
             "density": {k: v for k, v in adapted.density().items() if k != "blocks"},
             "extra": extra or {},
         }
@@ -171,8 +124,10 @@ def _read_tensors(directory: Path, meta: dict) -> dict[str, torch.Tensor]:
         raise AdapterFileError(f"{path}: unreadable safetensors file ({exc})") from exc
 
 
-def load_adapter(base_model: torch.nn.Module, directory, *, check_reference: bool = True) -> AdaptedModel:
-    """Re-create the adapted model from ``base_model`` and an adapter directory.
+def load_adapter(base_model: torch.nn.Module, directory: str | Path, *,
+                 check_reference: bool = True) -> AdaptedModel | HeadedModel:
+    """Re-create the adapted model from ``base_model`` and an adapter directory (a
+    :class:`~sparseft.heads.HeadedModel` around it when the directory holds heads).
 
     Refuses a base model whose fingerprint differs from the one the adapter was made
     for, with a message saying what differs.
@@ -188,7 +143,11 @@ def load_adapter(base_model: torch.nn.Module, directory, *, check_reference: boo
         adapted = wrap(base_model, configs, allow_empty=bool(meta.get("heads")))
     except ValueError as exc:
         raise AdapterFileError(f"{directory}: adapter configs cannot be applied: {exc}") from exc
-    used = _load_heads(adapted, meta.get("heads") or [], tensors, directory)
+    model = adapted
+    used = set()
+    if meta.get("heads"):
+        model = HeadedModel(adapted)
+        used = _load_heads(model, meta["heads"], tensors, directory)
     for adapter, param, part in adapted.all_parts():
         prefix = f"{adapter}/{param}/"
         mine = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -208,21 +167,19 @@ def load_adapter(base_model: torch.nn.Module, directory, *, check_reference: boo
     if unused:
         raise AdapterFileError(f"{directory / TENSOR_FILE}: tensors {unused[:3]} belong to no adapter in {META_FILE}")
     if check_reference:
-        _check_reference(adapted, meta["reference"], directory)
-    return adapted
+        _check_reference(model, meta["reference"], directory)
+    return model
 
 
-def _load_heads(adapted: AdaptedModel, specs: list, tensors: dict, directory: Path) -> set:
+def _load_heads(headed: HeadedModel, specs: list, tensors: dict, directory: Path) -> set:
     """Rebuild each head from its spec and load its tensors; returns the tensor keys used."""
-    from .heads import HeadError, build_head
-
     used = set()
     for i, spec in enumerate(specs):
         where = f"{directory / META_FILE}: heads[{i}]"
         if not isinstance(spec, dict) or not {"name", "kind", "options"} <= set(spec):
             raise AdapterFileError(f"{where}: expected name, kind and options; the file is damaged")
         try:
-            head = build_head(spec["name"], spec["kind"], spec["options"], adapted._plain[0])
+            head = build_head(spec["name"], spec["kind"], spec["options"], headed.base)
         except HeadError as exc:
             raise AdapterFileError(f"{where}: {exc}") from exc
         prefix = f"{HEAD_PREFIX}{spec['name']}/"
@@ -237,13 +194,13 @@ def _load_heads(adapted: AdaptedModel, specs: list, tensors: dict, directory: Pa
                 raise AdapterFileError(f"{directory / TENSOR_FILE}: {prefix}{key} has shape {tuple(value.shape)}, "
                                        f"expected {tuple(expected[key].shape)}")
         head.load_state_dict({k: v.to(expected[k]) for k, v in state.items()})
-        adapted.add_head(head)
+        headed.add_head(head)
         used.update(prefix + k for k in state)
     return used
 
 
-def _check_reference(adapted: AdaptedModel, reference: dict, directory: Path) -> None:
-    got = _reference(adapted)
+def _check_reference(model: torch.nn.Module, reference: dict, directory: Path) -> None:
+    got = _reference(model)
     loose = reference.get("dtype") != "float64" or got["dtype"] != "float64"
     rtol = 1e-4 if loose else 1e-8
     e_ref, e_got = float(reference["energy"]), got["energy"]

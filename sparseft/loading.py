@@ -6,27 +6,16 @@ from pathlib import Path
 
 from ._compat import default_dtype, torch
 from .blocks import UnsupportedLayoutError, blocks
-from .precision import to_dtype
+from .mace_facts import mace_heads
+from .precision import parse_dtype, to_dtype
 
 TRUST_WARNING = (
     "a mace-torch .model file is a pickled Python object: loading it runs code from the file, "
     "so only load files you trust"
 )
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64, "float": torch.float32, "double": torch.float64}
-
-
 class ModelLoadError(ValueError):
     """A model file that cannot be used as a base model (one line: file and reason)."""
-
-
-def parse_dtype(dtype) -> torch.dtype | None:
-    """``None``, a torch dtype, or one of "float32"/"float64"."""
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if str(dtype) in _DTYPES:
-        return _DTYPES[str(dtype)]
-    raise ValueError(f"dtype must be float32 or float64, not {dtype!r}")
 
 
 def load_base_model(name, *, dtype=None, device="cpu", head: str | None = None) -> torch.nn.Module:
@@ -67,11 +56,11 @@ def load_model(path, *, dtype=None, device="cpu", head: str | None = None) -> to
 
     if isinstance(obj, HeadedModel):  # a sparseft fine-tune's merged_with_heads.model
         names = list(obj.output_heads)
-        if head is not None and head not in names and head not in _mace_heads(obj.model):
+        if head is not None and head not in names and head not in mace_heads(obj.model):
             raise ModelLoadError(f"{path}: head {head!r} not found; the model's heads are "
-                                 f"{_mace_heads(obj.model) + names}")
+                                 f"{mace_heads(obj.model) + names}")
         obj.model = _prepare_mace(obj.model, path, dtype=dtype, device=device,
-                                  head=head if head in _mace_heads(obj.model) else None)
+                                  head=head if head in mace_heads(obj.model) else None)
         obj.output_heads.to(device=device, dtype=next(obj.model.parameters()).dtype)
         return obj.eval()
     if not isinstance(obj, MACE):
@@ -79,13 +68,9 @@ def load_model(path, *, dtype=None, device="cpu", head: str | None = None) -> to
     return _prepare_mace(obj, path, dtype=dtype, device=device, head=head)
 
 
-def _mace_heads(model) -> list[str]:
-    return list(getattr(model, "heads", None) or ["Default"])
-
-
 def _prepare_mace(model, path, *, dtype, device, head):
     """Head extraction, dtype conversion, device, layout check of a loaded mace model."""
-    heads = _mace_heads(model)
+    heads = mace_heads(model)
     if head is not None:
         if head not in heads:
             raise ModelLoadError(f"{path}: head {head!r} not found; the model's heads are {heads}")

@@ -1,4 +1,8 @@
-"""AdaptedModel: a MACE model whose selected weight blocks carry adapter deltas."""
+"""AdaptedModel: a MACE model whose selected weight blocks carry adapter deltas.
+
+It knows the adapter protocol (:mod:`sparseft.adapters.base`) only: no method by name and no
+heads (a model with heads is a :class:`sparseft.heads.HeadedModel` around this one).
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,13 @@ from dataclasses import replace
 from torch.nn.utils import parametrize
 
 from ._compat import torch
-from .adapters import METHODS, AdapterConfig, ParamDelta
-from .adapters.lora import LoRAConfig, lora_applicable
-from .adapters.sparse import SparsePart
+from .adapters import AdapterConfig, BlockPart, ParamDelta, PrunablePart
+from .adapters.support import fix_support
+from .blocks import WeightBlock
 from .blocks import blocks as catalogue
 from .fingerprint import fingerprint
+from .mace_facts import ADAPTABLE_BUFFERS, WrapsMaceModel
 from .select import SelectionError
-
-
-ADAPTABLE_BUFFERS = ("atomic_energies_fn.atomic_energies",)
 
 
 class AdapterConflictError(ValueError):
@@ -29,28 +31,11 @@ def _owner(model: torch.nn.Module, param: str):
     return (model.get_submodule(module_name) if module_name else model), attr
 
 
-class WrapsMaceModel(torch.nn.Module):
-    """A module around a mace model (``self.model``) that shows the model-like attributes data
-    and evaluation code read: element table, cutoff, mace head names."""
-
-    @property
-    def atomic_numbers(self):
-        return self.model.atomic_numbers
-
-    @property
-    def r_max(self):
-        return self.model.r_max
-
-    @property
-    def heads(self):
-        return getattr(self.model, "heads", ["Default"])
-
-
 class AdaptedModel(WrapsMaceModel):
     """A parametrized copy of a base model; only adapter parameters are trainable.
 
     Call it exactly like the base MACE model. ``merge()`` returns a plain model of the
-    base's class with the deltas folded in.
+    base's class with the deltas folded in; ``base`` is the unparametrized base.
     """
 
     def __init__(self, model: torch.nn.Module, configs: list[AdapterConfig], base_fingerprint: dict):
@@ -59,110 +44,57 @@ class AdaptedModel(WrapsMaceModel):
         self.model = model
         self.configs = list(configs)
         self.base_fingerprint = base_fingerprint
-        self.parts: dict[str, dict[str, torch.nn.Module]] = {}
+        self.parts: dict[str, dict[str, BlockPart]] = {}
         self._params: list[str] = []
-        self.output_heads = torch.nn.ModuleDict()  # extra heads (sparseft.heads), trained in full
-        self._irreps_list = None
 
-    def forward(self, data, training: bool = False, compute_force: bool = True, compute_stress: bool = False,
-                derivative_heads=None, **kwargs):
-        """Like the base model; with heads, see :func:`sparseft.heads.forward_with_heads`
-        (``derivative_heads`` only matters there)."""
+    @property
+    def base(self) -> torch.nn.Module:
+        """The unparametrized base model (a copy taken before the adapters were attached)."""
+        return self._plain[0]
+
+    def forward(self, data: dict, training: bool = False, compute_force: bool = True, compute_stress: bool = False,
+                **kwargs) -> dict:
+        """Exactly the base model's forward (``kwargs`` go to it), with each delta computed once."""
         with parametrize.cached():
-            if not self.output_heads:
-                return self.model(data, training=training, compute_force=compute_force, compute_stress=compute_stress,
-                                  **kwargs)
-            from .heads import forward_with_heads
-
-            return forward_with_heads(self.model, self.output_heads, self._irreps_list, data, training=training,
-                                      compute_force=compute_force, compute_stress=compute_stress,
-                                      derivative_heads=derivative_heads)
-
-    # --- heads
-    def add_head(self, head) -> None:
-        """Attach a head (built on this model's base, see :func:`sparseft.heads.build_head`)."""
-        from .heads import HeadError, feature_irreps
-
-        if head.name in self.output_heads:
-            raise HeadError(f"a head named {head.name!r} exists already")
-        self._irreps_list = feature_irreps(self.model)
-        self.output_heads[head.name] = head
-
-    def head_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.output_heads.parameters() if p.requires_grad]
+            return self.model(data, training=training, compute_force=compute_force, compute_stress=compute_stress,
+                              **kwargs)
 
     # --- parameters
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        """The adapter parameters (the only ones with ``requires_grad``), then the heads' parameters."""
-        out = []
-        for parts in self.parts.values():
-            for part in parts.values():
-                out += [p for p in part.parameters() if p.requires_grad]
-        return out + self.head_parameters()
+        """The adapter parameters (the only ones with ``requires_grad``)."""
+        return [p for _, _, part in self.all_parts() for p in part.parameters() if p.requires_grad]
 
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.trainable_parameters())
 
-    def all_parts(self):
+    def all_parts(self) -> list[tuple[str, str, BlockPart]]:
         """(adapter name, parameter name, part) triples."""
         return [(a, p, part) for a, parts in self.parts.items() for p, part in parts.items()]
 
-    # --- sparsity
-    def sparse_parts(self) -> list[SparsePart]:
-        return [part for _, _, part in self.all_parts() if isinstance(part, SparsePart)]
+    # --- after each optimiser step, and support fixing
+    def after_step(self, lr: float, penalty_scale: float = 1.0) -> None:
+        """Every part's after-step hook (sparse: the proximal soft-threshold step; call after
+        each optimiser step). ``penalty_scale`` scales the penalties (0: only re-apply masks)."""
+        for _, _, part in self.all_parts():
+            part.after_step(lr, penalty_scale)
 
     def proximal_step(self, lr: float) -> None:
-        """Soft-threshold every sparse delta (call after each optimiser step)."""
-        for part in self.sparse_parts():
-            part.proximal_step(lr)
+        """:meth:`after_step` at full penalty (the name the README's training loop uses)."""
+        self.after_step(lr)
 
-    def l1_penalty(self) -> torch.Tensor:
-        terms = [part.l1_penalty() for part in self.sparse_parts()]
-        return torch.stack(terms).sum() if terms else torch.zeros(())
+    def prunable_parts(self) -> list[PrunablePart]:
+        """Parts with a per-entry delta and an optional fixed support (masks), in part order."""
+        return [part for _, _, part in self.all_parts() if isinstance(part, PrunablePart)]
 
-    @torch.no_grad()
     def fix_support(self, *, density: float | None = None, threshold: float | None = None,
                     curvature: dict | None = None) -> int:
-        """Fix each sparse adapter's support: the top ``density`` fraction of its entries, or the
-        entries with ``|delta| > threshold``. Returns entries kept.
-
-        Entries are ranked by ``|delta|``, or, when ``curvature`` maps a part's delta parameter
-        to a per-entry curvature estimate (e.g. Adam's ``exp_avg_sq``, a diagonal Fisher), by
-        ``curvature * delta**2``: the loss increase expected from resetting that entry."""
-        if (density is None) == (threshold is None):
-            raise ValueError("fix_support needs exactly one of density= or threshold=")
-        kept = 0
-        by_adapter = defaultdict(list)
+        """Fix each prunable adapter's support (see :func:`sparseft.adapters.support.fix_support`);
+        returns entries kept."""
+        groups = defaultdict(list)
         for name, _, part in self.all_parts():
-            if isinstance(part, SparsePart):
-                by_adapter[name].append(part)
-        for parts in by_adapter.values():
-            if curvature is not None and density is not None:
-                magnitudes = torch.cat([
-                    (p.delta.detach() ** 2 * curvature.get(p.delta, torch.ones_like(p.delta))).reshape(-1)
-                    for p in parts
-                ])
-            else:
-                magnitudes = torch.cat([p.delta.detach().abs().reshape(-1) for p in parts])
-            if density is not None:
-                if not 0 < density <= 1:
-                    raise ValueError(f"density must be in (0, 1], got {density}")
-                k = max(1, int(round(density * magnitudes.numel())))
-                cut = torch.topk(magnitudes, k).values[-1]
-                keep_all = magnitudes >= cut
-                if keep_all.sum() > k:  # ties: keep exactly k
-                    order = torch.argsort(magnitudes, descending=True)[:k]
-                    keep_all = torch.zeros_like(keep_all)
-                    keep_all[order] = True
-            else:
-                keep_all = magnitudes > threshold
-            start = 0
-            for p in parts:
-                n = p.delta.numel()
-                p.set_mask(keep_all[start : start + n])
-                start += n
-            kept += int(keep_all.sum())
-        return kept
+            if isinstance(part, PrunablePart):
+                groups[name].append(part)
+        return fix_support(list(groups.values()), density=density, threshold=threshold, curvature=curvature)
 
     @torch.no_grad()
     def density(self) -> dict:
@@ -188,7 +120,7 @@ class AdaptedModel(WrapsMaceModel):
     # --- non-weight quantities a fine-tune may change (E0s)
     def changed_buffers(self) -> dict[str, torch.Tensor]:
         """Adaptable buffers (E0s) whose values differ from the base model's."""
-        plain = dict(self._plain[0].named_buffers())
+        plain = dict(self.base.named_buffers())
         current = dict(self.model.named_buffers())
         out = {}
         for name in ADAPTABLE_BUFFERS:
@@ -212,7 +144,7 @@ class AdaptedModel(WrapsMaceModel):
         """A plain model of the base's class with every delta folded into its weights."""
         device = next(self.model.parameters()).device
         dtype = next(self.model.parameters()).dtype
-        merged = copy.deepcopy(self._plain[0]).to(device=device, dtype=dtype)
+        merged = copy.deepcopy(self.base).to(device=device, dtype=dtype)
         with parametrize.cached():
             for param in self._params:
                 module, attr = _owner(self.model, param)
@@ -223,15 +155,6 @@ class AdaptedModel(WrapsMaceModel):
         for p in merged.parameters():
             p.requires_grad_(True)
         return merged
-
-    def merge_with_heads(self) -> torch.nn.Module:
-        """The merged model, wrapped with copies of the heads when there are any."""
-        merged = self.merge()
-        if not self.output_heads:
-            return merged
-        from .heads import HeadedModel
-
-        return HeadedModel(merged, copy.deepcopy(self.output_heads))
 
 
 def _assign_names(configs) -> list[AdapterConfig]:
@@ -247,19 +170,20 @@ def _assign_names(configs) -> list[AdapterConfig]:
     return out
 
 
-def _resolve(config, all_blocks):
+def _resolve(config: AdapterConfig, all_blocks: list[WeightBlock]) -> list[WeightBlock]:
+    """The blocks ``config`` selects and its method can adapt; an error when a kind asked for
+    by name has none it can adapt, or when nothing is left."""
     chosen = config.select.resolve(all_blocks)
-    if isinstance(config, LoRAConfig):
-        explicit = set(config.select.kinds or ()) - {b.kind for b in chosen if lora_applicable(b)}
-        chosen = [b for b in chosen if lora_applicable(b)]
-        if not chosen or explicit:
-            raise SelectionError(
-                f"adapter {config.name!r}: LoRA covers matrix blocks of kinds linear_up, linear, skip, "
-                f"product_linear, readout, radial, density; selector '{config.select}' "
-                + (f"asks for kinds {sorted(explicit)} it cannot adapt" if explicit else "leaves none of them")
-                + " (use a sparse or freeze adapter for those)"
-            )
-    return chosen
+    usable = [b for b in chosen if config.applicable(b)]
+    if len(usable) == len(chosen):
+        return chosen
+    explicit = set(config.select.kinds or ()) - {b.kind for b in usable}
+    if not usable or explicit:
+        raise SelectionError(
+            f"adapter {config.name!r}: {config.coverage}; selector '{config.select}' "
+            + (f"asks for kinds {sorted(explicit)} it cannot adapt" if explicit else "leaves none of them")
+        )
+    return usable
 
 
 def wrap(model: torch.nn.Module, adapters, *, copy_model: bool = True, allow_empty: bool = False) -> AdaptedModel:
@@ -297,12 +221,11 @@ def wrap(model: torch.nn.Module, adapters, *, copy_model: bool = True, allow_emp
         by_param = defaultdict(list)
         for b in chosen:
             by_param[b.param].append(b)
-        make_part = METHODS[config.method][1]
         adapted.parts[config.name] = {}
         for param, param_blocks in by_param.items():
             module, attr = _owner(target, param)
             original = getattr(module, attr)
-            part = make_part(config, param_blocks, original.dtype, original.device)
+            part = config.make_part(param_blocks, original.dtype, original.device)
             part.index = part.index.to(original.device)
             if param not in deltas:
                 deltas[param] = ParamDelta()

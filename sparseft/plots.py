@@ -17,7 +17,7 @@ def _pyplot():
 
 
 def _save(fig, path: Path):
-    from .io import write_file_atomically
+    from .files import write_file_atomically
 
     write_file_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
 

@@ -13,8 +13,18 @@ import warnings
 import numpy as np
 
 from ._compat import default_dtype, torch
+from .mace_facts import DATA_BUFFERS
 
-DATA_BUFFERS = ("atomic_energies_fn.atomic_energies", "scale_shift.scale", "scale_shift.shift")
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, "float": torch.float32, "double": torch.float64}
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """``None``, a torch dtype, or one of "float32"/"float64"."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if str(dtype) in _DTYPES:
+        return _DTYPES[str(dtype)]
+    raise ValueError(f"dtype must be float32 or float64, not {dtype!r}")
 
 
 def _rebuild(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:

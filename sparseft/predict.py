@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._compat import default_dtype, torch
+from .mace_facts import mace_heads
 
 
 def model_dtype(model: torch.nn.Module) -> torch.dtype:
@@ -24,18 +25,13 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def model_heads(model: torch.nn.Module) -> list[str]:
-    """Head names of a MACE model (``["Default"]`` for single-head models)."""
-    return list(getattr(model, "heads", None) or ["Default"])
-
-
 def atomic_data(atoms_list, model: torch.nn.Module, *, key_specification=None, head: str | None = None) -> list:
     """mace ``AtomicData`` (graph + labels named by ``key_specification``) for each structure,
     in the model's dtype, element table, cutoff and heads."""
     from mace import data
     from mace.tools import AtomicNumberTable
 
-    heads = model_heads(model)
+    heads = mace_heads(model)
     head = head or heads[0]
     if head not in heads:
         raise ValueError(f"head {head!r} not in the model's heads {heads}")

@@ -17,6 +17,7 @@ import yaml
 from .adapters import AdapterConfig, config_from_dict
 from .heads.base import HeadError
 from .heads.config import HeadConfig, head_config_from_dict
+from .mace_facts import check_e0s_option
 
 
 class RecipeError(ValueError):
@@ -270,8 +271,9 @@ def _validate(recipe: Recipe) -> None:
         if not 0 <= value < 1:
             raise RecipeError(f"data.{name}: must be in [0, 1), got {value}")
     e0s = recipe.data.E0s
-    if isinstance(e0s, str) and e0s not in ("foundation", "average", "estimated"):
-        raise RecipeError(f"data.E0s: {e0s!r} is not one of foundation, average, estimated, or an {{element: energy}} map")
+    problem = check_e0s_option(e0s, "data.E0s") if isinstance(e0s, str) else None
+    if problem:
+        raise RecipeError(problem)
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -331,7 +333,7 @@ def _resolve_paths(recipe: Recipe, folder: Path) -> None:
 
 def save_recipe(recipe: Recipe, path) -> None:
     """Write the resolved recipe as YAML (atomically)."""
-    from .io import write_file_atomically
+    from .files import write_file_atomically
 
     text = yaml.safe_dump(recipe.to_dict(), sort_keys=False)
     write_file_atomically(path, lambda tmp: tmp.write_text(text))

@@ -36,7 +36,7 @@ def test_fix_support_keeps_the_largest_entries_and_holds(make_model):
     assert set(torch.nonzero(delta.detach()).reshape(-1).tolist()) == top
     # training with the mask never grows the support
     opt = torch.optim.SGD(adapted.trainable_parameters(), lr=0.1)
-    (sum(p.values().sum() for p in adapted.sparse_parts())).backward()
+    (sum(p.values().sum() for p in adapted.prunable_parts())).backward()
     opt.step()
     adapted.proximal_step(0.1)
     assert adapted.density()["changed"] == 40
@@ -115,6 +115,6 @@ def test_fixed_support_survives_save_and_load(make_model, tmp_path):
     adapted.fix_support(density=0.1)
     sf.save_adapter(adapted, tmp_path / "ad")
     loaded = sf.load_adapter(base, tmp_path / "ad")
-    (part,) = loaded.sparse_parts()
+    (part,) = loaded.prunable_parts()
     assert part.mask is not None
-    assert torch.equal(part.mask, adapted.sparse_parts()[0].mask)
+    assert torch.equal(part.mask, adapted.prunable_parts()[0].mask)

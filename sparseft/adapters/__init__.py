@@ -1,18 +1,15 @@
-"""Adapter methods: a registry from method name to config class and part factory."""
+"""Adapter methods. ``METHODS`` (method name -> config class) is the only list of them: a new
+method is one module here that defines an :class:`AdapterConfig` and a :class:`BlockPart`,
+plus its line below."""
 
 from __future__ import annotations
 
-from . import freeze, lora, sparse
-from .base import AdapterConfig, BlockPart, ParamDelta
+from .base import AdapterConfig, BlockPart, ParamDelta, PrunablePart
 from .freeze import FreezeConfig
 from .lora import LoRAConfig
 from .sparse import SparseConfig
 
-METHODS = {
-    "sparse": (SparseConfig, sparse.make_part),
-    "lora": (LoRAConfig, lora.make_part),
-    "freeze": (FreezeConfig, freeze.make_part),
-}
+METHODS: dict[str, type[AdapterConfig]] = {cls.method: cls for cls in (SparseConfig, LoRAConfig, FreezeConfig)}
 
 
 def config_from_dict(data: dict, where: str = "adapter") -> AdapterConfig:
@@ -22,10 +19,10 @@ def config_from_dict(data: dict, where: str = "adapter") -> AdapterConfig:
     method = data["method"]
     if method not in METHODS:
         raise ValueError(f"{where}.method: unknown method {method!r}; valid: {sorted(METHODS)}")
-    return METHODS[method][0].from_dict(data, where)
+    return METHODS[method].from_dict(data, where)
 
 
 __all__ = [
-    "AdapterConfig", "BlockPart", "ParamDelta", "FreezeConfig", "LoRAConfig", "SparseConfig",
+    "AdapterConfig", "BlockPart", "ParamDelta", "PrunablePart", "FreezeConfig", "LoRAConfig", "SparseConfig",
     "METHODS", "config_from_dict",
 ]

@@ -1,14 +1,19 @@
-"""Shared pieces of every adapter: configs and the per-parameter delta parametrization.
+"""The adapter protocol every method implements, and the per-parameter delta parametrization.
 
-An adapter owns, for each parameter it touches, a *part*: the flat indices of its
-selected blocks in that parameter and a differentiable vector of delta values for
-them. :class:`ParamDelta` is registered with ``torch.nn.utils.parametrize`` on the
-parameter and computes ``W = W0 + sum(parts)``; ``forward`` of the model is never
-rewritten.
+A method is a config class (:class:`AdapterConfig`: ``method`` name, ``applicable(block)``,
+``make_part``) and a part class (:class:`BlockPart`). An adapter owns, for each parameter it
+touches, a *part*: the flat indices of its selected blocks in that parameter and a
+differentiable vector of delta values for them (``values()``), its file tensors
+(``state_tensors()``/``load_state_tensors()``) and an ``after_step`` hook run after each
+optimiser step. :class:`ParamDelta` is registered with ``torch.nn.utils.parametrize`` on the
+parameter and computes ``W = W0 + sum(parts)``; ``forward`` of the model is never rewritten.
+A part whose delta is one entry per selected weight and can be pruned to a fixed support
+derives from :class:`PrunablePart`.
 """
 
 from __future__ import annotations
 
+import abc
 from dataclasses import asdict, dataclass, field, fields
 from typing import ClassVar
 
@@ -18,10 +23,11 @@ from ..select import Selector
 
 
 @dataclass(frozen=True)
-class AdapterConfig:
+class AdapterConfig(abc.ABC):
     """Base config: a name (unique within a model) and a selector."""
 
     method: ClassVar[str] = ""
+    coverage: ClassVar[str] = ""  # what ``applicable`` admits, for error messages ("" = every block)
     name: str = ""
     select: Selector = field(default_factory=Selector)
 
@@ -44,13 +50,21 @@ class AdapterConfig:
             data["select"] = Selector.from_dict(data["select"], f"{where}.select")
         return cls(**data)
 
+    def applicable(self, block: WeightBlock) -> bool:
+        """Whether this method can adapt ``block`` (default: every block)."""
+        return True
+
+    @abc.abstractmethod
+    def make_part(self, blocks: list[WeightBlock], dtype: torch.dtype, device: torch.device) -> "BlockPart":
+        """The part of this adapter on one parameter (``blocks`` all belong to it)."""
+
     def describe(self) -> str:
         extras = {k: v for k, v in asdict(self).items() if k not in ("name", "select")}
         args = ", ".join(f"{k}={v}" for k, v in extras.items())
         return f"{self.method}({args}) on '{self.select}'"
 
 
-class BlockPart(torch.nn.Module):
+class BlockPart(torch.nn.Module, abc.ABC):
     """The delta of one adapter on one parameter: ``values()`` at flat ``index``."""
 
     def __init__(self, blocks: list[WeightBlock]):
@@ -76,8 +90,37 @@ class BlockPart(torch.nn.Module):
         """(block, start, stop) of each block inside ``values()``."""
         return [(b, s, s + b.size) for b, s in zip(self.blocks, self.starts)]
 
-    def values(self) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def values(self) -> torch.Tensor:
+        """The delta of every selected entry, in ``index`` order (differentiable)."""
+
+    @abc.abstractmethod
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors an adapter file stores for this part (CPU, detached)."""
+
+    @abc.abstractmethod
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor], where: str) -> None:
+        """Inverse of :meth:`state_tensors`; a missing or misshapen tensor raises ``ValueError`` naming ``where``."""
+
+    def after_step(self, lr: float, penalty_scale: float = 1.0) -> None:
+        """Run after each optimiser step at learning rate ``lr`` (e.g. a proximal step of a
+        penalty scaled by ``penalty_scale``, the L1 schedule); a no-op by default."""
+
+
+class PrunablePart(BlockPart):
+    """A part with one trainable ``delta`` entry per selected weight and an optional fixed
+    support (``mask``): what :func:`sparseft.adapters.support.fix_support` prunes."""
+
+    mask: torch.Tensor | None
+
+    @torch.no_grad()
+    def set_mask(self, keep: torch.Tensor) -> None:
+        """Fix the support to ``keep`` (bool vector); entries outside it become zero and stay zero."""
+        self.mask = keep.to(self.delta.dtype)
+        self.delta.mul_(self.mask)
+
+    def clear_mask(self) -> None:
+        self.mask = None
 
 
 class ParamDelta(torch.nn.Module):

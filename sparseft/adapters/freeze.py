@@ -18,6 +18,9 @@ class FreezeConfig(AdapterConfig):
 
     method = "freeze"
 
+    def make_part(self, blocks, dtype, device) -> "DensePart":
+        return DensePart(blocks, dtype, device)
+
 
 class DensePart(BlockPart):
     """One trainable delta entry per selected weight."""
@@ -39,6 +42,3 @@ class DensePart(BlockPart):
         with torch.no_grad():
             self.delta.copy_(values.to(self.delta))
 
-
-def make_part(config: FreezeConfig, blocks, dtype, device) -> DensePart:
-    return DensePart(blocks, dtype, device)

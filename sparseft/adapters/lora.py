@@ -31,6 +31,8 @@ class LoRAConfig(AdapterConfig):
     """``rank`` of each block's delta; ``scale`` multiplies ``A @ B``; ``seed`` for A's init."""
 
     method = "lora"
+    coverage = (f"LoRA covers matrix blocks of kinds {', '.join(LORA_KINDS)} "
+                "(use a sparse or freeze adapter for the others)")
     rank: int = 4
     scale: float = 1.0
     seed: int = 0
@@ -39,10 +41,13 @@ class LoRAConfig(AdapterConfig):
         if self.rank < 1:
             raise ValueError(f"lora.rank must be >= 1, got {self.rank}")
 
+    def applicable(self, block) -> bool:
+        """A matrix block of a covered kind."""
+        return block.kind in LORA_KINDS and block.matrix_shape is not None
 
-def lora_applicable(block) -> bool:
-    """Whether LoRA can adapt ``block`` (a matrix of a covered kind)."""
-    return block.kind in LORA_KINDS and block.matrix_shape is not None
+    def make_part(self, blocks, dtype, device) -> "LoRAPart":
+        seed = self.seed + (zlib.crc32(blocks[0].param.encode()) if blocks else 0)
+        return LoRAPart(blocks, dtype, device, self.rank, self.scale, seed)
 
 
 class LoRAPart(BlockPart):
@@ -80,7 +85,3 @@ class LoRAPart(BlockPart):
                     raise ValueError(f"{where}: expected '{key}' of shape {tuple(p.shape)} ({self.blocks[i].name})")
                 p.copy_(t.to(p))
 
-
-def make_part(config: LoRAConfig, blocks, dtype, device) -> LoRAPart:
-    seed = config.seed + (zlib.crc32(blocks[0].param.encode()) if blocks else 0)
-    return LoRAPart(blocks, dtype, device, config.rank, config.scale, seed)

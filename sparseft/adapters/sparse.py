@@ -1,9 +1,9 @@
 """L1-promoted sparse delta: most selected weights stay exactly at their pretrained value.
 
 Training adds ``l1 * |delta|`` through a proximal (soft-threshold) step after each
-optimiser step (:meth:`SparsePart.proximal_step`), which sets small entries to exact
-zeros. :meth:`SparsePart.fix_support` then fixes the support (a mask) for retraining
-only the surviving entries. Files store only the non-zero (or in-support) entries as
+optimiser step (:meth:`SparsePart.proximal_step`, the part's ``after_step``), which sets
+small entries to exact zeros. :func:`sparseft.adapters.support.fix_support` then fixes the
+support (a mask) for retraining only the surviving entries. Files store only the non-zero (or in-support) entries as
 parameter-flat indices (int32) + values; a fixed support is
 flagged by ``fixed_support`` and equals the stored indices.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .._compat import torch
-from .base import AdapterConfig, BlockPart
+from .base import AdapterConfig, PrunablePart
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,11 @@ class SparseConfig(AdapterConfig):
         if self.l1 < 0:
             raise ValueError(f"sparse.l1 must be >= 0, got {self.l1}")
 
+    def make_part(self, blocks, dtype, device) -> "SparsePart":
+        return SparsePart(blocks, dtype, device, self.l1)
 
-class SparsePart(BlockPart):
+
+class SparsePart(PrunablePart):
     """A delta entry per selected weight, kept sparse by proximal steps or a fixed mask."""
 
     def __init__(self, blocks, dtype, device, l1: float):
@@ -54,22 +57,13 @@ class SparsePart(BlockPart):
         if self.mask is not None:
             self.delta.mul_(self.mask)
 
-    def l1_penalty(self) -> torch.Tensor:
-        """``l1 * sum |delta|`` (for logging, or for sub-gradient training instead of prox)."""
-        return self.l1 * self.values().abs().sum()
+    def after_step(self, lr: float, penalty_scale: float = 1.0) -> None:
+        """The proximal step of ``penalty_scale * l1`` (0: only re-apply a fixed mask)."""
+        self.proximal_step(lr, self.l1 * penalty_scale)
 
     def nonzero(self) -> torch.Tensor:
         """Bool vector: which entries differ from the pretrained weight."""
         return self.values().detach() != 0
-
-    @torch.no_grad()
-    def set_mask(self, keep: torch.Tensor) -> None:
-        """Fix the support to ``keep`` (bool vector); entries outside it become zero and stay zero."""
-        self.mask = keep.to(self.delta.dtype)
-        self.delta.mul_(self.mask)
-
-    def clear_mask(self) -> None:
-        self.mask = None
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Only the entries that are non-zero or inside a fixed support: positions + values."""
@@ -108,6 +102,3 @@ class SparsePart(BlockPart):
             raise ValueError(f"{where}: stored indices fall outside the adapter's selected blocks")
         return lookup[flat].to(self.delta.device)
 
-
-def make_part(config: SparseConfig, blocks, dtype, device) -> SparsePart:
-    return SparsePart(blocks, dtype, device, config.l1)

@@ -22,6 +22,8 @@ import json
 from pathlib import Path
 
 from .._compat import default_dtype, torch  # noqa: F401  (import order: mace before e3nn)
+from ..files import sha256_file
+from ..precision import parse_dtype, to_dtype
 
 __all__ = ["DOMAIN_DIR", "FOUNDATION_CONFIG", "FOUNDATION_WEIGHTS", "foundation_info", "load_foundation"]
 
@@ -31,12 +33,6 @@ FOUNDATION_CONFIG = _HERE / "foundation.json"
 DOMAIN_DIR = _HERE / "domain"  # quick-start data (Cu-Au, GFN1-xTB): recipes refer to it as embedded:NAME
 
 FORMAT = "sparseft-foundation/1"
-
-
-def _sha256(path: Path) -> str:
-    from ..io import sha256_file
-
-    return sha256_file(path)
 
 
 def _decode(value):
@@ -80,13 +76,12 @@ def _build(config, weights, dtype=None, device="cpu") -> torch.nn.Module:
 
     import mace.modules
 
-    from ..loading import parse_dtype
 
     info = foundation_info(config)
     if info.get("format") != FORMAT:
         raise ValueError(f"{config}: not a {FORMAT} file (format={info.get('format')!r})")
     expected = info.get("weights_sha256")
-    actual = _sha256(Path(weights))
+    actual = sha256_file(weights)
     if expected != actual:
         raise ValueError(f"{weights}: sha256 {actual} does not match {expected} recorded in {config}")
 
@@ -103,8 +98,6 @@ def _build(config, weights, dtype=None, device="cpu") -> torch.nn.Module:
     model.load_state_dict(state, strict=True)
     target = parse_dtype(dtype)
     if target is not None and target != build_dtype:
-        from ..precision import to_dtype
-
         model = to_dtype(model, target)
     model = model.to(device)
     model.eval()

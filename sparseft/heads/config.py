@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from .._compat import torch
 from .base import Head, HeadError
 from .energy import EnergyHead
-from .features import feature_irreps
+from ..mace_facts import check_e0s_option, feature_irreps
 from .magmom import CollinearMagmomHead, VectorMagmomHead
 
 HEAD_CLASSES = {cls.kind: cls for cls in (EnergyHead, CollinearMagmomHead, VectorMagmomHead)}
@@ -98,9 +98,9 @@ def head_config_from_dict(data, where: str) -> HeadConfig:
             raise HeadError(f"{where}.{key}: expected a string, got {value!r}")
         values[key] = value
     if kind == "energy":
-        e0s = values.get("E0s", "foundation")
-        if not isinstance(e0s, dict) and e0s not in ("foundation", "average", "estimated"):
-            raise HeadError(f"{where}.E0s: {e0s!r} is not one of foundation, average, estimated, or an {{element: eV}} map")
+        problem = check_e0s_option(values.get("E0s", "foundation"), f"{where}.E0s")
+        if problem:
+            raise HeadError(problem)
     return HeadConfig(**values)
 
 

@@ -2,7 +2,8 @@
 
 It starts as a copy of the base model's readouts, scale/shift and E0s, so before training
 it predicts exactly what the foundation head predicts; the foundation's own readout is
-never touched.
+never touched. A base model's ZBL pair repulsion (``pair_repulsion``), if it has one, is not
+part of the head: the head's energy is the readout part plus its own E0s.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import copy
 
 from .._compat import torch
+from ..mace_facts import e0s_buffer
 from .base import Head, HeadError
 
 
@@ -28,9 +30,8 @@ class EnergyHead(Head):
                                 "an energy head needs a mace MACE/ScaleShiftMACE model")
         self.readouts = copy.deepcopy(model.readouts)
         self.scale_shift = copy.deepcopy(model.scale_shift)
-        e0s = model.atomic_energies_fn.atomic_energies.detach().clone()
+        e0s = e0s_buffer(model).detach().clone()
         self.register_buffer("atomic_energies", e0s.reshape(-1, e0s.shape[-1])[0].clone())
-        self.uses_pair_repulsion = hasattr(model, "pair_repulsion")  # not reproduced by the head: documented
         for p in self.parameters():
             p.requires_grad_(True)
 

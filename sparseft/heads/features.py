@@ -10,13 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .._compat import torch
-
-
-def feature_irreps(model: torch.nn.Module) -> list:
-    """e3nn ``Irreps`` of each interaction layer's node features, in mace's concatenation order."""
-    from e3nn import o3
-
-    return [o3.Irreps(str(product.linear.irreps_out)) for product in model.products]
+from ..mace_facts import feature_irreps  # noqa: F401  (re-exported: heads read it from here)
 
 
 def describe(irreps_list) -> str:

@@ -1,5 +1,7 @@
-"""Running a MACE trunk with extra heads: one forward pass of the trunk, then each head on its
-node features; forces and stress of every energy head by autograd.
+"""The one place heads are composed with a model: :class:`HeadedModel` of (trunk, heads).
+
+Running it is one forward pass of the trunk, then each head on its node features; forces
+and stress of every energy head by autograd.
 
 Output: mace's dict for the foundation head (``energy``, ``forces``, ``stress``, ...) plus
 ``heads``: ``{name: {"energy", "forces", "stress"}}`` for energy heads and
@@ -8,9 +10,12 @@ Output: mace's dict for the foundation head (``energy``, ``forces``, ``stress``,
 
 from __future__ import annotations
 
+import copy
+
 from .._compat import torch
-from ..model import WrapsMaceModel
-from .features import feature_irreps, split_features
+from ..mace_facts import WrapsMaceModel, feature_irreps
+from .base import Head, HeadError
+from .features import split_features
 
 
 def _derivatives(energy, positions, displacement, cell, *, training: bool, last: bool):
@@ -68,17 +73,56 @@ def forward_with_heads(trunk, heads, irreps_list, data: dict, *, training: bool 
 
 
 class HeadedModel(WrapsMaceModel):
-    """A plain (merged) mace model plus heads, callable like a mace model (for the calculator
-    and for saving a fine-tune with heads as one file)."""
+    """A trunk plus heads, callable like a mace model.
 
-    def __init__(self, model: torch.nn.Module, heads: torch.nn.ModuleDict):
+    ``model`` (the trunk) is a plain mace model or an adapted one (anything with a ``base``,
+    the unparametrized mace model, ``trainable_parameters()`` and ``merge()``); ``output_heads``
+    maps name -> :class:`~sparseft.heads.Head`. The trunk does not know it has heads.
+    """
+
+    def __init__(self, model: torch.nn.Module, heads=None):
         super().__init__()
         self.model = model
-        self.output_heads = heads
-        self.irreps_list = feature_irreps(model)
+        self.output_heads = torch.nn.ModuleDict()
+        self.irreps_list = feature_irreps(self.base)
+        for head in (heads.values() if isinstance(heads, (dict, torch.nn.ModuleDict)) else heads or []):
+            self.add_head(head)
+
+    @property
+    def base(self) -> torch.nn.Module:
+        """The trunk's unparametrized mace model (what heads are built on)."""
+        return getattr(self.model, "base", self.model)
+
+    def add_head(self, head: Head) -> None:
+        """Attach a head (built on :attr:`base`, see :func:`sparseft.heads.build_head`)."""
+        if head.name in self.output_heads:
+            raise HeadError(f"a head named {head.name!r} exists already")
+        self.output_heads[head.name] = head
+
+    def head_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.output_heads.parameters() if p.requires_grad]
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """The trunk's trainable parameters (an adapted trunk's adapters), then the heads'."""
+        trunk = getattr(self.model, "trainable_parameters", None)
+        return (trunk() if trunk is not None else []) + self.head_parameters()
+
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self.trainable_parameters())
+
+    def merge(self) -> "HeadedModel":
+        """The adapted trunk merged into a plain mace model, with copies of the heads."""
+        return HeadedModel(self.model.merge(), copy.deepcopy(self.output_heads))
 
     def forward(self, data: dict, training: bool = False, compute_force: bool = True, compute_stress: bool = False,
                 derivative_heads=None, **kwargs) -> dict:
         return forward_with_heads(self.model, self.output_heads, self.irreps_list, data, training=training,
                                   compute_force=compute_force, compute_stress=compute_stress,
                                   derivative_heads=derivative_heads)
+
+
+def split_heads(model: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
+    """``(trunk, heads)`` of a :class:`HeadedModel`, ``(model, {})`` of anything else."""
+    if isinstance(model, HeadedModel):
+        return model.model, dict(model.output_heads)
+    return model, {}

@@ -45,7 +45,7 @@ class InputScaling(torch.nn.Module):
 
 
 def total_key(head_name: str) -> str:
-    """Batch keys of a structure's total moment and its presence weight (see heads.labels)."""
+    """Batch keys of a structure's total moment and its presence weight (see sparseft.labels)."""
     return f"{head_name}__total_magmom"
 
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 import numpy as np
 
 from .._compat import torch
+from ..labels import Keys, MagmomKeys
 from .config import HeadConfig, build_from_config
 
 
-def label_keys(config: HeadConfig):
-    """``data.Keys`` (energy head) or ``data.MagmomKeys`` for one head."""
-    from ..data import Keys, MagmomKeys
-
+def label_keys(config: HeadConfig) -> Keys | MagmomKeys:
+    """The label set of one head (:mod:`sparseft.labels`)."""
     if config.kind == "energy":
         return Keys(config.energy_key, config.forces_key, config.stress_key, config.virials_key)
     return MagmomKeys(config.magmom_key, config.total_key if config.kind == "magmom" else None,
@@ -20,12 +19,10 @@ def label_keys(config: HeadConfig):
 
 
 def label_sets(heads: list[HeadConfig], calculator_labels: str) -> list:
-    """What ``data.attach_labels(extra=...)`` needs: ``(Keys, use_calculator)`` or ``MagmomKeys``."""
-    out = []
-    for h in heads:
-        keys = label_keys(h)
-        out.append((keys, calculator_labels == h.name) if h.kind == "energy" else keys)
-    return out
+    """``(label set, use_calculator)`` per head, for ``data.attach_labels(extra=...)``: an
+    energy head takes ASE calculator values only when ``calculator_labels`` names it; moment
+    heads always do."""
+    return [(label_keys(h), calculator_labels == h.name if h.kind == "energy" else True) for h in heads]
 
 
 def element_means(frames, key: str, zs: list[int]) -> torch.Tensor:
@@ -84,21 +81,22 @@ def differentiated_heads(weights: dict, stress_counts: dict, force_counts: dict)
 
 
 @torch.no_grad()
-def standardize_inputs(adapted, dataset, batch_size: int) -> None:
-    """Set every moment head's input scaling from the trunk's features on ``dataset``."""
+def standardize_inputs(headed, dataset, batch_size: int) -> None:
+    """Set every moment head's input scaling from the trunk's features on ``dataset``
+    (``headed``: a :class:`~sparseft.heads.HeadedModel`)."""
     from ..data import loader
     from .features import split_features
 
-    heads = [h for h in adapted.output_heads.values() if hasattr(h, "inputs")]
+    heads = [h for h in headed.output_heads.values() if hasattr(h, "inputs")]
     if not heads or not dataset:
         return
-    device = next(adapted.parameters()).device
+    device = next(headed.parameters()).device
     scalars, vectors = [], []
     for batch in loader(dataset, batch_size, shuffle=False):
         batch = batch.to(device).to_dict()
         with torch.enable_grad():  # mace's forward asks for position gradients
-            out = adapted.model(batch, training=False, compute_force=False)
-        features = split_features(out["node_feats"].detach(), adapted._irreps_list)
+            out = headed.model(batch, training=False, compute_force=False)
+        features = split_features(out["node_feats"].detach(), headed.irreps_list)
         scalars.append(features.scalars)
         if features.vectors is not None:
             vectors.append(features.vectors)

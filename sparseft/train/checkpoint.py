@@ -1,6 +1,6 @@
 """Checkpoints: ``checkpoint/state.json`` + ``checkpoint/tensors.safetensors``, written atomically.
 
-Holds the trainable values, sparse masks, optimiser moments, EMA shadow, best values,
+Holds the trainable values, the fixed supports (masks) of prunable parts, optimiser moments, EMA shadow, best values,
 E0 buffers and the :class:`TrainState`; no pickle. A run resumed from it continues exactly
 where the checkpoint was taken (data order is a pure function of seed and epoch).
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from .._compat import torch
-from ..io import write_directory_atomically
+from ..files import write_directory_atomically
 from .trainer import EMA, Trainer, TrainState
 
 CHECKPOINT_DIR = "checkpoint"
@@ -27,7 +27,7 @@ def save_checkpoint(output: Path, trainer: Trainer, state: TrainState) -> Path:
         for key, value in trainer.optimizer.state.get(p, {}).items():
             if torch.is_tensor(value):
                 tensors[f"optim/{i}/{key}"] = value.detach().cpu().reshape(value.shape).contiguous()
-    for j, part in enumerate(trainer.model.sparse_parts()):
+    for j, part in enumerate(trainer.adapted.prunable_parts()):
         if part.mask is not None:
             tensors[f"mask/{j}"] = part.mask.detach().cpu().contiguous()
     if trainer.ema:
@@ -36,7 +36,7 @@ def save_checkpoint(output: Path, trainer: Trainer, state: TrainState) -> Path:
     if trainer.best_params is not None:
         for i, b in enumerate(trainer.best_params):
             tensors[f"best/{i}"] = b.detach().cpu().contiguous()
-    for name, value in trainer.model.changed_buffers().items():
+    for name, value in trainer.adapted.changed_buffers().items():
         tensors[f"buffer/{name}"] = value.cpu().contiguous()
     meta = {"state": state.to_dict(), "num_params": len(trainer.params)}
 
@@ -70,7 +70,7 @@ def load_checkpoint(output: Path, trainer: Trainer) -> TrainState:
         state = {k.split("/", 2)[2]: v.to(p.device) for k, v in tensors.items() if k.startswith(f"optim/{i}/")}
         if state:
             trainer.optimizer.state[p] = state
-    for j, part in enumerate(trainer.model.sparse_parts()):
+    for j, part in enumerate(trainer.adapted.prunable_parts()):
         if f"mask/{j}" in tensors:
             part.set_mask(tensors[f"mask/{j}"].bool().to(part.delta.device))
     if trainer.ema:
@@ -81,7 +81,7 @@ def load_checkpoint(output: Path, trainer: Trainer) -> TrainState:
         trainer.best_params = [tensors[f"best/{i}"].to(p) for i, p in enumerate(trainer.params)]
     for key, value in tensors.items():
         if key.startswith("buffer/"):
-            trainer.model.set_buffer(key[len("buffer/"):], value)
+            trainer.adapted.set_buffer(key[len("buffer/"):], value)
     state = TrainState.from_dict(meta["state"])
     state.interrupted = False
     return state

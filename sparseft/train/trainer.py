@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 from .._compat import torch
 from ..data import loader
+from ..heads import split_heads
 from ..model import AdaptedModel
 from .losses import ErrorAccumulator, loss_terms, total_loss
 
@@ -75,11 +76,15 @@ def make_optimizer(params, config):
 
 
 class Trainer:
-    """Fits an :class:`AdaptedModel` on mace ``AtomicData`` lists with a ``TrainSection`` config."""
+    """Fits an :class:`AdaptedModel` (or a :class:`~sparseft.heads.HeadedModel` around one) on mace
+    ``AtomicData`` lists with a ``TrainSection`` config."""
 
-    def __init__(self, adapted: AdaptedModel, train_data, valid_data, config, *, device, compute_stress: bool,
-                 log=print, progress: bool = False, task_weights: dict | None = None, derivative_heads=None):
-        self.model = adapted
+    def __init__(self, model: torch.nn.Module, train_data: list, valid_data: list, config, *,
+                 device: str | torch.device, compute_stress: bool, log=print, progress: bool = False,
+                 task_weights: dict | None = None, derivative_heads: list | None = None):
+        self.model = model
+        self.adapted: AdaptedModel = split_heads(model)[0]  # the adapter side: after-step hooks, supports, E0s
+        self._heads_kwargs = {"derivative_heads": derivative_heads} if self.adapted is not model else {}
         self.train_data = train_data
         self.valid_data = valid_data
         self.config = config
@@ -92,15 +97,14 @@ class Trainer:
             "energy": config.energy_weight, "forces": config.forces_weight,
             "stress": config.stress_weight if compute_stress else 0.0,
         }
-        self.params = adapted.trainable_parameters()
+        self.params = model.trainable_parameters()
         self.optimizer = make_optimizer(self.params, config)
         self.ema = EMA(self.params, config.ema_decay) if config.ema_decay else None
         self.steps_per_epoch = max(1, math.ceil(len(train_data) / config.batch_size))
         total = config.epochs * self.steps_per_epoch
         self.total_steps = min(total, config.max_steps) if config.max_steps else total
-        has_sparse = bool(adapted.sparse_parts())
         self.fix_at_step = None
-        if has_sparse and config.target_density is not None:
+        if self.adapted.prunable_parts() and config.target_density is not None:
             self.fix_at_step = int(round(self.total_steps * (1 - config.retrain_fraction)))
         self.best_params = None
         self._stop_requested = False
@@ -189,7 +193,7 @@ class Trainer:
     def _maybe_fix_support(self, state: TrainState):
         if self.fix_at_step is not None and not state.support_fixed and state.step >= self.fix_at_step:
             curvature = {p: st["exp_avg_sq"] for p, st in self.optimizer.state.items() if "exp_avg_sq" in st}
-            kept = self.model.fix_support(density=self.config.target_density, curvature=curvature)
+            kept = self.adapted.fix_support(density=self.config.target_density, curvature=curvature)
             state.support_fixed = True
             self.optimizer.state.clear()  # retraining starts from fresh moments
             self.log(f"step {state.step}: support fixed at density {self.config.target_density} ({kept} entries kept)")
@@ -227,7 +231,7 @@ class Trainer:
         bar.close()
         self.model.eval()
         valid = self.evaluate(self.valid_data)
-        density = self.model.density()
+        density = self.adapted.density()
         row = {
             "epoch": epoch + 1,
             "step": state.step,
@@ -254,7 +258,7 @@ class Trainer:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         out = self.model(batch, training=True, compute_force=True, compute_stress=self.compute_stress,
-                         derivative_heads=self.derivative_heads)
+                         **self._heads_kwargs)
         loss = total_loss(loss_terms(batch, out), self.weights_at(state.step))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"step {state.step}: the loss is {float(loss)}; lower train.lr or check the data")
@@ -262,11 +266,9 @@ class Trainer:
         if self.config.clip_grad:
             torch.nn.utils.clip_grad_norm_(self.params, self.config.clip_grad)
         self.optimizer.step()
-        if not state.support_fixed:
-            for part in self.model.sparse_parts():
-                part.proximal_step(lr, part.l1 * self.l1_factor(state.step))
-        else:
-            self.model.proximal_step(0.0)  # re-applies the fixed masks
+        # the parts' after-step hooks (sparse: the proximal L1 step; once the support is fixed,
+        # only the masks are re-applied)
+        self.adapted.after_step(lr, 0.0 if state.support_fixed else self.l1_factor(state.step))
         if self.ema:
             self.ema.update()
         state.step += 1
@@ -307,7 +309,7 @@ class Trainer:
         values = self.best_params or self.snapshot()
         for p, v in zip(self.params, values):
             p.copy_(v)
-        self.model.proximal_step(0.0)
+        self.adapted.after_step(0.0)  # re-applies fixed masks
 
 
 def _fmt(value, spec):

@@ -10,6 +10,7 @@ from ase.calculators.calculator import PropertyNotImplementedError
 
 from sparseft import Calculator, SparseConfig, save_adapter, wrap
 from sparseft._compat import torch
+from sparseft.heads import HeadedModel
 from sparseft.heads import build_head
 from sparseft.predict import predict
 from sparseft.testing.tiny import tiny_mace
@@ -19,17 +20,17 @@ from sparseft.testing.tiny import tiny_mace
 def headed(tmp_path_factory):
     d = tmp_path_factory.mktemp("calc")
     base = tiny_mace(atomic_numbers=(29, 79), r_max=4.5)
-    adapted = wrap(base, [SparseConfig()])
-    adapted.add_head(build_head("lj", "energy", {}, adapted._plain[0]))
-    adapted.add_head(build_head("spin", "magmom", {}, adapted._plain[0], seed=1))
+    adapted = HeadedModel(wrap(base, [SparseConfig()]))
+    adapted.add_head(build_head("lj", "energy", {}, adapted.base))
+    adapted.add_head(build_head("spin", "magmom", {}, adapted.base, seed=1))
     with torch.no_grad():
         generator = torch.Generator().manual_seed(0)
         for p in adapted.trainable_parameters():
             p.add_(0.2 * torch.randn(p.shape, generator=generator, dtype=p.dtype))
-    adapted.proximal_step(0.0)
+    adapted.model.proximal_step(0.0)
     torch.save(base, d / "base.model")
     save_adapter(adapted, d / "adapter")
-    torch.save(adapted.merge_with_heads(), d / "merged_with_heads.model")
+    torch.save(adapted.merge(), d / "merged_with_heads.model")
     return d, adapted
 
 
@@ -98,7 +99,7 @@ def test_calculator_head_errors(headed):
     with pytest.raises(ValueError, match="magmom_head 'x' not found"):
         Calculator(adapted, magmom_head="x")
     atoms = _atoms()
-    atoms.calc = Calculator(adapted.merge())
+    atoms.calc = Calculator(adapted.model.merge())  # the trunk alone: no heads
     with pytest.raises(PropertyNotImplementedError, match="no magnetic-moment head"):
         atoms.get_magnetic_moments()
 

@@ -7,6 +7,7 @@ import pytest
 
 from sparseft import SparseConfig, wrap
 from sparseft._compat import torch
+from sparseft.heads import HeadedModel
 from sparseft.heads import HeadError, build_head, feature_irreps
 from sparseft.testing import check_equivariance
 from sparseft.testing.broken import PolarVectorMagmomHead
@@ -14,9 +15,9 @@ from sparseft.testing.equivariance import head_rules
 
 
 def _with_heads(model, kinds=("energy", "magmom", "vector_magmom")):
-    adapted = wrap(model, [SparseConfig()])
+    adapted = HeadedModel(wrap(model, [SparseConfig()]))
     for kind in kinds:
-        adapted.add_head(build_head(f"h_{kind}", kind, {}, adapted._plain[0], seed=3))
+        adapted.add_head(build_head(f"h_{kind}", kind, {}, adapted.base, seed=3))
     with torch.no_grad():  # move every head and delta off its starting point
         generator = torch.Generator().manual_seed(0)
         for p in list(adapted.output_heads.parameters()) + adapted.trainable_parameters():
@@ -56,8 +57,8 @@ def test_heads_produce_non_trivial_outputs(make_model):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_wrong_parity_vector_head_fails_inversion_only(make_model, dtype):
-    adapted = wrap(make_model("l1", dtype), [SparseConfig()])
-    plain = adapted._plain[0]
+    adapted = HeadedModel(wrap(make_model("l1", dtype), [SparseConfig()]))
+    plain = adapted.base
     wrong = PolarVectorMagmomHead("wrong", {}, irreps_list=feature_irreps(plain), num_elements=2)
     wrong = wrong.to(plain.atomic_energies_fn.atomic_energies.dtype)
     adapted.add_head(wrong)
@@ -72,6 +73,6 @@ def test_vector_head_on_scalar_model_is_a_clear_error(make_model):
 
 
 def test_collinear_head_works_on_scalar_model(make_model):
-    adapted = wrap(make_model("scalar"), [SparseConfig()])
-    adapted.add_head(build_head("spin", "magmom", {}, adapted._plain[0]))
+    adapted = HeadedModel(wrap(make_model("scalar"), [SparseConfig()]))
+    adapted.add_head(build_head("spin", "magmom", {}, adapted.base))
     assert check_equivariance(adapted).passed

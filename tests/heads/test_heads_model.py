@@ -8,6 +8,7 @@ import pytest
 
 from sparseft import SparseConfig, load_adapter, save_adapter, wrap
 from sparseft._compat import torch
+from sparseft.heads import HeadedModel
 from sparseft.heads import build_head
 from sparseft.heads.magmom import constrain_to_total
 from sparseft.io import AdapterFileError
@@ -16,8 +17,8 @@ from sparseft.testing import default_structures
 
 
 def test_new_energy_head_starts_as_the_foundation(make_model):
-    adapted = wrap(make_model("l1"), [SparseConfig()])
-    adapted.add_head(build_head("dft", "energy", {}, adapted._plain[0]))
+    adapted = HeadedModel(wrap(make_model("l1"), [SparseConfig()]))
+    adapted.add_head(build_head("dft", "energy", {}, adapted.base))
     structures = default_structures(adapted)
     for pred in predict(adapted, structures):
         head = pred.heads["dft"]
@@ -30,9 +31,9 @@ def test_new_energy_head_starts_as_the_foundation(make_model):
 def test_heads_do_not_change_the_foundation_prediction(make_model):
     model = make_model("l1")
     plain = wrap(model, [SparseConfig()])
-    headed = wrap(model, [SparseConfig()])
-    headed.add_head(build_head("spin", "magmom", {}, headed._plain[0]))
-    headed.add_head(build_head("dft", "energy", {}, headed._plain[0]))
+    headed = HeadedModel(wrap(model, [SparseConfig()]))
+    headed.add_head(build_head("spin", "magmom", {}, headed.base))
+    headed.add_head(build_head("dft", "energy", {}, headed.base))
     structures = default_structures(plain)
     predict(plain, structures), predict(headed, structures)  # warm-up (first call rounds differently)
     for a, b in zip(predict(plain, structures), predict(headed, structures)):
@@ -50,14 +51,14 @@ def test_total_moment_constraint():
 
 
 def _trained_heads(model):
-    adapted = wrap(model, [SparseConfig()])
+    adapted = HeadedModel(wrap(model, [SparseConfig()]))
     for name, kind in (("dft", "energy"), ("spin", "magmom"), ("vec", "vector_magmom")):
-        adapted.add_head(build_head(name, kind, {"hidden": 8}, adapted._plain[0], seed=1))
+        adapted.add_head(build_head(name, kind, {"hidden": 8}, adapted.base, seed=1))
     with torch.no_grad():
         for p in adapted.trainable_parameters():
             p.add_(0.1 * torch.randn_like(p))
         adapted.output_heads["dft"].atomic_energies.add_(0.5)
-    adapted.proximal_step(0.0)
+    adapted.model.proximal_step(0.0)
     return adapted
 
 
@@ -72,7 +73,7 @@ def test_adapter_with_heads_round_trips(make_model, tmp_path):
         for name in ("dft", "spin", "vec"):
             for key, value in a.heads[name].items():
                 np.testing.assert_allclose(b.heads[name][key], value, rtol=1e-12, atol=1e-12)
-    merged = loaded.merge_with_heads()
+    merged = loaded.merge()
     for a, b in zip(predict(adapted, structures), predict(merged, structures)):
         assert b.heads["dft"]["energy"] == pytest.approx(a.heads["dft"]["energy"], rel=1e-12)
         np.testing.assert_allclose(b.heads["vec"]["magmoms"], a.heads["vec"]["magmoms"], atol=1e-12)
@@ -81,7 +82,8 @@ def test_adapter_with_heads_round_trips(make_model, tmp_path):
 def test_edited_head_tensor_is_refused(make_model, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from sparseft.io import TENSOR_FILE, sha256_file
+    from sparseft.files import sha256_file
+    from sparseft.io import TENSOR_FILE
 
     model = make_model("l1")
     save_adapter(_trained_heads(model), tmp_path / "a")
@@ -99,7 +101,7 @@ def test_edited_head_tensor_is_refused(make_model, tmp_path):
 
 
 def test_head_only_training_leaves_the_trunk_frozen(make_model):
-    adapted = wrap(make_model("l1"), [], allow_empty=True)
-    adapted.add_head(build_head("spin", "magmom", {}, adapted._plain[0]))
+    adapted = HeadedModel(wrap(make_model("l1"), [], allow_empty=True))
+    adapted.add_head(build_head("spin", "magmom", {}, adapted.base))
     assert adapted.trainable_parameters() == adapted.head_parameters()
     assert all(not p.requires_grad for p in adapted.model.parameters())

@@ -12,6 +12,7 @@ import pytest
 
 from sparseft import SparseConfig, wrap
 from sparseft._compat import torch
+from sparseft.heads import HeadedModel
 from sparseft.data import Frames, Keys, MagmomKeys, attach_labels, loader, to_atomic_data
 from sparseft.finetune import run
 from sparseft.heads import build_head
@@ -31,9 +32,9 @@ def cuau():
 
 
 def _adapted(cuau):
-    adapted = wrap(cuau, [SparseConfig()])
-    adapted.add_head(build_head("lj", "energy", {}, adapted._plain[0]))
-    adapted.add_head(build_head("spin", "magmom", {}, adapted._plain[0], seed=2))
+    adapted = HeadedModel(wrap(cuau, [SparseConfig()]))
+    adapted.add_head(build_head("lj", "energy", {}, adapted.base))
+    adapted.add_head(build_head("spin", "magmom", {}, adapted.base, seed=2))
     with torch.no_grad():
         for p in adapted.output_heads["spin"].parameters():
             p.add_(0.1 * torch.randn_like(p))

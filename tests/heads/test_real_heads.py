@@ -9,6 +9,7 @@ import pytest
 
 from sparseft import SparseConfig, load_model, wrap
 from sparseft._compat import torch
+from sparseft.heads import HeadedModel
 from sparseft.data import Keys, MagmomKeys, attach_labels, read_frames, to_atomic_data, validate
 from sparseft.heads import HeadError, build_head, feature_irreps
 from sparseft.testing import check_equivariance
@@ -52,9 +53,9 @@ def test_vector_head_is_equivariant_on_nio_crystals(nio_frames, nio_model, dtype
     structures = [a.copy() for a in nio_frames.atoms[::60]]
     for atoms in structures:
         atoms.rattle(0.05, seed=1)  # off the ideal rock-salt sites, where 1o features vanish
-    adapted = wrap(nio_model.to(dtype), [SparseConfig()])
-    adapted.add_head(build_head("spin", "vector_magmom", {}, adapted._plain[0], seed=0))
-    wrong = PolarVectorMagmomHead("wrong", {}, irreps_list=feature_irreps(adapted._plain[0]), num_elements=2)
+    adapted = HeadedModel(wrap(nio_model.to(dtype), [SparseConfig()]))
+    adapted.add_head(build_head("spin", "vector_magmom", {}, adapted.base, seed=0))
+    wrong = PolarVectorMagmomHead("wrong", {}, irreps_list=feature_irreps(adapted.base), num_elements=2)
     adapted.add_head(wrong.to(dtype))
     report = check_equivariance(adapted, structures, rtol=rtol, supercell=(1, 1, 1))
     failed = {(row.check, row.output) for row in report.rows if not row.passed}
