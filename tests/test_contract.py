@@ -7,30 +7,47 @@ import pytest
 
 import sparseft as sf
 from sparseft._compat import torch
+from sparseft.adapters import METHODS
+from sparseft.heads import HeadedModel, build_head, split_heads
 from sparseft.blocks import blocks
 from sparseft.fingerprint import canonical_structure
 from sparseft.predict import atoms_to_batch, predict
 from sparseft.testing.equivariance import check_equivariance
 from sparseft.testing.structures import default_structures
 
-METHODS = {
-    "sparse": lambda: sf.SparseConfig(select=sf.Selector(kinds=["skip", "contraction", "linear"]), l1=0.0),
-    "lora": lambda: sf.LoRAConfig(select=sf.Selector(kinds=["linear", "radial", "product_linear"]), rank=2),
-    "freeze": lambda: sf.FreezeConfig(select=sf.Selector(layers=[1])),
-    "mixed": lambda: [
-        sf.SparseConfig(select=sf.Selector(kinds=["skip", "contraction"])),
-        sf.LoRAConfig(select=sf.Selector(kinds=["linear"]), rank=2),
-        sf.FreezeConfig(select=sf.Selector(kinds=["readout"])),
-    ],
-}
-CASES = [(m, f, d) for m in METHODS for f in ("scalar", "l1") for d in ("float64", "float32")]
+# The table is generated from the registry: each method alone with its default options on the
+# last interaction layer (sparse: l1 > 0, so training runs the proximal step), plus mixes. A
+# "headed" case puts heads of every kind on a mixed adapter.
+CONFIGS = {name: (lambda cls=cls: [cls(select=sf.Selector(layers=[1]))]) for name, cls in METHODS.items()}
+CONFIGS["mixed"] = lambda: [
+    sf.SparseConfig(select=sf.Selector(kinds=["skip", "contraction"])),
+    sf.LoRAConfig(select=sf.Selector(kinds=["linear"]), rank=2),
+    sf.FreezeConfig(select=sf.Selector(kinds=["readout"])),
+]
+CONFIGS["headed"] = CONFIGS["mixed"]
+HEAD_KINDS = ("energy", "magmom", "vector_magmom")
+CASES = [(m, f, d) for m in CONFIGS for f in ("scalar", "l1") for d in ("float64", "float32")
+         if not (m == "headed" and f == "scalar")]  # a vector head needs 1o features
 IDS = [f"{m}-{f}-{d}" for m, f, d in CASES]
 RTOL = {"float64": 1e-10, "float32": 1e-5}
 
 
-def _configs(method):
-    made = METHODS[method]()
-    return made if isinstance(made, list) else [made]
+def _build(base, method):
+    """The adapted model of one case: ``wrap`` of its configs, with heads for "headed"."""
+    adapted = sf.wrap(base, CONFIGS[method]())
+    if method != "headed":
+        return adapted
+    return HeadedModel(adapted, [build_head(f"h_{k}", k, {"hidden": 4}, adapted.base, seed=i)
+                                 for i, k in enumerate(HEAD_KINDS)])
+
+
+def _trunk(model):
+    return split_heads(model)[0]
+
+
+def test_the_table_covers_every_registered_method():
+    assert set(METHODS) <= set(CONFIGS)
+    assert any(isinstance(c, sf.SparseConfig) and c.l1 > 0 for c in CONFIGS["sparse"]())
 
 
 def _randomize(adapted, scale=0.05, seed=0):
@@ -50,7 +67,7 @@ def test_zero_delta_is_bit_identical(make_model, one_thread, method, features, d
     structures = default_structures(base)
     predict(base, structures)  # warm-up: the very first call may round differently (lazy kernel set-up)
     before = predict(base, structures)
-    after = predict(sf.wrap(base, _configs(method)), structures)
+    after = predict(_build(base, method), structures)
     for x, y in zip(before, after):
         assert x.energy == y.energy
         assert np.array_equal(x.forces, y.forces)
@@ -60,14 +77,14 @@ def test_zero_delta_is_bit_identical(make_model, one_thread, method, features, d
 @pytest.mark.parametrize("method,features,dtype", CASES, ids=IDS)
 def test_only_selected_blocks_train(make_model, method, features, dtype):
     base = make_model(features, dtype)
-    adapted = sf.wrap(base, _configs(method))
+    adapted = _build(base, method)
     trainable = {id(p) for p in adapted.trainable_parameters()}
     assert trainable, "an adapter must have trainable parameters"
     for p in adapted.parameters():
         assert p.requires_grad == (id(p) in trainable)
     _randomize(adapted)
-    merged = adapted.merge()
-    selected = {b.name for _, _, part in adapted.all_parts() for b in part.blocks}
+    merged = _trunk(adapted).merge()
+    selected = {b.name for _, _, part in _trunk(adapted).all_parts() for b in part.blocks}
     base_params = dict(base.named_parameters())
     changed_outside = []
     for b in blocks(merged):
@@ -84,7 +101,7 @@ def test_only_selected_blocks_train(make_model, method, features, dtype):
 
 @pytest.mark.parametrize("method,features,dtype", CASES, ids=IDS)
 def test_random_deltas_stay_equivariant(make_model, method, features, dtype):
-    adapted = sf.wrap(make_model(features, dtype), _configs(method))
+    adapted = _build(make_model(features, dtype), method)
     _randomize(adapted, scale=0.2)
     report = check_equivariance(adapted)
     assert report.passed, report.format_table()
@@ -93,14 +110,17 @@ def test_random_deltas_stay_equivariant(make_model, method, features, dtype):
 @pytest.mark.parametrize("method,features,dtype", CASES, ids=IDS)
 def test_merged_equals_adapted(make_model, method, features, dtype):
     base = make_model(features, dtype)
-    adapted = sf.wrap(base, _configs(method))
+    adapted = _build(base, method)
     _randomize(adapted)
     merged = adapted.merge()
-    assert type(merged) is type(base)
+    assert type(_trunk(merged)) is type(base)
     structures = default_structures(base)
     for x, y, z in zip(predict(adapted, structures), predict(merged, structures), predict(base, structures)):
         assert _rel(y.energy, x.energy) <= RTOL[dtype]
         assert _rel(y.forces, x.forces) <= RTOL[dtype]
+        for name, values in x.heads.items():
+            for key, value in values.items():
+                assert _rel(y.heads[name][key], value) <= RTOL[dtype]
         change = np.abs(z.forces - x.forces).max() / np.abs(x.forces).max()
         assert change > 100 * RTOL[dtype], "the adapter should change the predictions"
 
@@ -108,9 +128,9 @@ def test_merged_equals_adapted(make_model, method, features, dtype):
 @pytest.mark.parametrize("method,features,dtype", CASES, ids=IDS)
 def test_save_load_round_trip(make_model, tmp_path, one_thread, method, features, dtype):
     base = make_model(features, dtype)
-    adapted = sf.wrap(base, _configs(method))
+    adapted = _build(base, method)
     _randomize(adapted)
-    for part in adapted.sparse_parts():  # exact zeros must survive the sparse format
+    for part in _trunk(adapted).prunable_parts():  # exact zeros must survive the sparse format
         part.proximal_step(lr=1.0, l1=0.03)
     sf.save_adapter(adapted, tmp_path / "adapter")
     loaded = sf.load_adapter(base, tmp_path / "adapter")
@@ -118,13 +138,16 @@ def test_save_load_round_trip(make_model, tmp_path, one_thread, method, features
     predict(adapted, s)  # warm-up, as above
     x, y = predict(adapted, s)[0], predict(loaded, s)[0]
     assert x.energy == y.energy and np.array_equal(x.forces, y.forces)
-    assert loaded.density()["changed"] == adapted.density()["changed"]
+    for name, values in x.heads.items():
+        for key, value in values.items():
+            assert np.array_equal(np.asarray(y.heads[name][key]), np.asarray(value))
+    assert _trunk(loaded).density()["changed"] == _trunk(adapted).density()["changed"]
 
 
 @pytest.mark.parametrize("method,features,dtype", CASES, ids=IDS)
 def test_wrong_base_is_refused(make_model, tmp_path, method, features, dtype):
     base = make_model(features, dtype)
-    adapted = sf.wrap(base, _configs(method))
+    adapted = _build(base, method)
     sf.save_adapter(adapted, tmp_path / "adapter")
     other = make_model(features, dtype)
     with torch.no_grad():
@@ -152,7 +175,7 @@ def test_a_few_steps_lower_the_loss(make_model, method, features, dtype):
     base = make_model(features, dtype)
     structures = default_structures(base)
     energies, forces = _teacher_targets(base, structures)
-    adapted = sf.wrap(base, _configs(method))
+    adapted = _build(base, method)
     optimizer = torch.optim.Adam(adapted.trainable_parameters(), lr=1e-2)
     batch = atoms_to_batch(structures, adapted)
     first = None
@@ -162,5 +185,5 @@ def test_a_few_steps_lower_the_loss(make_model, method, features, dtype):
         first = loss.item() if first is None else first
         loss.backward()
         optimizer.step()
-        adapted.proximal_step(1e-2)
+        _trunk(adapted).after_step(1e-2)
     assert _loss(adapted, batch, energies, forces).item() < 0.9 * first
