@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export OMP_WAIT_POLICY := PASSIVE
 PYTEST_ARGS ?= -m "not slow"
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test test-all lint bench clean
 
 setup:
 	@VENV=$(VENV) bash scripts/bootstrap.sh
@@ -18,6 +18,10 @@ test: setup
 
 test-all: setup
 	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench: setup
 	$(PY) benchmarks/overhead.py

@@ -75,8 +75,16 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from finetune_bench.config import (  # noqa: E402
-    DEFAULT_REAL, FULL, HEAD_METHOD_BY_KEY, QUICK, QUICK_HEAD_METHODS, QUICK_METHODS, RESULTS, selected_head_methods,
-    selected_methods)
+    DEFAULT_REAL,
+    FULL,
+    HEAD_METHOD_BY_KEY,
+    QUICK,
+    QUICK_HEAD_METHODS,
+    QUICK_METHODS,
+    RESULTS,
+    selected_head_methods,
+    selected_methods,
+)
 from finetune_bench.data import prepare_domain, prepare_ecemc, prepare_magnetic  # noqa: E402
 from finetune_bench.provenance import git_state, machine_info, prepare_sparseft_source  # noqa: E402
 from finetune_bench.report import write_report  # noqa: E402

@@ -408,10 +408,9 @@ def run_training(work: Path, cmd: list[str], log) -> float:
 
 def encode(value):
     """JSON-encode a mace constructor argument (irreps, classes, gates and arrays are tagged)."""
+    import mace.modules
     import torch
     from e3nn import o3
-
-    import mace.modules
 
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
@@ -444,9 +443,8 @@ def sha256(path: Path) -> str:
 
 
 def export(model, out: Path, metadata: dict) -> tuple[Path, Path]:
-    from safetensors.torch import save_file
-
     from mace.tools.scripts_utils import extract_config_mace_model
+    from safetensors.torch import save_file
 
     config = extract_config_mace_model(model)
     if "error" in config:
@@ -481,7 +479,6 @@ def export(model, out: Path, metadata: dict) -> tuple[Path, Path]:
 def predict(model, atoms_list, batch_size=20):
     """Energies (eV), forces (eV/Å) and stresses (eV/Å^3, 3x3) of ``model`` on ``atoms_list``."""
     import torch
-
     from mace import data as mace_data
     from mace.tools import torch_geometric
     from mace.tools.utils import AtomicNumberTable
@@ -807,10 +804,10 @@ def main(argv=None):
         (work / "train_time.json").write_text(json.dumps({"wall_seconds": wall, "command": cmd_train, "make_command": cmd_make}))
 
     # ---- export ------------------------------------------------------------------------
+    from ase.io import read
+
     from sparseft._compat import package_versions, torch  # import order: mace before e3nn
     from sparseft.embedded import _build
-
-    from ase.io import read
 
     torch.set_num_threads(torch.get_num_threads())
     saved = torch.load(work / "foundation.model", map_location="cpu", weights_only=False)  # our own file

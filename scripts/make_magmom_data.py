@@ -326,10 +326,10 @@ def readme(splits, skipped, level, command) -> str:
               "|---|---|---|---|---|---|"]
     mull, lowd = per_element(frames), per_element(frames, "REF_magmoms_lowdin")
     for s in mull:
-        m, l = mull[s], lowd[s]
-        lines.append(f"| {s} | {len(m)} | {np.abs(m).mean():.4f} ({np.abs(l).mean():.4f}) | "
-                     f"{np.median(np.abs(m)):.4f} ({np.median(np.abs(l)):.4f}) | "
-                     f"{np.abs(m).max():.4f} ({np.abs(l).max():.4f}) | {m.mean():+.4f} ({l.mean():+.4f}) |")
+        m, lo = mull[s], lowd[s]
+        lines.append(f"| {s} | {len(m)} | {np.abs(m).mean():.4f} ({np.abs(lo).mean():.4f}) | "
+                     f"{np.median(np.abs(m)):.4f} ({np.median(np.abs(lo)):.4f}) | "
+                     f"{np.abs(m).max():.4f} ({np.abs(lo).max():.4f}) | {m.mean():+.4f} ({lo.mean():+.4f}) |")
     lines += ["", "## Baseline", ""]
     for key in ("REF_magmoms", "REF_magmoms_lowdin"):
         means, mae, mae0 = baseline_mae(splits["train"], splits["test"], key)

@@ -1,20 +1,34 @@
-"""sparseft: parameter-efficient, symmetry-preserving fine-tuning of MACE potentials."""
+"""sparseft: parameter-efficient, symmetry-preserving fine-tuning of MACE potentials.
+
+The public API: loading and adapting models, adapter files, prediction, the calculator, heads,
+and every error type sparseft raises for bad input.
+"""
 
 from ._compat import torch  # noqa: F401  (import order: mace before e3nn)
-from .adapters import FreezeConfig, LoRAConfig, SparseConfig
-from .blocks import WeightBlock, blocks, not_adaptable
+from .adapters import METHODS, AdapterConfig, FreezeConfig, LoRAConfig, SparseConfig
+from .blocks import UnsupportedLayoutError, WeightBlock, blocks, not_adaptable
 from .calculator import Calculator
 from .fingerprint import fingerprint
+from .heads import HeadConfig, HeadedModel, HeadError, build_head
 from .io import AdapterFileError, load_adapter, save_adapter
+from .labels import DataError
 from .loading import ModelLoadError, load_model
 from .model import AdaptedModel, AdapterConflictError, wrap
 from .predict import predict
+from .recipe import RecipeError
 from .select import SelectionError, Selector
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdaptedModel", "AdapterConflictError", "Calculator", "AdapterFileError", "FreezeConfig", "LoRAConfig",
-    "ModelLoadError", "SelectionError", "Selector", "SparseConfig", "WeightBlock", "blocks",
-    "fingerprint", "load_adapter", "load_model", "not_adaptable", "predict", "save_adapter", "wrap",
+    # models and adapters
+    "AdaptedModel", "AdapterConfig", "FreezeConfig", "LoRAConfig", "METHODS", "Selector", "SparseConfig",
+    "WeightBlock", "blocks", "fingerprint", "load_model", "not_adaptable", "wrap",
+    # files, prediction, MD
+    "Calculator", "load_adapter", "predict", "save_adapter",
+    # heads
+    "HeadConfig", "HeadedModel", "build_head",
+    # errors
+    "AdapterConflictError", "AdapterFileError", "DataError", "HeadError", "ModelLoadError", "RecipeError",
+    "SelectionError", "UnsupportedLayoutError",
 ]

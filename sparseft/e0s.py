@@ -11,8 +11,8 @@ from ase.data import atomic_numbers as SYMBOL_TO_Z
 from ase.data import chemical_symbols
 
 from ._compat import torch
-from .mace_facts import e0s_buffer
 from .data import DataError, Frames, Keys
+from .mace_facts import e0s_buffer
 from .predict import predict
 
 

@@ -17,10 +17,10 @@ from ase.data import chemical_symbols
 
 from ._compat import torch
 from .data import DataError, Frames, Keys, attach_labels, label_counts, read_frames, split, to_atomic_data, validate
-from .heads import setup as head_setup
 from .e0s import current_e0s, resolve_e0s, set_e0s
 from .files import write_file_atomically, write_text_atomically
 from .heads import HeadedModel, split_heads
+from .heads import setup as head_setup
 from .io import save_adapter
 from .loading import load_base_model
 from .model import wrap

@@ -8,9 +8,9 @@ import pytest
 import sparseft as sf
 from sparseft._compat import torch
 from sparseft.adapters import METHODS
-from sparseft.heads import HeadedModel, build_head, split_heads
 from sparseft.blocks import blocks
 from sparseft.fingerprint import canonical_structure
+from sparseft.heads import HeadedModel, build_head, split_heads
 from sparseft.predict import atoms_to_batch, predict
 from sparseft.testing.equivariance import check_equivariance
 from sparseft.testing.structures import default_structures

@@ -40,9 +40,9 @@ def epochs_for(task: Task, n: int, main_n: int) -> int:
 def make_scratch_model(task: Task, seed: int) -> Path:
     """A re-initialised copy of the base architecture (same E0s, scale/shift and neighbour count)."""
     import torch
+    from mace.tools.scripts_utils import extract_config_mace_model
 
     import sparseft
-    from mace.tools.scripts_utils import extract_config_mace_model
     from sparseft._compat import default_dtype
 
     path = task.dir / f"scratch_seed{seed}.model"

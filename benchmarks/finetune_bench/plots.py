@@ -66,7 +66,7 @@ def plots(state: dict, out_dir: Path, name: str) -> list[str]:
     if lc:
         fig, axes = plt.subplots(1, len(lc), figsize=(6.2 * len(lc), 4.4), squeeze=False)
         for ax, info in zip(axes[0], lc):
-            for key, by_n in lc_groups(info).items():
+            for by_n in lc_groups(info).values():
                 ns = sorted(by_n)
                 mean = [1000 * statistics.mean(r["test"]["forces_mae"] for r in by_n[n]) for n in ns]
                 lo = [m - 1000 * min(r["test"]["forces_mae"] for r in by_n[n]) for m, n in zip(mean, ns)]

@@ -71,7 +71,7 @@ def lc_table(info: dict) -> list[str]:
         return []
     lines = ["| method | train structures | epochs | seeds | test F MAE (meV/Å): mean (min-max) | "
              "test E MAE (meV/atom): mean (min-max) | forgetting F MAE (meV/Å) |", "|---|---|---|---|---|---|---|"]
-    for key, by_n in groups.items():
+    for by_n in groups.values():
         for n in sorted(by_n):
             rs = by_n[n]
             f = [r["test"]["forces_mae"] for r in rs]

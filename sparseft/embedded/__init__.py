@@ -37,10 +37,9 @@ FORMAT = "sparseft-foundation/1"
 
 def _decode(value):
     """Inverse of the encoding used by ``scripts/make_foundation.py`` (tagged JSON objects)."""
+    import mace.modules
     import numpy as np
     from e3nn import o3
-
-    import mace.modules
 
     if isinstance(value, list):
         return [_decode(v) for v in value]
@@ -72,9 +71,8 @@ def foundation_info(config=None) -> dict:
 
 def _build(config, weights, dtype=None, device="cpu") -> torch.nn.Module:
     """Rebuild the model described by ``config`` (JSON) with the tensors in ``weights``."""
-    from safetensors.torch import load_file
-
     import mace.modules
+    from safetensors.torch import load_file
 
 
     info = foundation_info(config)

@@ -6,9 +6,9 @@ import re
 from dataclasses import asdict, dataclass, fields
 
 from .._compat import torch
+from ..mace_facts import check_e0s_option, feature_irreps
 from .base import Head, HeadError
 from .energy import EnergyHead
-from ..mace_facts import check_e0s_option, feature_irreps
 from .magmom import CollinearMagmomHead, VectorMagmomHead
 
 HEAD_CLASSES = {cls.kind: cls for cls in (EnergyHead, CollinearMagmomHead, VectorMagmomHead)}

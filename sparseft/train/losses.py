@@ -13,13 +13,6 @@ from dataclasses import dataclass
 from .._compat import torch
 
 
-@dataclass(frozen=True)
-class LossWeights:
-    energy: float = 1.0
-    forces: float = 10.0
-    stress: float = 1.0
-
-
 @dataclass
 class View:
     """One task on one batch: prediction, reference and a mask of the same shape."""
@@ -92,10 +85,8 @@ def loss_terms(batch, out) -> dict[str, torch.Tensor]:
     return {v.task: _masked_mean((v.pred - v.ref) ** 2, v.mask) for v in views(batch, out)}
 
 
-def total_loss(terms: dict[str, torch.Tensor], weights) -> torch.Tensor:
-    """``sum_task weight * term``; ``weights`` is a :class:`LossWeights` or a task -> weight dict."""
-    if isinstance(weights, LossWeights):
-        weights = {"energy": weights.energy, "forces": weights.forces, "stress": weights.stress}
+def total_loss(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    """``sum_task weight * term`` (``weights``: task -> weight; a task not in it weighs 0)."""
     values = [weights.get(name, 0.0) * value for name, value in terms.items()]
     return sum(values) if values else torch.zeros(())
 

@@ -1,10 +1,11 @@
 """Write adapter directories with the pre-refactor code (tests/data/legacy_adapter*)."""
+import os
+
 import sparseft as sf
 from sparseft._compat import torch
-from sparseft.heads import build_head
 from sparseft.embedded import load_foundation
+from sparseft.heads import build_head
 
-import os, sys
 os.chdir(os.path.join(os.path.dirname(__file__), "..", ".."))
 base = load_foundation(dtype="float64")
 torch.manual_seed(0)

@@ -10,8 +10,7 @@ from ase.calculators.calculator import PropertyNotImplementedError
 
 from sparseft import Calculator, SparseConfig, save_adapter, wrap
 from sparseft._compat import torch
-from sparseft.heads import HeadedModel
-from sparseft.heads import build_head
+from sparseft.heads import HeadedModel, build_head
 from sparseft.predict import predict
 from sparseft.testing.tiny import tiny_mace
 

@@ -7,8 +7,7 @@ import pytest
 
 from sparseft import SparseConfig, wrap
 from sparseft._compat import torch
-from sparseft.heads import HeadedModel
-from sparseft.heads import HeadError, build_head, feature_irreps
+from sparseft.heads import HeadedModel, HeadError, build_head, feature_irreps
 from sparseft.testing import check_equivariance
 from sparseft.testing.broken import PolarVectorMagmomHead
 from sparseft.testing.equivariance import head_rules

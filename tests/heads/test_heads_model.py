@@ -8,8 +8,7 @@ import pytest
 
 from sparseft import SparseConfig, load_adapter, save_adapter, wrap
 from sparseft._compat import torch
-from sparseft.heads import HeadedModel
-from sparseft.heads import build_head
+from sparseft.heads import HeadedModel, build_head
 from sparseft.heads.magmom import constrain_to_total
 from sparseft.io import AdapterFileError
 from sparseft.predict import predict

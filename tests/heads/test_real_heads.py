@@ -9,9 +9,8 @@ import pytest
 
 from sparseft import SparseConfig, load_model, wrap
 from sparseft._compat import torch
-from sparseft.heads import HeadedModel
 from sparseft.data import Keys, MagmomKeys, attach_labels, read_frames, to_atomic_data, validate
-from sparseft.heads import HeadError, build_head, feature_irreps
+from sparseft.heads import HeadedModel, HeadError, build_head, feature_irreps
 from sparseft.testing import check_equivariance
 from sparseft.testing.broken import PolarVectorMagmomHead
 from sparseft.testing.tiny import tiny_mace

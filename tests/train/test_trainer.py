@@ -5,9 +5,9 @@ from __future__ import annotations
 import ase.io
 import pytest
 
+from sparseft._compat import torch
 from sparseft.finetune import run
 from sparseft.recipe import load_recipe
-from sparseft._compat import torch
 from sparseft.testing.tiny import tiny_mace
 
 from ..finetune_data import emt_frames, recipe_text
