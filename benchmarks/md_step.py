@@ -92,8 +92,10 @@ def merged_model_file(args, workdir: Path) -> tuple[Path, str, torch.nn.Module]:
         merged = adapted.merge().eval()
         path = workdir / "merged.model"
         torch.save(merged, path)
-        desc = (f"embedded mini-foundation ({type(merged).__name__}) + `SparseConfig()` adapter with random "
-                f"entries (~3 % non-zero), `adapted.merge()`d and saved to a temporary `.model` file")
+        desc = (
+            f"embedded mini-foundation ({type(merged).__name__}) + `SparseConfig()` adapter with random "
+            f"entries (~3 % non-zero), `adapted.merge()`d and saved to a temporary `.model` file"
+        )
         return path, desc, merged
     path = Path(args.model)
     model = sparseft.load_model(path)
@@ -115,8 +117,11 @@ def make_calculators(path: Path, args) -> dict:
     def mace():
         return MACECalculator(model_paths=str(path), device=args.device, default_dtype=args.dtype)
 
-    first = ("MACECalculator (control copy)", mace()) if args.control else ("sparseft.Calculator",
-                                                                          sparseft.Calculator(path, device=args.device))
+    first = (
+        ("MACECalculator (control copy)", mace())
+        if args.control
+        else ("sparseft.Calculator", sparseft.Calculator(path, device=args.device))
+    )
     return dict([first, ("MACECalculator", mace())])
 
 
@@ -170,8 +175,10 @@ def methanol_box(target: int, rng, spacing: float = 4.3, min_distance: float = 1
         box += m
     volume = box.get_volume() * 1e-24
     density = box.get_masses().sum() / 6.02214076e23 / volume
-    return box, (f"{len(box) // len(mol)} methanol molecules on a {shape[0]}x{shape[1]}x{shape[2]} periodic grid, "
-                 f"random orientations, {density:.2f} g/cm^3")
+    return box, (
+        f"{len(box) // len(mol)} methanol molecules on a {shape[0]}x{shape[1]}x{shape[2]} periodic grid, "
+        f"random orientations, {density:.2f} g/cm^3"
+    )
 
 
 def build_cell(elements: set[int], target: int, rng) -> tuple:
@@ -237,7 +244,9 @@ def start_md(run: Run, atoms0, timestep_fs: float, stress: bool) -> None:
     model = run.calc.model if isinstance(run.calc, sparseft.Calculator) else run.calc.models[0]
     started = []
     model.register_forward_pre_hook(lambda *_: started.append(time.process_time()))
-    model.register_forward_hook(lambda *_: setattr(run, "model_cpu", run.model_cpu + time.process_time() - started.pop()))
+    model.register_forward_hook(
+        lambda *_: setattr(run, "model_cpu", run.model_cpu + time.process_time() - started.pop())
+    )
     run.dyn = VelocityVerlet(run.atoms, timestep=timestep_fs * units.fs)
     if stress:
         run.dyn.attach(run.atoms.get_stress, interval=1)
@@ -268,16 +277,22 @@ def quartiles(xs) -> tuple[float, float, float]:
 # --------------------------------------------------------------------------- report
 def machine_info(args) -> list[tuple[str, str]]:
     cpu, usable = cpu_model(), usable_cores()
-    versions = [f"{pkg} {v}" for pkg, v in installed_versions(("torch", "mace-torch", "e3nn", "ase", "numpy", "matscipy")).items()]
+    versions = [
+        f"{pkg} {v}"
+        for pkg, v in installed_versions(("torch", "mace-torch", "e3nn", "ase", "numpy", "matscipy")).items()
+    ]
     device = args.device
     if args.device == "cuda":
         device += f" ({torch.cuda.get_device_name()})"
     return [
         ("CPU", cpu),
         ("cores", f"{os.cpu_count()} logical, {usable} usable by this process"),
-        ("torch threads", f"{torch.get_num_threads()} intra-op (torch.set_num_threads({args.threads})"
-                          + ("; one thread, so that timings are less disturbed by load on the other core" * (args.threads == 1))
-                          + f"), {torch.get_num_interop_threads()} inter-op"),
+        (
+            "torch threads",
+            f"{torch.get_num_threads()} intra-op (torch.set_num_threads({args.threads})"
+            + ("; one thread, so that timings are less disturbed by load on the other core" * (args.threads == 1))
+            + f"), {torch.get_num_interop_threads()} inter-op",
+        ),
         ("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "(unset)")),
         ("device, dtype", f"{device}, {args.dtype}"),
         ("load average at start (1/5/15 min)", " / ".join(f"{x:.2f}" for x in os.getloadavg())),
@@ -292,32 +307,55 @@ def ms(seconds: float) -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help="a MACE .model file (default: the embedded mini-foundation with a "
-                                                 "random sparse adapter, merged)")
-    p.add_argument("--dtype", choices=sorted(TOLERANCE), default=None,
-                   help="float32 or float64 (default float64 for the embedded model, the file's own dtype for --model)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="a MACE .model file (default: the embedded mini-foundation with a random sparse adapter, merged)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=sorted(TOLERANCE),
+        default=None,
+        help="float32 or float64 (default float64 for the embedded model, the file's own dtype for --model)",
+    )
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--atoms", type=int, nargs="+", default=[100, 500],
-                   help="target cell sizes (default 100 500; the cell builder picks the nearest size it can make)")
+    p.add_argument(
+        "--atoms",
+        type=int,
+        nargs="+",
+        default=[100, 500],
+        help="target cell sizes (default 100 500; the cell builder picks the nearest size it can make)",
+    )
     p.add_argument("--steps", type=int, default=None, help="MD steps per calculator per repetition (default 2)")
     p.add_argument("--repeats", type=int, default=None, help="interleaved repetitions (default 40; --quick 2)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed MD steps per calculator first (default 3; --quick 1)")
+    p.add_argument(
+        "--warmup", type=int, default=None, help="untimed MD steps per calculator first (default 3; --quick 1)"
+    )
     p.add_argument("--timestep", type=float, default=1.0, help="fs (default 1)")
     p.add_argument("--stress", action="store_true", help="also ask for the stress after every MD step")
-    p.add_argument("--control", action="store_true",
-                   help="noise floor: time a second MACECalculator in place of sparseft.Calculator")
+    p.add_argument(
+        "--control",
+        action="store_true",
+        help="noise floor: time a second MACECalculator in place of sparseft.Calculator",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a smoke run (~15 s): 2 repetitions")
-    p.add_argument("--output", default=str(DEFAULT_OUTPUT), help="markdown record (default benchmarks/results/md_step.md)")
+    p.add_argument(
+        "--output", default=str(DEFAULT_OUTPUT), help="markdown record (default benchmarks/results/md_step.md)"
+    )
     p.add_argument("--append", action="store_true", help="add this run's section to --output instead of replacing it")
     args = p.parse_args(argv)
     args.steps = args.steps or 2
     args.repeats = args.repeats or (2 if args.quick else 40)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
     if args.dtype is None:
-        args.dtype = "float64" if args.model is None else str(model_dtype(sparseft.load_model(args.model))).replace("torch.", "")
+        args.dtype = (
+            "float64" if args.model is None else str(model_dtype(sparseft.load_model(args.model))).replace("torch.", "")
+        )
     return args
 
 
@@ -352,29 +390,47 @@ def run_cell(target: int, path: Path, model, args) -> tuple[list[str], str, bool
     share = sum(a.cpu_times + b.cpu_times) / sum(a.times + b.times)
     verdict = f"{'met' if r50 <= GOAL else 'MISSED'} / {'met' if c50 <= GOAL else 'MISSED'}"
     n_steps = args.steps * args.repeats
-    lines = [f"### {label}", "", f"- cell: {cell_desc}; {n_edges} directed edges within r_max = {float(model.r_max)} Å", ""]
-    lines += ["| calculator | median ms/step | IQR ms/step | CPU ms/step | model evaluations per step "
-              "| CPU ms/step in the model | CPU ms/step in calculate(), outside the model |",
-              "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"### {label}",
+        "",
+        f"- cell: {cell_desc}; {n_edges} directed edges within r_max = {float(model.r_max)} Å",
+        "",
+    ]
+    lines += [
+        "| calculator | median ms/step | IQR ms/step | CPU ms/step | model evaluations per step "
+        "| CPU ms/step in the model | CPU ms/step in calculate(), outside the model |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for run in runs:
         t25, t50, t75 = quartiles(run.times)
-        lines.append(f"| `{run.name}` | {ms(t50)} | {ms(t25)}-{ms(t75)} | {ms(statistics.median(run.cpu_times))} "
-                     f"| {run.calls / n_steps:.2f} | {ms(run.model_cpu / n_steps)} "
-                     f"| {1000 * (run.calc_cpu - run.model_cpu) / n_steps:.2f} |")
-    lines += ["", f"**Ratio sparseft / MACE: {r50:.3f}** (IQR {r25:.3f}-{r75:.3f}) wall clock, **{c50:.3f}** "
-                  f"(IQR {c25:.3f}-{c75:.3f}) CPU time; goal <= {GOAL:.2f} (wall / CPU): **{verdict}**.", ""]
-    lines += ["- step 0, relative difference sparseft vs MACE: "
-              + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items())
-              + f" (tolerance {tol:.0e}: {'same' if same else 'DIFFERENT'})",
-              f"- after {args.warmup + n_steps} MD steps each: max |Δ position| {dpos:.1e} Å, "
-              f"|Δ total energy| {de:.1e} eV/atom",
-              f"- wall time {wall:.0f} s; CPU time / wall time while timing: {share:.2f} "
-              "(below ~0.9: other processes took this process's core part of the time)", ""]
+        lines.append(
+            f"| `{run.name}` | {ms(t50)} | {ms(t25)}-{ms(t75)} | {ms(statistics.median(run.cpu_times))} "
+            f"| {run.calls / n_steps:.2f} | {ms(run.model_cpu / n_steps)} "
+            f"| {1000 * (run.calc_cpu - run.model_cpu) / n_steps:.2f} |"
+        )
+    lines += [
+        "",
+        f"**Ratio sparseft / MACE: {r50:.3f}** (IQR {r25:.3f}-{r75:.3f}) wall clock, **{c50:.3f}** "
+        f"(IQR {c25:.3f}-{c75:.3f}) CPU time; goal <= {GOAL:.2f} (wall / CPU): **{verdict}**.",
+        "",
+    ]
+    lines += [
+        "- step 0, relative difference sparseft vs MACE: "
+        + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items())
+        + f" (tolerance {tol:.0e}: {'same' if same else 'DIFFERENT'})",
+        f"- after {args.warmup + n_steps} MD steps each: max |Δ position| {dpos:.1e} Å, "
+        f"|Δ total energy| {de:.1e} eV/atom",
+        f"- wall time {wall:.0f} s; CPU time / wall time while timing: {share:.2f} "
+        "(below ~0.9: other processes took this process's core part of the time)",
+        "",
+    ]
     print("\n".join(lines), flush=True)
-    summary = (f"| {label} | {ms(quartiles(a.times)[1])} ({ms(statistics.median(a.cpu_times))}) "
-               f"| {ms(quartiles(b.times)[1])} ({ms(statistics.median(b.cpu_times))}) "
-               f"| **{r50:.3f}** ({r25:.3f}-{r75:.3f}) | **{c50:.3f}** ({c25:.3f}-{c75:.3f}) | {verdict} "
-               f"| {'yes' if same else 'NO'} |")
+    summary = (
+        f"| {label} | {ms(quartiles(a.times)[1])} ({ms(statistics.median(a.cpu_times))}) "
+        f"| {ms(quartiles(b.times)[1])} ({ms(statistics.median(b.cpu_times))}) "
+        f"| **{r50:.3f}** ({r25:.3f}-{r75:.3f}) | **{c50:.3f}** ({c25:.3f}-{c75:.3f}) | {verdict} "
+        f"| {'yes' if same else 'NO'} |"
+    )
     return lines, summary, same and min(r50, c50) <= GOAL
 
 
@@ -387,16 +443,19 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="sparseft-md-step-") as tmp:
         path, model_desc, model = merged_model_file(args, Path(tmp))
         command = " ".join(["python", "benchmarks/md_step.py"] + (sys.argv[1:] if argv is None else list(argv)))
-        header = [f"## Run of {started.strftime('%Y-%m-%d %H:%M UTC')}: {args.dtype}, "
-                  f"{'forces + stress' if args.stress else 'forces'} per step"
-                  + (", CONTROL (MACECalculator vs MACECalculator: the noise floor)" if args.control else ""), ""]
+        header = [
+            f"## Run of {started.strftime('%Y-%m-%d %H:%M UTC')}: {args.dtype}, "
+            f"{'forces + stress' if args.stress else 'forces'} per step"
+            + (", CONTROL (MACECalculator vs MACECalculator: the noise floor)" if args.control else ""),
+            "",
+        ]
         header += [f"- {k}: {v}" for k, v in machine_info(args)]
         header += [
             f"- command: `OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '')} {command}`",
             f"- model: {model_desc}; {sum(p.numel() for p in model.parameters()):,} parameters, "
             f"elements {[int(z) for z in model.atomic_numbers]}",
             f"- calculators: {'a second `MACECalculator` (control)' if args.control else '`sparseft.Calculator(path)`'} "
-            f"and `MACECalculator(model_paths=path, default_dtype=\"{args.dtype}\")`, both on {args.device}",
+            f'and `MACECalculator(model_paths=path, default_dtype="{args.dtype}")`, both on {args.device}',
             f"- MD: ASE `VelocityVerlet`, {args.timestep:g} fs, momenta from a {TEMPERATURE_K:g} K Maxwell-Boltzmann "
             f"distribution; the MD asks for {'forces, energy and stress' if args.stress else 'forces (and energy)'}",
             f"- timing: {args.warmup} warm-up steps per calculator (untimed), then {args.repeats} repetitions of "
@@ -412,17 +471,25 @@ def main(argv=None) -> int:
             body += lines
             summary.append(row)
             ok &= good
-    summary = ["| cell | sparseft ms/step wall (CPU) | MACE ms/step wall (CPU) | ratio sparseft / MACE, wall (IQR) "
-               f"| ratio, CPU time (IQR) | goal <= {GOAL:.2f} (wall / CPU) | same E/F/stress at step 0 |",
-               "|---|---|---|---|---|---|---|"] + summary + [""]
+    summary = (
+        [
+            "| cell | sparseft ms/step wall (CPU) | MACE ms/step wall (CPU) | ratio sparseft / MACE, wall (IQR) "
+            f"| ratio, CPU time (IQR) | goal <= {GOAL:.2f} (wall / CPU) | same E/F/stress at step 0 |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        + summary
+        + [""]
+    )
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     footer = [f"Total wall time: {time.perf_counter() - t0:.0f} s; load average at the end (1/5/15 min): {load}.", ""]
     print(footer[0])
 
     out = Path(args.output)
     section = "\n".join(header + summary + body + footer)
-    title = ("# MD step time: sparseft.Calculator vs MACECalculator\n\n"
-             "Generated by `benchmarks/md_step.py`; see `benchmarks/README.md`.\n\n")
+    title = (
+        "# MD step time: sparseft.Calculator vs MACECalculator\n\n"
+        "Generated by `benchmarks/md_step.py`; see `benchmarks/README.md`.\n\n"
+    )
     text = out.read_text().rstrip("\n") + "\n\n" + section if args.append and out.exists() else title + section
     out.parent.mkdir(parents=True, exist_ok=True)
     write_file_atomically(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))

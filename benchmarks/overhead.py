@@ -278,8 +278,11 @@ def machine_info(threads: int) -> list[tuple[str, str]]:
     return [
         ("CPU", cpu),
         ("cores", f"{os.cpu_count()} logical, {usable} usable by this process"),
-        ("torch threads", f"{threads} intra-op (torch.set_num_threads), {torch.get_num_threads()} reported, "
-                          f"{torch.get_num_interop_threads()} inter-op"),
+        (
+            "torch threads",
+            f"{threads} intra-op (torch.set_num_threads), {torch.get_num_threads()} reported, "
+            f"{torch.get_num_interop_threads()} inter-op",
+        ),
         ("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "(unset)")),
         ("load average at start (1/5/15 min)", " / ".join(f"{x:.2f}" for x in os.getloadavg())),
         ("python", platform.python_version()),
@@ -336,12 +339,24 @@ def write_atomic(path: Path, text: str) -> None:
 
 # --------------------------------------------------------------------------- main
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", action="append", default=None,
-                   help=f"a mace .model file or one of {sorted(TINY_MODELS)}; repeatable (default: both tiny models)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
-                   help="float32 or float64 (default: float64 for tiny models, the file's own dtype for .model files)")
-    p.add_argument("--structures", default=None, help="an ASE-readable file of structures to use instead of random cells")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        help=f"a mace .model file or one of {sorted(TINY_MODELS)}; repeatable (default: both tiny models)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=sorted(DTYPES),
+        default=None,
+        help="float32 or float64 (default: float64 for tiny models, the file's own dtype for .model files)",
+    )
+    p.add_argument(
+        "--structures", default=None, help="an ASE-readable file of structures to use instead of random cells"
+    )
     p.add_argument("--atoms", type=int, default=None, help="total atoms in the batch (default 64; --quick 32)")
     p.add_argument("--n-structures", type=int, default=2, help="random cells in the batch (default 2)")
     p.add_argument("--repeats", type=int, default=None, help="interleaved repetitions (default 15; --quick 3)")
@@ -350,7 +365,9 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: usable cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a smoke run (~1 minute): 32 atoms, 3 repeats, 1 warm-up")
-    p.add_argument("--output", default=str(DEFAULT_OUTPUT), help="markdown record (default benchmarks/results/overhead.md)")
+    p.add_argument(
+        "--output", default=str(DEFAULT_OUTPUT), help="markdown record (default benchmarks/results/overhead.md)"
+    )
     p.add_argument("--append", action="store_true", help="add this run's section to --output instead of replacing it")
     args = p.parse_args(argv)
     if args.model is None:
@@ -391,15 +408,32 @@ def run_case(spec: str, args) -> tuple[list[str], str]:
     t_infer = time.perf_counter() - t_start
     infer_rows = summarize(infers, per_call=args.infer_calls)
 
-    lines = [f"### {spec}", "", f"- model: {desc}",
-             f"- batch: {len(atoms)} structures, {n_atoms} atoms, {n_edges} directed edges; {note}", ""]
-    lines += ["**Training step** (forward + forces with create_graph + E/F loss + backward + Adam "
-              "[+ proximal step for sparse]), per step:", ""]
+    lines = [
+        f"### {spec}",
+        "",
+        f"- model: {desc}",
+        f"- batch: {len(atoms)} structures, {n_atoms} atoms, {n_edges} directed edges; {note}",
+        "",
+    ]
+    lines += [
+        "**Training step** (forward + forces with create_graph + E/F loss + backward + Adam "
+        "[+ proximal step for sparse]), per step:",
+        "",
+    ]
     lines += table(train_rows, goal=GOAL_TRAINING, kind="train")
-    lines += ["", f"**Inference** (energy + forces, training=False), per call ({args.infer_calls} calls per repetition):", ""]
+    lines += [
+        "",
+        f"**Inference** (energy + forces, training=False), per call ({args.infer_calls} calls per repetition):",
+        "",
+    ]
     lines += table(infer_rows, goal=GOAL_INFERENCE, kind="infer")
-    lines += ["", "Checks: " + "; ".join(checks) + ".", "",
-              f"Wall time: training {t_train:.0f} s, inference {t_infer:.0f} s.", ""]
+    lines += [
+        "",
+        "Checks: " + "; ".join(checks) + ".",
+        "",
+        f"Wall time: training {t_train:.0f} s, inference {t_infer:.0f} s.",
+        "",
+    ]
     block = "\n".join(lines)
     print(block, flush=True)
     return lines, spec

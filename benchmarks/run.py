@@ -95,20 +95,34 @@ from finetune_bench.worker import worker_main  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="a few minutes: tiny splits, 2 epochs, 5 methods")
     p.add_argument("--name", default=None, help="report name: results/<name>.md (default finetune, or finetune-quick)")
     p.add_argument("--datasets", default="ecemc,domain,magnetic", help="comma list of ecemc, domain, magnetic")
-    p.add_argument("--methods", default=None, help=f"comma list (default: all; --quick: {','.join(QUICK_METHODS)}; "
-                   f"magnetic: {', '.join(HEAD_METHOD_BY_KEY)}, --quick: {','.join(QUICK_HEAD_METHODS)})")
+    p.add_argument(
+        "--methods",
+        default=None,
+        help=f"comma list (default: all; --quick: {','.join(QUICK_METHODS)}; "
+        f"magnetic: {', '.join(HEAD_METHOD_BY_KEY)}, --quick: {','.join(QUICK_HEAD_METHODS)})",
+    )
     p.add_argument("--real-dir", default=str(DEFAULT_REAL), help="the shared real data (default ../shared/real)")
-    p.add_argument("--ecemc-model", default=None, help="base model for ecemc (default <real>/models/mace_tutorial_...model)")
-    p.add_argument("--ecemc-data", default=None, help="target data (default <real>/data/mace_tutorial_solvent/ECEMC.xyz)")
+    p.add_argument(
+        "--ecemc-model", default=None, help="base model for ecemc (default <real>/models/mace_tutorial_...model)"
+    )
+    p.add_argument(
+        "--ecemc-data", default=None, help="target data (default <real>/data/mace_tutorial_solvent/ECEMC.xyz)"
+    )
     p.add_argument("--ecemc-forget", default=None, help="original-theory data (default .../solvent_xtb_test.xyz)")
     p.add_argument("--domain-model", default="embedded", help="base for domain: 'embedded' or a .model path")
-    p.add_argument("--domain-dir", default=None, help="folder with train/valid/test.xyz (default: sparseft's embedded domain set)")
+    p.add_argument(
+        "--domain-dir", default=None, help="folder with train/valid/test.xyz (default: sparseft's embedded domain set)"
+    )
     p.add_argument("--magnetic-model", default=None, help="base for magnetic (default: the ecemc base model)")
-    p.add_argument("--magnetic-dir", default=None, help="moment data, train/valid/test.xyz (default examples/data/hco_radicals)")
+    p.add_argument(
+        "--magnetic-dir", default=None, help="moment data, train/valid/test.xyz (default examples/data/hco_radicals)"
+    )
     p.add_argument("--magnetic-replay", default=None, help="xTB replay frames (default .../solvent_xtb_train_200.xyz)")
     p.add_argument("--magnetic-forget", default=None, help="xTB forgetting source (default .../solvent_xtb_test.xyz)")
     p.add_argument("--epochs", type=int, default=None, help="override every data set's epochs")
@@ -121,8 +135,11 @@ def parse_args(argv=None):
     p.add_argument("--work-dir", default=None, help="scratch + cache (default /tmp/sparseft-bench/<name>)")
     p.add_argument("--output-dir", default=str(RESULTS))
     p.add_argument("--mace-train", default=str(Path(sys.executable).parent / "mace_run_train"))
-    p.add_argument("--sparseft-source", default="installed",
-                   help="'installed' (import sparseft as is) or 'git:REV' (a snapshot of sparseft/ at REV)")
+    p.add_argument(
+        "--sparseft-source",
+        default="installed",
+        help="'installed' (import sparseft as is) or 'git:REV' (a snapshot of sparseft/ at REV)",
+    )
     p.add_argument("--timeout", type=float, default=1800, help="seconds per training run")
     p.add_argument("--rerun", action="store_true", help="ignore cached runs")
     p.add_argument("--report-only", action="store_true", help="rebuild the report from cached runs only")
@@ -147,7 +164,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     import sparseft
 
-    log(f"sparseft from {Path(sparseft.__file__).parent}; work dir {args.work_dir}; torch threads {torch.get_num_threads()}")
+    log(
+        f"sparseft from {Path(sparseft.__file__).parent}; work dir {args.work_dir}; torch threads {torch.get_num_threads()}"
+    )
     budgets = copy.deepcopy(QUICK if args.quick else FULL)
     for b in budgets.values():
         if args.epochs:
@@ -169,15 +188,24 @@ def main(argv=None) -> int:
         for r in now_runs:
             loads.extend([r.get("loadavg_before", [loads[0]])[0], r.get("loadavg_after", [loads[0]])[0]])
         session_s = time.perf_counter() - started
-        return {"date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": machine_info(args.threads),
-                "command": "OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/run.py " + shlex.join(sys.argv[1:]),
-                "sparseft_source": sparseft_desc if not args.report_only or not sessions.get("history") else
-                "; ".join(sorted({h.get("sparseft_source", "?") for h in sessions["history"]})),
-                "git": git_state(), "load_min": min(loads), "load_max": max(loads),
-                "n_runs": len(now_runs), "train_s": sum(r.get("wall_s", 0) for r in now_runs),
-                "train_cpu_s": sum(r.get("cpu_user_s", 0) + r.get("cpu_sys_s", 0) for r in now_runs),
-                "total_s": sessions["seconds"] + session_s, "session_s": session_s, "session_runs": runner.session_runs,
-                "history": sessions.get("history", [])}
+        return {
+            "date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+            "machine": machine_info(args.threads),
+            "command": "OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/run.py " + shlex.join(sys.argv[1:]),
+            "sparseft_source": sparseft_desc
+            if not args.report_only or not sessions.get("history")
+            else "; ".join(sorted({h.get("sparseft_source", "?") for h in sessions["history"]})),
+            "git": git_state(),
+            "load_min": min(loads),
+            "load_max": max(loads),
+            "n_runs": len(now_runs),
+            "train_s": sum(r.get("wall_s", 0) for r in now_runs),
+            "train_cpu_s": sum(r.get("cpu_user_s", 0) + r.get("cpu_sys_s", 0) for r in now_runs),
+            "total_s": sessions["seconds"] + session_s,
+            "session_s": session_s,
+            "session_runs": runner.session_runs,
+            "history": sessions.get("history", []),
+        }
 
     for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
         if name not in budgets:
@@ -204,8 +232,14 @@ def main(argv=None) -> int:
     if not args.report_only:
         sessions["seconds"] = final["total_s"]
         sessions.setdefault("history", []).append(
-            {"date": final["date"], "command": final["command"], "minutes": round(final["session_s"] / 60, 1),
-             "runs": runner.session_runs, "sparseft_source": sparseft_desc})
+            {
+                "date": final["date"],
+                "command": final["command"],
+                "minutes": round(final["session_s"] / 60, 1),
+                "runs": runner.session_runs,
+                "sparseft_source": sparseft_desc,
+            }
+        )
         write_json(session_file, sessions)
     path = write_report(state, args, final, Path(args.output_dir))
     log(f"report: {path} ({(time.perf_counter() - started) / 60:.1f} min this invocation)")

@@ -46,8 +46,14 @@ def main(argv=None) -> dict:
     atoms = cuau_cell()
     atoms.calc = Calculator(args.model, adapter=args.adapter, dtype=args.dtype)
     thermalize_momenta(atoms, temperature_K=args.temperature, rng=np.random.default_rng(0))
-    nvt = Langevin(atoms, args.timestep * units.fs, temperature_K=args.temperature, friction=0.02, fixcm=False,
-                   rng=np.random.default_rng(1))
+    nvt = Langevin(
+        atoms,
+        args.timestep * units.fs,
+        temperature_K=args.temperature,
+        friction=0.02,
+        fixcm=False,
+        rng=np.random.default_rng(1),
+    )
     with Trajectory(args.out, "w", atoms) as traj:
         nvt.attach(traj.write, interval=10)
         nvt.run(args.steps)

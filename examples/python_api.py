@@ -72,8 +72,10 @@ def main(argv=None) -> None:
     merged = adapted.merge()
     torch.save(merged, out / "merged.model")
     reloaded = sf.load_adapter(base, out / "adapter")
-    print(f"adapter: {sum(f.stat().st_size for f in (out / 'adapter').iterdir())} bytes; "
-          f"changed {reloaded.density()['changed']} weights; merged model in {out / 'merged.model'}")
+    print(
+        f"adapter: {sum(f.stat().st_size for f in (out / 'adapter').iterdir())} bytes; "
+        f"changed {reloaded.density()['changed']} weights; merged model in {out / 'merged.model'}"
+    )
 
 
 if __name__ == "__main__":

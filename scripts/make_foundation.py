@@ -240,8 +240,9 @@ class Generator:
             n = size[0] * size[1] * layers
             if 4 <= n <= 32:
                 break
-        atoms = builder(species[0], size=(size[0], size[1], layers), a=a, vacuum=float(self.rng.uniform(4.5, 6.0)),
-                        periodic=True)
+        atoms = builder(
+            species[0], size=(size[0], size[1], layers), a=a, vacuum=float(self.rng.uniform(4.5, 6.0)), periodic=True
+        )
         atoms.pbc = True
         atoms.info.pop("adsorbate_info", None)
         if fractions is not None:
@@ -304,12 +305,18 @@ def make_data(work: Path, n_structures: int, seed: int, ref: dict, log) -> dict:
     n_valid = max(10, int(round(0.05 * len(structures))))
     splits = {
         "test": structures[:n_test],
-        "valid": structures[n_test:n_test + n_valid],
-        "train": structures[n_test + n_valid:],
+        "valid": structures[n_test : n_test + n_valid],
+        "train": structures[n_test + n_valid :],
     }
-    summary = {"seed": seed, "n_structures": len(structures), "labelling_seconds": round(label_s, 1),
-               "rejected": dict(rejected), "max_force_filter_eV_per_A": MAX_FORCE,
-               "min_distance_filter_fraction_of_nn": MIN_DIST_FRAC, "splits": {}}
+    summary = {
+        "seed": seed,
+        "n_structures": len(structures),
+        "labelling_seconds": round(label_s, 1),
+        "rejected": dict(rejected),
+        "max_force_filter_eV_per_A": MAX_FORCE,
+        "min_distance_filter_fraction_of_nn": MIN_DIST_FRAC,
+        "splits": {},
+    }
     for name, items in splits.items():
         path = work / f"{name}.xyz"
         write(path, items, format="extxyz")
@@ -340,48 +347,87 @@ def train_command(work: Path, e0: dict, epochs: int, batch_size: int, seed: int)
     h = MODEL_HYPERS
     return [
         str(Path(sys.executable).parent / "mace_run_train"),
-        "--name", "foundation",
-        "--seed", str(seed),
-        "--work_dir", str(work),
-        "--train_file", str(work / "train.xyz"),
-        "--valid_file", str(work / "valid.xyz"),
-        "--test_file", str(work / "test.xyz"),
-        "--energy_key", "REF_energy",
-        "--forces_key", "REF_forces",
-        "--stress_key", "REF_stress",
-        "--E0s", e0s,
-        "--model", h["model"],
-        "--hidden_irreps", h["hidden_irreps"],
-        "--max_ell", str(h["max_ell"]),
-        "--r_max", str(h["r_max"]),
-        "--num_interactions", str(h["num_interactions"]),
-        "--correlation", str(h["correlation"]),
-        "--num_radial_basis", str(h["num_radial_basis"]),
-        "--num_cutoff_basis", str(h["num_cutoff_basis"]),
-        "--MLP_irreps", h["MLP_irreps"],
-        "--radial_MLP", h["radial_MLP"],
-        "--loss", "stress",
-        "--energy_weight", "5.0",
-        "--forces_weight", "10.0",
-        "--stress_weight", "100.0",
-        "--error_table", "PerAtomMAEstressvirials",
-        "--batch_size", str(batch_size),
-        "--valid_batch_size", "20",
-        "--lr", "0.01",
-        "--scheduler", "ExponentialLR",
-        "--lr_scheduler_gamma", "0.75",
-        "--max_num_epochs", str(epochs),
-        "--patience", str(epochs),
+        "--name",
+        "foundation",
+        "--seed",
+        str(seed),
+        "--work_dir",
+        str(work),
+        "--train_file",
+        str(work / "train.xyz"),
+        "--valid_file",
+        str(work / "valid.xyz"),
+        "--test_file",
+        str(work / "test.xyz"),
+        "--energy_key",
+        "REF_energy",
+        "--forces_key",
+        "REF_forces",
+        "--stress_key",
+        "REF_stress",
+        "--E0s",
+        e0s,
+        "--model",
+        h["model"],
+        "--hidden_irreps",
+        h["hidden_irreps"],
+        "--max_ell",
+        str(h["max_ell"]),
+        "--r_max",
+        str(h["r_max"]),
+        "--num_interactions",
+        str(h["num_interactions"]),
+        "--correlation",
+        str(h["correlation"]),
+        "--num_radial_basis",
+        str(h["num_radial_basis"]),
+        "--num_cutoff_basis",
+        str(h["num_cutoff_basis"]),
+        "--MLP_irreps",
+        h["MLP_irreps"],
+        "--radial_MLP",
+        h["radial_MLP"],
+        "--loss",
+        "stress",
+        "--energy_weight",
+        "5.0",
+        "--forces_weight",
+        "10.0",
+        "--stress_weight",
+        "100.0",
+        "--error_table",
+        "PerAtomMAEstressvirials",
+        "--batch_size",
+        str(batch_size),
+        "--valid_batch_size",
+        "20",
+        "--lr",
+        "0.01",
+        "--scheduler",
+        "ExponentialLR",
+        "--lr_scheduler_gamma",
+        "0.75",
+        "--max_num_epochs",
+        str(epochs),
+        "--patience",
+        str(epochs),
         "--ema",
-        "--ema_decay", "0.99",
+        "--ema_decay",
+        "0.99",
         "--amsgrad",
-        "--clip_grad", "100",
-        "--default_dtype", h["default_dtype"],
-        "--device", "cpu",
-        "--num_workers", "0",
-        "--pin_memory", "False",
+        "--clip_grad",
+        "100",
+        "--default_dtype",
+        h["default_dtype"],
+        "--device",
+        "cpu",
+        "--num_workers",
+        "0",
+        "--pin_memory",
+        "False",
         "--save_cpu",
-        "--plot", "False",
+        "--plot",
+        "False",
     ]
 
 
@@ -487,8 +533,9 @@ def predict(model, atoms_list, batch_size=20):
     r_max = float(model.r_max)
     keyspec = mace_data.KeySpecification(info_keys={}, arrays_keys={})
     dataset = [
-        mace_data.AtomicData.from_config(mace_data.config_from_atoms(a, key_specification=keyspec), z_table=z_table,
-                                         cutoff=r_max)
+        mace_data.AtomicData.from_config(
+            mace_data.config_from_atoms(a, key_specification=keyspec), z_table=z_table, cutoff=r_max
+        )
         for a in atoms_list
     ]
     loader = torch_geometric.dataloader.DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=False)
@@ -504,7 +551,7 @@ def predict(model, atoms_list, batch_size=20):
         stresses.append(out["stress"].detach().double())
         f = out["forces"].detach().double()
         ptr = batch.ptr.tolist()
-        forces.extend(f[ptr[i]:ptr[i + 1]] for i in range(len(ptr) - 1))
+        forces.extend(f[ptr[i] : ptr[i + 1]] for i in range(len(ptr) - 1))
     return torch.cat(energies).numpy(), [f.numpy() for f in forces], torch.cat(stresses).numpy()
 
 
@@ -536,11 +583,13 @@ def metrics(pred, atoms_list, by_config_type=False) -> dict:
         types = np.array([a.info.get("config_type", "") for a in atoms_list])
         nat = np.repeat(types, n)
         out["by_config_type"] = {
-            str(t): {"n_structures": int((types == t).sum()),
+            str(t): {
+                "n_structures": int((types == t).sum()),
                 "energy_mae_meV_per_atom": round(1e3 * float(np.mean(np.abs(de[types == t]))), 2),
                 "energy_mean_error_meV_per_atom": round(1e3 * float(np.mean(de[types == t])), 2),
                 "force_mae_meV_per_A": round(1e3 * float(np.mean(np.abs(df[nat == t]))), 2),
-                "stress_mae_meV_per_A3": round(1e3 * float(np.mean(np.abs(ds[types == t]))), 3)}
+                "stress_mae_meV_per_A3": round(1e3 * float(np.mean(np.abs(ds[types == t]))), 3),
+            }
             for t in sorted(set(types))
         }
     return out
@@ -558,13 +607,18 @@ def verify_identical(rebuilt, reference, atoms_list, rtol=1e-6) -> dict:
             raise SystemExit(f"VERIFY FAILED: tensor {k} differs")
     pa, pb = predict(rebuilt, atoms_list), predict(reference, atoms_list)
     report = {}
-    for name, a, b in (("energy", pa[0], pb[0]), ("forces", np.concatenate(pa[1]), np.concatenate(pb[1])),
-                       ("stress", pa[2], pb[2])):
+    for name, a, b in (
+        ("energy", pa[0], pb[0]),
+        ("forces", np.concatenate(pa[1]), np.concatenate(pb[1])),
+        ("stress", pa[2], pb[2]),
+    ):
         scale = max(float(np.abs(b).max()), 1e-12)
         rel = float(np.abs(a - b).max()) / scale
         report[f"{name}_max_rel_diff"] = rel
         if not rel <= rtol:
-            raise SystemExit(f"VERIFY FAILED: {name} of the rebuilt model differs from the .model by {rel:.3e} (> {rtol})")
+            raise SystemExit(
+                f"VERIFY FAILED: {name} of the rebuilt model differs from the .model by {rel:.3e} (> {rtol})"
+            )
     report["n_structures"] = len(atoms_list)
     return report
 
@@ -668,10 +722,16 @@ def write_provenance(out: Path, info: dict, cmd_make: str, cmd_train: list[str],
         "surface": "fcc(100)/(111)/(110) slabs, 3-8 layers, 4.5-6 Å vacuum on each side along z (3D-periodic), 40% alloys, rattle U(0, 0.10) Å",
     }
     for fam in FAMILIES:
-        lines.append(f"| {fam} | {what[fam]} | " + " | ".join(str(sp[s]["by_config_type"].get(fam, 0))
-                                                          for s in ("train", "valid", "test")) + " |")
-    lines.append("| **total** | | " + " | ".join(f"**{sp[s]['n_structures']}** ({sp[s]['n_atoms']} atoms)"
-                                                  for s in ("train", "valid", "test")) + " |")
+        lines.append(
+            f"| {fam} | {what[fam]} | "
+            + " | ".join(str(sp[s]["by_config_type"].get(fam, 0)) for s in ("train", "valid", "test"))
+            + " |"
+        )
+    lines.append(
+        "| **total** | | "
+        + " | ".join(f"**{sp[s]['n_structures']}** ({sp[s]['n_atoms']} atoms)" for s in ("train", "valid", "test"))
+        + " |"
+    )
     lines += [
         "",
         f"Element counts (train, atoms): {', '.join(f'{k} {v}' for k, v in sp['train']['element_counts'].items())}. "
@@ -688,9 +748,11 @@ def write_provenance(out: Path, info: dict, cmd_make: str, cmd_train: list[str],
     ]
     for name, mm in (("test", m), ("valid", mv)):
         if mm:
-            lines.append(f"| {name} | {mm['energy_mae_meV_per_atom']} | {mm['energy_rmse_meV_per_atom']} | "
-                         f"{mm['force_mae_meV_per_A']} | {mm['force_rmse_meV_per_A']} | {mm['force_mae_relative_percent']}% | "
-                         f"{mm['stress_mae_meV_per_A3']} | {mm['stress_mae_GPa']} |")
+            lines.append(
+                f"| {name} | {mm['energy_mae_meV_per_atom']} | {mm['energy_rmse_meV_per_atom']} | "
+                f"{mm['force_mae_meV_per_A']} | {mm['force_rmse_meV_per_A']} | {mm['force_mae_relative_percent']}% | "
+                f"{mm['stress_mae_meV_per_A3']} | {mm['stress_mae_GPa']} |"
+            )
     if m.get("by_config_type"):
         lines += [
             "",
@@ -698,8 +760,11 @@ def write_provenance(out: Path, info: dict, cmd_make: str, cmd_train: list[str],
             "",
             "| family | structures | energy MAE (meV/atom) | energy mean error (meV/atom) | force MAE (meV/Å) | stress MAE (meV/Å^3) |",
             "|---|---|---|---|---|---|",
-            *[f"| {t} | {v['n_structures']} | {v['energy_mae_meV_per_atom']} | {v['energy_mean_error_meV_per_atom']} | "
-              f"{v['force_mae_meV_per_A']} | {v['stress_mae_meV_per_A3']} |" for t, v in m["by_config_type"].items()],
+            *[
+                f"| {t} | {v['n_structures']} | {v['energy_mae_meV_per_atom']} | {v['energy_mean_error_meV_per_atom']} | "
+                f"{v['force_mae_meV_per_A']} | {v['stress_mae_meV_per_A3']} |"
+                for t, v in m["by_config_type"].items()
+            ],
         ]
     if error_table:
         lines += ["", "mace_run_train's own final error table (EMA weights, as saved):", "", "```", error_table, "```"]
@@ -744,20 +809,34 @@ def write_provenance(out: Path, info: dict, cmd_make: str, cmd_train: list[str],
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--work-dir", type=Path, default=Path("/tmp/foundation"), help="scratch directory (data, logs, checkpoints)")
-    p.add_argument("--out-dir", type=Path, default=None,
-                   help="where the artefacts go (default: sparseft/embedded, or <work-dir>/quick/embedded with --quick)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--work-dir", type=Path, default=Path("/tmp/foundation"), help="scratch directory (data, logs, checkpoints)"
+    )
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        help="where the artefacts go (default: sparseft/embedded, or <work-dir>/quick/embedded with --quick)",
+    )
     p.add_argument("--quick", action="store_true", help="tiny data set and 2 epochs: a 1-2 minute smoke run")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-structures", type=int, default=None)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--model", default=MODEL_HYPERS["model"], choices=["MACE", "ScaleShiftMACE"],
-                   help="mace_run_train --model (both give a ScaleShiftMACE; MACE: shift 0, ScaleShiftMACE: shift = mean "
-                        "interaction energy per atom)")
+    p.add_argument(
+        "--model",
+        default=MODEL_HYPERS["model"],
+        choices=["MACE", "ScaleShiftMACE"],
+        help="mace_run_train --model (both give a ScaleShiftMACE; MACE: shift 0, ScaleShiftMACE: shift = mean "
+        "interaction energy per atom)",
+    )
     p.add_argument("--reuse-data", action="store_true", help="keep existing train/valid/test.xyz in the work dir")
-    p.add_argument("--skip-train", action="store_true", help="export/verify the existing foundation.model in the work dir")
+    p.add_argument(
+        "--skip-train", action="store_true", help="export/verify the existing foundation.model in the work dir"
+    )
     args = p.parse_args(argv)
 
     MODEL_HYPERS["model"] = args.model
@@ -773,11 +852,13 @@ def main(argv=None):
         print(f"[make_foundation {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    cmd_make = ("OMP_WAIT_POLICY=PASSIVE python scripts/make_foundation.py "
-                + shlex.join(argv if argv is not None else sys.argv[1:])).strip()
+    cmd_make = (
+        "OMP_WAIT_POLICY=PASSIVE python scripts/make_foundation.py "
+        + shlex.join(argv if argv is not None else sys.argv[1:])
+    ).strip()
 
     ref = emt_reference()
-    log(f"EMT E0s {ref['E0']}; EMT fcc a0 { {k: round(v, 4) for k, v in ref['a0_fcc'].items()}}")
+    log(f"EMT E0s {ref['E0']}; EMT fcc a0 { {k: round(v, 4) for k, v in ref['a0_fcc'].items()} }")
     summary_path = work / "data_summary.json"
     if args.reuse_data or args.skip_train:
         summary = json.loads(summary_path.read_text())
@@ -801,7 +882,9 @@ def main(argv=None):
             elif path.exists():
                 path.unlink()
         wall = run_training(work, cmd_train, log)
-        (work / "train_time.json").write_text(json.dumps({"wall_seconds": wall, "command": cmd_train, "make_command": cmd_make}))
+        (work / "train_time.json").write_text(
+            json.dumps({"wall_seconds": wall, "command": cmd_train, "make_command": cmd_make})
+        )
 
     # ---- export ------------------------------------------------------------------------
     from ase.io import read
@@ -817,15 +900,21 @@ def main(argv=None):
 
     metadata = {
         "description": "sparseft embedded mini-foundation model: MACE trained on ASE EMT labels for "
-                       "Al, Ni, Cu, Pd, Ag, Pt, Au (not DFT; see PROVENANCE.md)",
+        "Al, Ni, Cu, Pd, Ag, Pt, Au (not DFT; see PROVENANCE.md)",
         "atomic_numbers": [int(z) for z in saved.atomic_numbers],
         "elements": ELEMENTS,
         "avg_num_neighbors": float(saved.interactions[0].avg_num_neighbors),
         "scale": saved.scale_shift.scale.tolist(),
         "shift": saved.scale_shift.shift.tolist(),
         "training_data": summary,
-        "training": {"command": shlex.join(cmd_train), "wall_seconds": round(wall, 1), "epochs": epochs,
-                     "batch_size": batch_size, "cpu_threads": torch.get_num_threads(), "quick": args.quick},
+        "training": {
+            "command": shlex.join(cmd_train),
+            "wall_seconds": round(wall, 1),
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "cpu_threads": torch.get_num_threads(),
+            "quick": args.quick,
+        },
         "software": package_versions(),
     }
     # first export (to learn metrics we need the rebuilt model, so write, rebuild, measure, rewrite)

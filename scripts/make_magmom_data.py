@@ -85,26 +85,57 @@ MANUAL = {
     # trans-HOCO (hydroxycarbonyl, 2A'): C=O 1.18, C-O 1.34, O-C-O 127, O-H 0.97, C-O-H 108
     "HOCO": [("C",), ("O", 0, 1.18), ("O", 0, 1.34, 1, 127.0), ("H", 2, 0.97, 0, 108.0, 1, 180.0)],
     # vinoxy CH2CHO (planar, 2A''): C-C 1.40, C-O 1.25, C-C-O 123, C-H 1.08-1.10
-    "CH2CHO": [("C",), ("C", 0, 1.40), ("O", 1, 1.25, 0, 123.0), ("H", 1, 1.10, 0, 117.0, 2, 180.0),
-               ("H", 0, 1.08, 1, 121.0, 2, 0.0), ("H", 0, 1.08, 1, 120.0, 2, 180.0)],
+    "CH2CHO": [
+        ("C",),
+        ("C", 0, 1.40),
+        ("O", 1, 1.25, 0, 123.0),
+        ("H", 1, 1.10, 0, 117.0, 2, 180.0),
+        ("H", 0, 1.08, 1, 121.0, 2, 0.0),
+        ("H", 0, 1.08, 1, 120.0, 2, 180.0),
+    ],
     # methylperoxy CH3OO (Cs): O-O 1.326, C-O 1.449, C-O-O 110.6, C-H 1.09
-    "CH3OO": [("O",), ("O", 0, 1.326), ("C", 0, 1.449, 1, 110.6),
-              ("H", 2, 1.090, 0, 104.8, 1, 180.0),
-              ("H", 2, 1.093, 0, 110.5, 1, 61.0),
-              ("H", 2, 1.093, 0, 110.5, 1, -61.0)],
+    "CH3OO": [
+        ("O",),
+        ("O", 0, 1.326),
+        ("C", 0, 1.449, 1, 110.6),
+        ("H", 2, 1.090, 0, 104.8, 1, 180.0),
+        ("H", 2, 1.093, 0, 110.5, 1, 61.0),
+        ("H", 2, 1.093, 0, 110.5, 1, -61.0),
+    ],
     # allyl C3H5 (C2v, planar): C-C 1.385, C-C-C 124, C-H 1.08
-    "C3H5": [("C",), ("C", 0, 1.385), ("C", 0, 1.385, 1, 124.0),
-             ("H", 0, 1.087, 1, 118.0, 2, 180.0),
-             ("H", 1, 1.083, 0, 121.5, 2, 0.0), ("H", 1, 1.081, 0, 121.0, 2, 180.0),
-             ("H", 2, 1.083, 0, 121.5, 1, 0.0), ("H", 2, 1.081, 0, 121.0, 1, 180.0)],
+    "C3H5": [
+        ("C",),
+        ("C", 0, 1.385),
+        ("C", 0, 1.385, 1, 124.0),
+        ("H", 0, 1.087, 1, 118.0, 2, 180.0),
+        ("H", 1, 1.083, 0, 121.5, 2, 0.0),
+        ("H", 1, 1.081, 0, 121.0, 2, 180.0),
+        ("H", 2, 1.083, 0, 121.5, 1, 0.0),
+        ("H", 2, 1.081, 0, 121.0, 1, 180.0),
+    ],
 }
 # name -> (2S, G2 name or None for MANUAL)
 MOLECULES = {
-    "CH3": (1, "CH3"), "OH": (1, "OH"), "HO2": (1, None), "HCO": (1, "HCO"),
-    "CH3O": (1, "CH3O"), "CH2OH": (1, "H2COH"), "C2H5": (1, "C2H5"), "C2H3": (1, "C2H3"),
-    "CH3CO": (1, "CH3CO"), "HOCO": (1, None), "CH2CHO": (1, None), "CH3OO": (1, None), "C3H5": (1, None),
-    "CH3CH2O": (1, "CH3CH2O"), "CH2_triplet": (2, "CH2_s3B1d"), "O2": (2, "O2"),
-    "H2O": (0, "H2O"), "CH4": (0, "CH4"), "CH3OH": (0, "CH3OH"), "H2CO": (0, "H2CO"),
+    "CH3": (1, "CH3"),
+    "OH": (1, "OH"),
+    "HO2": (1, None),
+    "HCO": (1, "HCO"),
+    "CH3O": (1, "CH3O"),
+    "CH2OH": (1, "H2COH"),
+    "C2H5": (1, "C2H5"),
+    "C2H3": (1, "C2H3"),
+    "CH3CO": (1, "CH3CO"),
+    "HOCO": (1, None),
+    "CH2CHO": (1, None),
+    "CH3OO": (1, None),
+    "C3H5": (1, None),
+    "CH3CH2O": (1, "CH3CH2O"),
+    "CH2_triplet": (2, "CH2_s3B1d"),
+    "O2": (2, "O2"),
+    "H2O": (0, "H2O"),
+    "CH4": (0, "CH4"),
+    "CH3OH": (0, "CH3OH"),
+    "H2CO": (0, "H2CO"),
 }
 
 
@@ -162,8 +193,14 @@ def uks(atoms: Atoms, two_s: int):
     """Converged PySCF UKS object, or None when neither DIIS nor Newton converges."""
     from pyscf import dft, gto
 
-    mol = gto.M(atom=[(s, p) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions)],
-                unit="Angstrom", basis=BASIS, charge=0, spin=two_s, verbose=0)
+    mol = gto.M(
+        atom=[(s, p) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions)],
+        unit="Angstrom",
+        basis=BASIS,
+        charge=0,
+        spin=two_s,
+        verbose=0,
+    )
     mf = dft.UKS(mol)
     mf.xc, mf.grids.level, mf.conv_tol, mf.max_cycle = XC, GRID_LEVEL, CONV_TOL, MAX_CYCLE
     mf.kernel()
@@ -185,8 +222,7 @@ def spin_populations(mf) -> tuple[np.ndarray, np.ndarray]:
     lowdin_ao = np.diag(s_half @ p @ s_half)
     ao_atom = np.array([label[0] for label in mf.mol.ao_labels(fmt=False)])
     n = mf.mol.natm
-    return (np.bincount(ao_atom, mulliken_ao, minlength=n),
-            np.bincount(ao_atom, lowdin_ao, minlength=n))
+    return (np.bincount(ao_atom, mulliken_ao, minlength=n), np.bincount(ao_atom, lowdin_ao, minlength=n))
 
 
 def label(atoms: Atoms, name: str, two_s: int, sigma: float, level: str):
@@ -202,9 +238,15 @@ def label(atoms: Atoms, name: str, two_s: int, sigma: float, level: str):
     atoms = atoms.copy()
     atoms.new_array("REF_magmoms", mull)
     atoms.new_array("REF_magmoms_lowdin", lowd)
-    atoms.info.update(molecule=name, multiplicity=two_s + 1, REF_total_magmom=float(two_s),
-                      level_of_theory=level, dft_energy=float(mf.e_tot * Hartree),
-                      s2=float(mf.spin_square()[0]), rattle_sigma=round(sigma, 4))
+    atoms.info.update(
+        molecule=name,
+        multiplicity=two_s + 1,
+        REF_total_magmom=float(two_s),
+        level_of_theory=level,
+        dft_energy=float(mf.e_tot * Hartree),
+        s2=float(mf.spin_square()[0]),
+        rattle_sigma=round(sigma, 4),
+    )
     return atoms
 
 
@@ -321,24 +363,37 @@ def readme(splits, skipped, level, command) -> str:
     tot = [len(splits[k]) for k in ("train", "valid", "test")]
     lines += [f"| **total** | | | {tot[0]} | {tot[1]} | {tot[2]} |", ""]
     lines.append("Skipped (SCF not converged): " + (", ".join(skipped) if skipped else "none") + ".")
-    lines += ["", "## |magmom| per element (all frames, Mulliken; Loewdin in brackets)", "",
-              "| element | atoms | mean abs | median abs | max abs | mean signed |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## |magmom| per element (all frames, Mulliken; Loewdin in brackets)",
+        "",
+        "| element | atoms | mean abs | median abs | max abs | mean signed |",
+        "|---|---|---|---|---|---|",
+    ]
     mull, lowd = per_element(frames), per_element(frames, "REF_magmoms_lowdin")
     for s in mull:
         m, lo = mull[s], lowd[s]
-        lines.append(f"| {s} | {len(m)} | {np.abs(m).mean():.4f} ({np.abs(lo).mean():.4f}) | "
-                     f"{np.median(np.abs(m)):.4f} ({np.median(np.abs(lo)):.4f}) | "
-                     f"{np.abs(m).max():.4f} ({np.abs(lo).max():.4f}) | {m.mean():+.4f} ({lo.mean():+.4f}) |")
+        lines.append(
+            f"| {s} | {len(m)} | {np.abs(m).mean():.4f} ({np.abs(lo).mean():.4f}) | "
+            f"{np.median(np.abs(m)):.4f} ({np.median(np.abs(lo)):.4f}) | "
+            f"{np.abs(m).max():.4f} ({np.abs(lo).max():.4f}) | {m.mean():+.4f} ({lo.mean():+.4f}) |"
+        )
     lines += ["", "## Baseline", ""]
     for key in ("REF_magmoms", "REF_magmoms_lowdin"):
         means, mae, mae0 = baseline_mae(splits["train"], splits["test"], key)
         ms = ", ".join(f"{s} {v:+.4f}" for s, v in means.items())
-        lines.append(f"- `{key}`: predicting the per-element mean of the train set ({ms}) gives a "
-                     f"per-atom test MAE of **{mae:.4f} mu_B**; predicting 0 gives {mae0:.4f} mu_B.")
-    lines += ["", "## Licence", "",
-              "Generated by this project's `scripts/make_magmom_data.py` (PySCF, ASE G2 geometries); "
-              "distributed with sparseft under its MIT licence.", ""]
+        lines.append(
+            f"- `{key}`: predicting the per-element mean of the train set ({ms}) gives a "
+            f"per-atom test MAE of **{mae:.4f} mu_B**; predicting 0 gives {mae0:.4f} mu_B."
+        )
+    lines += [
+        "",
+        "## Licence",
+        "",
+        "Generated by this project's `scripts/make_magmom_data.py` (PySCF, ASE G2 geometries); "
+        "distributed with sparseft under its MIT licence.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -380,25 +435,32 @@ def main(argv=None) -> int:
                 continue
             frames_by_molecule[name].append(labelled)
         mags = np.concatenate([a.arrays["REF_magmoms"] for a in frames_by_molecule[name]])
-        print(f"{name:12s} 2S={two_s} {len(frames_by_molecule[name]):3d} frames  "
-              f"max|m|={np.abs(mags).max():.3f}  {time.time() - t_mol:6.1f} s", flush=True)
+        print(
+            f"{name:12s} 2S={two_s} {len(frames_by_molecule[name]):3d} frames  "
+            f"max|m|={np.abs(mags).max():.3f}  {time.time() - t_mol:6.1f} s",
+            flush=True,
+        )
 
     splits = split(frames_by_molecule, np.random.default_rng(args.seed))
     for key, frames in splits.items():
-        write_atomic(args.out / f"{key}.xyz",
-                     lambda tmp, fr=frames: write(tmp, fr, format="extxyz"))
-    command = "OMP_NUM_THREADS=1 python scripts/make_magmom_data.py" + (
-        f" --frames-open {args.frames_open}" if args.frames_open != 18 else "") + (
-        f" --frames-closed {args.frames_closed}" if args.frames_closed != 12 else "") + (
-        f" --seed {args.seed}" if args.seed else "")
+        write_atomic(args.out / f"{key}.xyz", lambda tmp, fr=frames: write(tmp, fr, format="extxyz"))
+    command = (
+        "OMP_NUM_THREADS=1 python scripts/make_magmom_data.py"
+        + (f" --frames-open {args.frames_open}" if args.frames_open != 18 else "")
+        + (f" --frames-closed {args.frames_closed}" if args.frames_closed != 12 else "")
+        + (f" --seed {args.seed}" if args.seed else "")
+    )
     text = readme(splits, skipped, level, command)
     write_atomic(args.out / "README.md", lambda tmp: Path(tmp).write_text(text))
 
     back = sum(len(read(args.out / f"{k}.xyz", index=":")) for k in splits)
     _, mae, mae0 = baseline_mae(splits["train"], splits["test"])
-    print(f"wrote {back} frames to {args.out} ({', '.join(f'{k} {len(v)}' for k, v in splits.items())}); "
-          f"skipped {len(skipped)}; per-element-mean baseline test MAE {mae:.4f} mu_B "
-          f"(zero: {mae0:.4f}); {(time.time() - t0) / 60:.1f} min", flush=True)
+    print(
+        f"wrote {back} frames to {args.out} ({', '.join(f'{k} {len(v)}' for k, v in splits.items())}); "
+        f"skipped {len(skipped)}; per-element-mean baseline test MAE {mae:.4f} mu_B "
+        f"(zero: {mae0:.4f}); {(time.time() - t0) / 60:.1f} min",
+        flush=True,
+    )
     return 0
 
 

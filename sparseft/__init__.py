@@ -22,13 +22,35 @@ __version__ = "0.1.0"
 
 __all__ = [
     # models and adapters
-    "AdaptedModel", "AdapterConfig", "FreezeConfig", "LoRAConfig", "METHODS", "Selector", "SparseConfig",
-    "WeightBlock", "blocks", "fingerprint", "load_model", "not_adaptable", "wrap",
+    "AdaptedModel",
+    "AdapterConfig",
+    "FreezeConfig",
+    "LoRAConfig",
+    "METHODS",
+    "Selector",
+    "SparseConfig",
+    "WeightBlock",
+    "blocks",
+    "fingerprint",
+    "load_model",
+    "not_adaptable",
+    "wrap",
     # files, prediction, MD
-    "Calculator", "load_adapter", "predict", "save_adapter",
+    "Calculator",
+    "load_adapter",
+    "predict",
+    "save_adapter",
     # heads
-    "HeadConfig", "HeadedModel", "build_head",
+    "HeadConfig",
+    "HeadedModel",
+    "build_head",
     # errors
-    "AdapterConflictError", "AdapterFileError", "DataError", "HeadError", "ModelLoadError", "RecipeError",
-    "SelectionError", "UnsupportedLayoutError",
+    "AdapterConflictError",
+    "AdapterFileError",
+    "DataError",
+    "HeadError",
+    "ModelLoadError",
+    "RecipeError",
+    "SelectionError",
+    "UnsupportedLayoutError",
 ]

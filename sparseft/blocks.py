@@ -148,15 +148,38 @@ def _linear_blocks(prefix, mod, model, kind, layer, per_element):
         ir_out = str(mod.irreps_out[ins.i_out].ir)
         if per_element and mul_in == len(zs):
             for e, z in enumerate(zs):
-                out.append(WeightBlock(name, kind, layer, offset + e * mul_out, (mul_out,), (1,),
-                                       ir_in, ir_out, z, f"{ir_in}->{ir_out} Z={z}"))
+                out.append(
+                    WeightBlock(
+                        name,
+                        kind,
+                        layer,
+                        offset + e * mul_out,
+                        (mul_out,),
+                        (1,),
+                        ir_in,
+                        ir_out,
+                        z,
+                        f"{ir_in}->{ir_out} Z={z}",
+                    )
+                )
         else:
-            out.append(WeightBlock(name, kind, layer, offset, (mul_in, mul_out), (mul_out, 1),
-                                   ir_in, ir_out, None, f"{ir_in}->{ir_out}#{ins.i_in}.{ins.i_out}"))
+            out.append(
+                WeightBlock(
+                    name,
+                    kind,
+                    layer,
+                    offset,
+                    (mul_in, mul_out),
+                    (mul_out, 1),
+                    ir_in,
+                    ir_out,
+                    None,
+                    f"{ir_in}->{ir_out}#{ins.i_in}.{ins.i_out}",
+                )
+            )
         offset += mul_in * mul_out
     if isinstance(getattr(mod, "bias", None), torch.nn.Parameter) and mod.bias.numel() > 0:
-        out.append(WeightBlock(prefix + "bias", kind, layer, 0, (mod.bias.numel(),), (1,),
-                               None, "0e", None, "bias"))
+        out.append(WeightBlock(prefix + "bias", kind, layer, 0, (mod.bias.numel(),), (1,), None, "0e", None, "bias"))
     return out
 
 
@@ -182,11 +205,35 @@ def _tensor_product_blocks(prefix, mod, model, kind, layer):
         if ins.connection_mode == "uvw" and element_input:
             u, v, w = shape
             for e, z in enumerate(zs):
-                out.append(WeightBlock(name, kind, layer, offset + e * w, (u, w), (v * w, 1),
-                                       ir1, ir_out, z, f"{ir1}x{ir2}->{ir_out} Z={z}"))
+                out.append(
+                    WeightBlock(
+                        name,
+                        kind,
+                        layer,
+                        offset + e * w,
+                        (u, w),
+                        (v * w, 1),
+                        ir1,
+                        ir_out,
+                        z,
+                        f"{ir1}x{ir2}->{ir_out} Z={z}",
+                    )
+                )
         else:
-            out.append(WeightBlock(name, kind, layer, offset, shape, _contiguous_stride(shape),
-                                   ir1, ir_out, None, f"{ir1}x{ir2}->{ir_out}#{ins.i_in1}.{ins.i_in2}.{ins.i_out}"))
+            out.append(
+                WeightBlock(
+                    name,
+                    kind,
+                    layer,
+                    offset,
+                    shape,
+                    _contiguous_stride(shape),
+                    ir1,
+                    ir_out,
+                    None,
+                    f"{ir1}x{ir2}->{ir_out}#{ins.i_in1}.{ins.i_in2}.{ins.i_out}",
+                )
+            )
         offset += size
     return out
 
@@ -211,8 +258,13 @@ def _conv_paths(model, prefix):
             width = 1
             for s in ins.path_shape:
                 width *= s
-            paths.append((f"{conv.irreps_in1[ins.i_in1].ir}x{conv.irreps_in2[ins.i_in2].ir}",
-                          str(conv.irreps_out[ins.i_out].ir), width))
+            paths.append(
+                (
+                    f"{conv.irreps_in1[ins.i_in1].ir}x{conv.irreps_in2[ins.i_in2].ir}",
+                    str(conv.irreps_out[ins.i_out].ir),
+                    width,
+                )
+            )
     return paths
 
 
@@ -226,7 +278,9 @@ def _radial_matrix_blocks(name, kind, layer, n_in, n_out, out_major, paths, labe
     for i, (ir_in, ir_out, width) in enumerate(paths):
         detail = f"{label} path {ir_in}->{ir_out}#{i}"
         if out_major:
-            out.append(WeightBlock(name, kind, layer, start * n_in, (width, n_in), (n_in, 1), ir_in, ir_out, None, detail))
+            out.append(
+                WeightBlock(name, kind, layer, start * n_in, (width, n_in), (n_in, 1), ir_in, ir_out, None, detail)
+            )
         else:
             out.append(WeightBlock(name, kind, layer, start, (n_in, width), (n_out, 1), ir_in, ir_out, None, detail))
         start += width
@@ -241,8 +295,9 @@ def _fcnet_blocks(prefix, mod, model, kind, layer):
     for i, (child, m) in enumerate(layers):
         n_in, n_out = m.weight.shape
         last = i == len(layers) - 1
-        out += _radial_matrix_blocks(f"{prefix}{child}.weight", kind, layer, n_in, n_out, False,
-                                     paths if last else None, child)
+        out += _radial_matrix_blocks(
+            f"{prefix}{child}.weight", kind, layer, n_in, n_out, False, paths if last else None, child
+        )
     return out
 
 
@@ -261,16 +316,31 @@ def _radial_mlp_blocks(prefix, mod, model, kind, layer):
                 if last_paths is not None and sum(p[2] for p in last_paths) == n_out:
                     start = 0
                     for j, (ir_in, ir_out, width) in enumerate(last_paths):
-                        out.append(WeightBlock(base + "bias", kind, layer, start, (width,), (1,), ir_in, ir_out,
-                                               None, f"net.{i} bias path {ir_in}->{ir_out}#{j}"))
+                        out.append(
+                            WeightBlock(
+                                base + "bias",
+                                kind,
+                                layer,
+                                start,
+                                (width,),
+                                (1,),
+                                ir_in,
+                                ir_out,
+                                None,
+                                f"net.{i} bias path {ir_in}->{ir_out}#{j}",
+                            )
+                        )
                         start += width
                 else:
                     out.append(WeightBlock(base + "bias", kind, layer, 0, (n_out,), (1,), detail=f"net.{i} bias"))
         elif isinstance(m, torch.nn.LayerNorm):
             for p in ("weight", "bias"):
                 if getattr(m, p, None) is not None:
-                    out.append(WeightBlock(base + p, kind, layer, 0, (m.normalized_shape[0],), (1,),
-                                           detail=f"net.{i} layernorm {p}"))
+                    out.append(
+                        WeightBlock(
+                            base + p, kind, layer, 0, (m.normalized_shape[0],), (1,), detail=f"net.{i} layernorm {p}"
+                        )
+                    )
     return out
 
 
@@ -286,8 +356,20 @@ def _contraction_blocks(prefix, mod, model, kind, layer, irrep_out):
         for e in range(n_el):
             z = zs[e] if n_el == len(zs) and n_el > 1 else None
             detail = f"{irrep_out} nu={nu}" + (f" Z={z}" if z is not None else "")
-            out.append(WeightBlock(prefix + pname, kind, layer, e * n_paths * channels, (n_paths, channels),
-                                   (channels, 1), None, irrep_out, z, detail))
+            out.append(
+                WeightBlock(
+                    prefix + pname,
+                    kind,
+                    layer,
+                    e * n_paths * channels,
+                    (n_paths, channels),
+                    (channels, 1),
+                    None,
+                    irrep_out,
+                    z,
+                    detail,
+                )
+            )
     return out
 
 
@@ -344,8 +426,9 @@ def blocks(model: torch.nn.Module) -> list[WeightBlock]:
         if name in covered:
             continue
         if p.dim() == 0 or (p.dim() == 1 and (p.numel() <= 4 or any(re.match(r, name) for r in KNOWN_VECTORS))):
-            out.append(WeightBlock(name, _kind(name), _layer(name), 0, tuple(p.shape), _contiguous_stride(p.shape),
-                                   detail=""))
+            out.append(
+                WeightBlock(name, _kind(name), _layer(name), 0, tuple(p.shape), _contiguous_stride(p.shape), detail="")
+            )
             continue
         raise UnsupportedLayoutError(
             f"parameter {name!r} (shape {tuple(p.shape)}) is held by a module sparseft does not know "

@@ -28,8 +28,17 @@ class Calculator(AseCalculator):
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "magmoms", "magmom"]
 
-    def __init__(self, model, *, adapter=None, head: str | None = None, magmom_head: str | None = None, dtype=None,
-                 device: str = "cpu", **kwargs):
+    def __init__(
+        self,
+        model,
+        *,
+        adapter=None,
+        head: str | None = None,
+        magmom_head: str | None = None,
+        dtype=None,
+        device: str = "cpu",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.model = _prepare(model, adapter=adapter, head=head, dtype=dtype, device=device)
         extra = dict(getattr(self.model, "output_heads", None) or {})
@@ -59,7 +68,9 @@ class Calculator(AseCalculator):
         # that reads forces and then stress (NPT, MDLogger(stress=True)) run the model twice a step.
         want_stress = bool(self.atoms.pbc.all())
         batch = atoms_to_batch([self.atoms], self.model, head=self.head)
-        extra = {"derivative_heads": [self.energy_head]} if hasattr(self.model, "output_heads") else {}  # one backward pass
+        extra = (
+            {"derivative_heads": [self.energy_head]} if hasattr(self.model, "output_heads") else {}
+        )  # one backward pass
         out = self.model(batch, training=False, compute_force=True, compute_stress=want_stress, **extra)
         source = out if self.energy_head is None else out["heads"][self.energy_head]
         energy = float(source["energy"].detach().cpu().double()[0])
@@ -70,7 +81,9 @@ class Calculator(AseCalculator):
         }
         if want_stress:
             stress = source["stress"].detach().cpu().double().numpy()[0]
-            self.results["stress"] = np.array([stress[0, 0], stress[1, 1], stress[2, 2], stress[1, 2], stress[0, 2], stress[0, 1]])
+            self.results["stress"] = np.array(
+                [stress[0, 0], stress[1, 1], stress[2, 2], stress[1, 2], stress[0, 2], stress[0, 1]]
+            )
         if self.magmom_head is not None:
             moments = out["heads"][self.magmom_head]["magmoms"].detach().cpu().double().numpy()
             self.results["magmoms"] = moments

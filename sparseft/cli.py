@@ -28,13 +28,17 @@ def cmd_inspect(args) -> int:
     chosen = all_blocks
     if args.select is not None:
         chosen = Selector.parse(args.select).resolve(all_blocks)
-    print(f"{args.model}: {type(model).__name__}, {len(all_blocks)} blocks, {total} weights, "
-          f"elements {' '.join(chemical_symbols[int(z)] for z in model.atomic_numbers)}")
+    print(
+        f"{args.model}: {type(model).__name__}, {len(all_blocks)} blocks, {total} weights, "
+        f"elements {' '.join(chemical_symbols[int(z)] for z in model.atomic_numbers)}"
+    )
     print(catalogue_table(chosen, total, by=args.group))
     if args.select is not None:
         count = sum(b.size for b in chosen)
-        print(f"\nselector '{Selector.parse(args.select)}' resolves to {len(chosen)} blocks, "
-              f"{count} weights ({100 * count / total:.2f}% of all)")
+        print(
+            f"\nselector '{Selector.parse(args.select)}' resolves to {len(chosen)} blocks, "
+            f"{count} weights ({100 * count / total:.2f}% of all)"
+        )
     fixed = not_adaptable(model)
     if fixed:
         print("\nnot adaptable:")
@@ -109,8 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="print the weight catalogue and what a selector resolves to")
     model_args(p)
     p.add_argument("--select", default=None, help="selector, e.g. 'kinds=skip,contraction layers=1 l=0'")
-    p.add_argument("--group", default="block", choices=["block", "kind", "layer", "param", "element"],
-                   help="one row per block (default) or per group")
+    p.add_argument(
+        "--group",
+        default="block",
+        choices=["block", "kind", "layer", "param", "element"],
+        help="one row per block (default) or per group",
+    )
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("check", help="equivariance report; exits 1 when a check fails")
@@ -122,8 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("finetune", help="fine-tune a base model as a recipe says")
     p.add_argument("recipe", help="recipe YAML file")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a recipe value, e.g. --set train.lr=1e-3 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a recipe value, e.g. --set train.lr=1e-3 (repeatable)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in the output directory")
     p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
@@ -148,8 +161,16 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ModelLoadError, SelectionError, AdapterFileError, RecipeError, DataError, FileExistsError,
-            FileNotFoundError, ValueError) as exc:
+    except (
+        ModelLoadError,
+        SelectionError,
+        AdapterFileError,
+        RecipeError,
+        DataError,
+        FileExistsError,
+        FileNotFoundError,
+        ValueError,
+    ) as exc:
         print(f"sparseft: error: {exc}", file=sys.stderr)
         return 2
 

@@ -32,7 +32,9 @@ def current_e0s(model) -> dict[int, float]:
     return {int(z): float(v) for z, v in zip(model.atomic_numbers, values)}
 
 
-def _lstsq(A: np.ndarray, b: np.ndarray, zs: list[int], present: np.ndarray, fallback: dict[int, float]) -> dict[int, float]:
+def _lstsq(
+    A: np.ndarray, b: np.ndarray, zs: list[int], present: np.ndarray, fallback: dict[int, float]
+) -> dict[int, float]:
     """Least squares on the elements present; absent elements keep ``fallback``."""
     cols = np.where(present)[0]
     solution = np.linalg.lstsq(A[:, cols], b, rcond=None)[0]
@@ -53,7 +55,9 @@ def resolve_e0s(option, model, frames: Frames, keys: Keys, head: str | None = No
         for key, value in option.items():
             z = SYMBOL_TO_Z.get(key) if isinstance(key, str) and not key.isdigit() else int(key)
             if z is None or z not in zs:
-                raise DataError(f"data.E0s: element {key!r} is not in the base model ({' '.join(chemical_symbols[x] for x in zs)})")
+                raise DataError(
+                    f"data.E0s: element {key!r} is not in the base model ({' '.join(chemical_symbols[x] for x in zs)})"
+                )
             out[z] = float(value)
         return out
     energies, has = _energies(frames, keys)

@@ -30,8 +30,18 @@ from .train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from .train.losses import ErrorAccumulator
 from .train.trainer import Trainer
 
-OUTPUT_FILES = ("recipe.yaml", "adapter", "merged.model", "merged_with_heads.model", "metrics.json", "history.csv",
-                "sparsity.json", "learning_curves.png", "sparsity_map.png", "checkpoint")
+OUTPUT_FILES = (
+    "recipe.yaml",
+    "adapter",
+    "merged.model",
+    "merged_with_heads.model",
+    "metrics.json",
+    "history.csv",
+    "sparsity.json",
+    "learning_curves.png",
+    "sparsity_map.png",
+    "checkpoint",
+)
 PARITY_GLOB = "parity_*.png"
 
 
@@ -49,8 +59,9 @@ def _device(name: str) -> str:
 
 def load_base(recipe: Recipe):
     """The base model named by the recipe (``embedded`` -> the shipped mini-foundation)."""
-    return load_base_model(recipe.base.model, dtype=recipe.base.dtype, device=_device(recipe.base.device),
-                           head=recipe.base.head)
+    return load_base_model(
+        recipe.base.model, dtype=recipe.base.dtype, device=_device(recipe.base.device), head=recipe.base.head
+    )
 
 
 def _embedded_path(value: str | None) -> str | None:
@@ -74,8 +85,12 @@ def load_splits(recipe: Recipe, zs: list[int]) -> dict[str, Frames]:
 
     def read_one(where, value):
         try:
-            frames = attach_labels(read_frames(_embedded_path(value)), keys,
-                                   use_calculator=d.calculator_labels == "foundation", extra=extra)
+            frames = attach_labels(
+                read_frames(_embedded_path(value)),
+                keys,
+                use_calculator=d.calculator_labels == "foundation",
+                extra=extra,
+            )
             validate(frames, zs, keys, extra=extra)
             return frames
         except DataError as exc:
@@ -87,8 +102,11 @@ def load_splits(recipe: Recipe, zs: list[int]) -> dict[str, Frames]:
         if not isinstance(value, list):
             return read_one(where, value)
         parts = [read_one(f"{where}[{i}]", v) for i, v in enumerate(value)]  # e.g. new data + replay data
-        return Frames(" + ".join(p.path for p in parts), [a for p in parts for a in p.atoms],
-                      [i for p in parts for i in p.indices])
+        return Frames(
+            " + ".join(p.path for p in parts),
+            [a for p in parts for a in p.atoms],
+            [i for p in parts for i in p.indices],
+        )
 
     train, valid, test = (read(name, getattr(d, name)) for name in ("train", "valid", "test"))
     if test is None and d.test_fraction > 0:
@@ -107,8 +125,10 @@ def load_splits(recipe: Recipe, zs: list[int]) -> dict[str, Frames]:
     for i, head in enumerate(recipe.heads):
         head_keys = head_setup.label_keys(head)
         if not head_keys.trains(label_counts(train, head_keys)):
-            raise DataError(f"heads[{i}] ({head.name}): no training frame in {train.path} carries its labels "
-                            f"({' or '.join(str(k) for k in head_keys.wanted())}, nor ASE calculator values)")
+            raise DataError(
+                f"heads[{i}] ({head.name}): no training frame in {train.path} carries its labels "
+                f"({' or '.join(str(k) for k in head_keys.wanted())}, nor ASE calculator values)"
+            )
         has_any = True
     if not has_any:
         raise DataError(f"{train.path}: no frame has {keys.energy} or {keys.forces} labels (nor ASE calculator values)")
@@ -122,7 +142,9 @@ def _prepare_output(directory: Path, *, resume: bool, overwrite: bool) -> None:
         return
     if directory.exists() and any(directory.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"{directory} is not empty; use --resume to continue its run or --overwrite to replace it")
+            raise FileExistsError(
+                f"{directory} is not empty; use --resume to continue its run or --overwrite to replace it"
+            )
         for name in OUTPUT_FILES:
             target = directory / name
             if target.is_dir():
@@ -166,11 +188,18 @@ def sparsity_rows(adapted) -> list[dict]:
         for adapter, _, part in adapted.all_parts():
             nz = part.values().detach() != 0
             for block, start, stop in part.block_slices():
-                rows.append({
-                    "adapter": adapter, "block": block.name, "layer": block.layer, "kind": block.kind, "l": block.l,
-                    "element": chemical_symbols[block.element] if block.element is not None else None,
-                    "size": block.size, "changed": int(nz[start:stop].sum()),
-                })
+                rows.append(
+                    {
+                        "adapter": adapter,
+                        "block": block.name,
+                        "layer": block.layer,
+                        "kind": block.kind,
+                        "l": block.l,
+                        "element": chemical_symbols[block.element] if block.element is not None else None,
+                        "size": block.size,
+                        "changed": int(nz[start:stop].sum()),
+                    }
+                )
     return rows
 
 
@@ -240,29 +269,43 @@ def _set_up(recipe: Recipe, log) -> Setup:
     splits = load_splits(recipe, [int(z) for z in base.atomic_numbers])
     keys = foundation_keys(recipe)
     e0s = resolve_e0s(recipe.data.E0s, base, splits["train"], keys)
-    log(f"base: {recipe.base.model} ({type(base).__name__}, {model_dtype(base)}); "
-        + ", ".join(f"{k}: {len(v.atoms)} frames" for k, v in splits.items()))
+    log(
+        f"base: {recipe.base.model} ({type(base).__name__}, {model_dtype(base)}); "
+        + ", ".join(f"{k}: {len(v.atoms)} frames" for k, v in splits.items())
+    )
     adapted = wrap(base, recipe.adapters, allow_empty=bool(recipe.heads))
     set_e0s(adapted.model, e0s)
-    heads = head_setup.build_heads(recipe.heads, adapted.base, splits["train"],
-                                   lambda option, head_keys: resolve_e0s(option, base, splits["train"], head_keys))
+    heads = head_setup.build_heads(
+        recipe.heads,
+        adapted.base,
+        splits["train"],
+        lambda option, head_keys: resolve_e0s(option, base, splits["train"], head_keys),
+    )
     model = HeadedModel(adapted, heads) if heads else adapted
     head_keys = [(h.name, head_setup.label_keys(h)) for h in recipe.heads]
     datasets = {k: to_atomic_data(v, model, keys, heads=head_keys) for k, v in splits.items()}
     if heads:
         head_setup.standardize_inputs(model, datasets["train"], recipe.train.batch_size)
     initial_heads = copy.deepcopy(heads)  # the zero-shot baseline of each head
-    energy_counts = {None: label_counts(splits["train"], keys),
-                     **{h.name: label_counts(splits["train"], head_setup.label_keys(h))
-                        for h in recipe.heads if h.property == "energy"}}
+    energy_counts = {
+        None: label_counts(splits["train"], keys),
+        **{
+            h.name: label_counts(splits["train"], head_setup.label_keys(h))
+            for h in recipe.heads
+            if h.property == "energy"
+        },
+    }
     weights = head_setup.task_weights(recipe.heads, recipe.train)
     stress_tasks = ["stress" if head is None else f"{head}.stress" for head in energy_counts]
     # stress only when some task with stress labels trains on them
-    has_stress = any(weights[task] > 0 and counts["stress"] > 0 for task, counts in zip(stress_tasks, energy_counts.values()))
+    has_stress = any(
+        weights[task] > 0 and counts["stress"] > 0 for task, counts in zip(stress_tasks, energy_counts.values())
+    )
     if not has_stress:
         weights.update({task: 0.0 for task in stress_tasks})
     derivative_heads = head_setup.differentiated_heads(
-        weights, {h: c["stress"] for h, c in energy_counts.items()}, {h: c["forces"] for h, c in energy_counts.items()})
+        weights, {h: c["stress"] for h, c in energy_counts.items()}, {h: c["forces"] for h, c in energy_counts.items()}
+    )
     return Setup(base, splits, e0s, model, datasets, initial_heads, weights, has_stress, derivative_heads)
 
 
@@ -270,17 +313,27 @@ def _train(recipe: Recipe, setup: Setup, out_dir: Path, *, resume: bool, quiet: 
     """Training step: the trainer, resumed from the checkpoint when asked; checkpoints every epoch."""
     model = setup.model
     device = next(model.parameters()).device
-    trainer = Trainer(model, setup.datasets["train"], setup.datasets.get("valid", []), recipe.train, device=device,
-                      compute_stress=setup.has_stress, log=log, progress=not quiet and sys.stderr.isatty(),
-                      task_weights=setup.weights, derivative_heads=setup.derivative_heads)
+    trainer = Trainer(
+        model,
+        setup.datasets["train"],
+        setup.datasets.get("valid", []),
+        recipe.train,
+        device=device,
+        compute_stress=setup.has_stress,
+        log=log,
+        progress=not quiet and sys.stderr.isatty(),
+        task_weights=setup.weights,
+        derivative_heads=setup.derivative_heads,
+    )
     state = load_checkpoint(out_dir, trainer) if resume else None
     if state is not None:
         log(f"resuming after epoch {state.epoch} (step {state.step})")
 
     def on_interrupt(s):
         save_checkpoint(out_dir, trainer, s)
-        raise Interrupted(f"interrupted at step {s.step}; checkpoint written to {out_dir / 'checkpoint'}; "
-                          "continue with --resume")
+        raise Interrupted(
+            f"interrupted at step {s.step}; checkpoint written to {out_dir / 'checkpoint'}; continue with --resume"
+        )
 
     state = trainer.fit(state, on_epoch_end=lambda s: save_checkpoint(out_dir, trainer, s), on_interrupt=on_interrupt)
     trainer.load_best()
@@ -315,26 +368,29 @@ def _evaluate(recipe: Recipe, setup: Setup, state):
     metrics["base_zero_shot"] = {k: metrics["base_zero_shot"][k] for k in setup.datasets}
     rows = sparsity_rows(adapted)
     density = adapted.density()
-    metrics.update({
-        "trainable_parameters": setup.model.num_trainable(),
-        "head_parameters": sum(p.numel() for h in heads.values() for p in h.parameters() if p.requires_grad),
-        "heads": [h.spec() for h in heads.values()],
-        "loss_weights": setup.weights,
-        "changed_parameters": density["changed"],
-        "selected_parameters": density["selected"],
-        "base_parameters": sum(p.numel() for p in setup.base.parameters()),
-        "density": density["overall"],
-        "density_summary": _density_summary(rows),
-        "E0s": {chemical_symbols[z]: v for z, v in current_e0s(adapted.model).items()},
-        "epochs": state.epoch,
-        "steps": state.step,
-        "best_epoch": state.best_epoch,
-    })
+    metrics.update(
+        {
+            "trainable_parameters": setup.model.num_trainable(),
+            "head_parameters": sum(p.numel() for h in heads.values() for p in h.parameters() if p.requires_grad),
+            "heads": [h.spec() for h in heads.values()],
+            "loss_weights": setup.weights,
+            "changed_parameters": density["changed"],
+            "selected_parameters": density["selected"],
+            "base_parameters": sum(p.numel() for p in setup.base.parameters()),
+            "density": density["overall"],
+            "density_summary": _density_summary(rows),
+            "E0s": {chemical_symbols[z]: v for z, v in current_e0s(adapted.model).items()},
+            "epochs": state.epoch,
+            "steps": state.step,
+            "best_epoch": state.best_epoch,
+        }
+    )
     return metrics, parity_data, rows
 
 
-def _write_outputs(recipe: Recipe, setup: Setup, state, out_dir: Path, metrics: dict, parity_data: dict,
-                   rows: list) -> None:
+def _write_outputs(
+    recipe: Recipe, setup: Setup, state, out_dir: Path, metrics: dict, parity_data: dict, rows: list
+) -> None:
     """Report step: adapter, merged model(s), history, sparsity, plots, metrics (each atomically)."""
     from . import plots
 
@@ -352,8 +408,15 @@ def _write_outputs(recipe: Recipe, setup: Setup, state, out_dir: Path, metrics: 
         head, _, quantity = metric.rpartition(".")
         title, unit, file = PARITY_STYLE[quantity]
         stem = f"parity_{head}_{file}" if head else f"parity_{file}"
-        plots.parity(ref, pred, zero, out_dir / f"{stem}.png", title=f"{(head + ' ') if head else ''}{title} ({split_name})",
-                     unit=unit, baseline_label="initial head" if head else "zero-shot")
+        plots.parity(
+            ref,
+            pred,
+            zero,
+            out_dir / f"{stem}.png",
+            title=f"{(head + ' ') if head else ''}{title} ({split_name})",
+            unit=unit,
+            baseline_label="initial head" if head else "zero-shot",
+        )
     if rows:  # nothing to map when only heads trained
         plots.sparsity_map(rows, out_dir / "sparsity_map.png")
     write_text_atomically(out_dir / "metrics.json", json.dumps(metrics, indent=1))
@@ -363,8 +426,11 @@ def _parity_order(datasets: dict) -> list[str]:
     """Splits in the order their values are preferred for parity plots: test, evaluate-only sets,
     valid, train (a quantity is plotted from the first split that has its labels)."""
     first, last = ["test"], ["valid", "train"]
-    return [k for k in first if k in datasets] + [k for k in datasets if k not in first + last] + \
-        [k for k in last if k in datasets]
+    return (
+        [k for k in first if k in datasets]
+        + [k for k in datasets if k not in first + last]
+        + [k for k in last if k in datasets]
+    )
 
 
 PARITY_STYLE = {  # quantity -> (title, unit, file name part)
@@ -380,20 +446,30 @@ def _final_summary(metrics: dict) -> str:
     for name, m in metrics["splits"].items():
         z = metrics["base_zero_shot"][name]
         if m.get("forces_mae") is not None or m.get("energy_per_atom_mae") is not None:
-            lines.append(f"{name:5s}  force MAE {fmt(m.get('forces_mae'), '.1f')} meV/Å "
-                         f"(base {fmt(z.get('forces_mae'), '.1f')})  energy MAE {fmt(m.get('energy_per_atom_mae'), '.2f')} "
-                         f"meV/atom (base {fmt(z.get('energy_per_atom_mae'), '.2f')})")
+            lines.append(
+                f"{name:5s}  force MAE {fmt(m.get('forces_mae'), '.1f')} meV/Å "
+                f"(base {fmt(z.get('forces_mae'), '.1f')})  energy MAE {fmt(m.get('energy_per_atom_mae'), '.2f')} "
+                f"meV/atom (base {fmt(z.get('energy_per_atom_mae'), '.2f')})"
+            )
         for head in metrics.get("heads", []):
             h = head["name"]
-            if head["kind"] == "energy" and (m.get(f"{h}.forces_mae") is not None or m.get(f"{h}.energy_per_atom_mae") is not None):
-                lines.append(f"{name:5s}  [{h}] force MAE {fmt(m.get(f'{h}.forces_mae'), '.1f')} meV/Å "
-                             f"(initial {fmt(z.get(f'{h}.forces_mae'), '.1f')})  energy MAE "
-                             f"{fmt(m.get(f'{h}.energy_per_atom_mae'), '.2f')} meV/atom "
-                             f"(initial {fmt(z.get(f'{h}.energy_per_atom_mae'), '.2f')})")
+            if head["kind"] == "energy" and (
+                m.get(f"{h}.forces_mae") is not None or m.get(f"{h}.energy_per_atom_mae") is not None
+            ):
+                lines.append(
+                    f"{name:5s}  [{h}] force MAE {fmt(m.get(f'{h}.forces_mae'), '.1f')} meV/Å "
+                    f"(initial {fmt(z.get(f'{h}.forces_mae'), '.1f')})  energy MAE "
+                    f"{fmt(m.get(f'{h}.energy_per_atom_mae'), '.2f')} meV/atom "
+                    f"(initial {fmt(z.get(f'{h}.energy_per_atom_mae'), '.2f')})"
+                )
             elif m.get(f"{h}.magmoms_mae") is not None:
-                lines.append(f"{name:5s}  [{h}] magnetic-moment MAE {fmt(m[f'{h}.magmoms_mae'], '.4f', 1)} μB "
-                             f"({'per-element mean' if head['kind'] == 'magmom' else 'initial head'} "
-                             f"{fmt(z.get(f'{h}.magmoms_mae'), '.4f', 1)} μB)")
-    lines.append(f"changed {metrics['changed_parameters']} of {metrics['base_parameters']} weights "
-                 f"(density {metrics['density']:.4f} of selected); {metrics['wall_time_s']:.0f} s")
+                lines.append(
+                    f"{name:5s}  [{h}] magnetic-moment MAE {fmt(m[f'{h}.magmoms_mae'], '.4f', 1)} μB "
+                    f"({'per-element mean' if head['kind'] == 'magmom' else 'initial head'} "
+                    f"{fmt(z.get(f'{h}.magmoms_mae'), '.4f', 1)} μB)"
+                )
+    lines.append(
+        f"changed {metrics['changed_parameters']} of {metrics['base_parameters']} weights "
+        f"(density {metrics['density']:.4f} of selected); {metrics['wall_time_s']:.0f} s"
+    )
     return "\n".join(lines)

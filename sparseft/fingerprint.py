@@ -56,7 +56,9 @@ def differences(saved: dict, current: dict) -> list[str]:
     """Human-readable list of what differs between two fingerprints (empty: same base)."""
     out = []
     if saved["z_table"] != current["z_table"]:
-        out.append(f"element table differs: adapter was made for Z={saved['z_table']}, this model has Z={current['z_table']}")
+        out.append(
+            f"element table differs: adapter was made for Z={saved['z_table']}, this model has Z={current['z_table']}"
+        )
     if saved["architecture_sha"] != current["architecture_sha"]:
         a, b = saved["architecture"], current["architecture"]
         for key in ("class", "r_max", "num_interactions", "heads"):

@@ -49,17 +49,30 @@ def catalogue_table(blocks: list[WeightBlock], total: int, by: str = "block") ->
     """One row per block (``by="block"``) or per group, with weight counts and shares of ``total``."""
     if by == "block":
         rows = [
-            [b.name, b.kind, "-" if b.layer is None else b.layer, _irreps(b), _element(b),
-             "x".join(map(str, b.shape)), b.size, f"{100 * b.size / total:.2f}%"]
+            [
+                b.name,
+                b.kind,
+                "-" if b.layer is None else b.layer,
+                _irreps(b),
+                _element(b),
+                "x".join(map(str, b.shape)),
+                b.size,
+                f"{100 * b.size / total:.2f}%",
+            ]
             for b in blocks
         ]
-        return format_table(["block", "kind", "layer", "irreps", "element", "shape", "count", "share"], rows,
-                            "llrllrrr")
+        return format_table(
+            ["block", "kind", "layer", "irreps", "element", "shape", "count", "share"], rows, "llrllrrr"
+        )
     groups: "OrderedDict[tuple, list[WeightBlock]]" = OrderedDict()
     for b in blocks:
         groups.setdefault(_group_key(b, by), []).append(b)
-    headers = {"kind": ["kind"], "layer": ["layer", "kind"], "param": ["parameter", "kind"],
-               "element": ["element", "kind"]}[by]
+    headers = {
+        "kind": ["kind"],
+        "layer": ["layer", "kind"],
+        "param": ["parameter", "kind"],
+        "element": ["element", "kind"],
+    }[by]
     rows = []
     for key, members in groups.items():
         count = sum(b.size for b in members)

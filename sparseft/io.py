@@ -42,10 +42,16 @@ class AdapterFileError(ValueError):
 
 def _reference(model) -> dict:
     pred = predict(model, [canonical_structure(model)])[0]
-    heads = {name: {k: (v if isinstance(v, float) else v.tolist()) for k, v in values.items() if k in ("energy", "magmoms")}
-             for name, values in pred.heads.items()}
-    return {"energy": pred.energy, "forces": pred.forces.tolist(), "heads": heads,
-            "dtype": str(model_dtype(model)).replace("torch.", "")}
+    heads = {
+        name: {k: (v if isinstance(v, float) else v.tolist()) for k, v in values.items() if k in ("energy", "magmoms")}
+        for name, values in pred.heads.items()
+    }
+    return {
+        "energy": pred.energy,
+        "forces": pred.forces.tolist(),
+        "heads": heads,
+        "dtype": str(model_dtype(model)).replace("torch.", ""),
+    }
 
 
 def adapter_tensors(model: AdaptedModel | HeadedModel) -> dict[str, torch.Tensor]:
@@ -63,8 +69,9 @@ def adapter_tensors(model: AdaptedModel | HeadedModel) -> dict[str, torch.Tensor
     return out
 
 
-def save_adapter(model: AdaptedModel | HeadedModel, directory: str | Path, *, overwrite: bool = False,
-                 extra: dict | None = None) -> Path:
+def save_adapter(
+    model: AdaptedModel | HeadedModel, directory: str | Path, *, overwrite: bool = False, extra: dict | None = None
+) -> Path:
     """Write the adapter of ``model`` (an adapted model, or one with heads around an adapted
     trunk) to ``directory`` (atomically)."""
     adapted, heads = split_heads(model)
@@ -103,9 +110,13 @@ def read_metadata(directory) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AdapterFileError(f"{path}: not valid JSON ({exc}); the file is damaged") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise AdapterFileError(f"{path}: not a sparseft adapter file (format={meta.get('format') if isinstance(meta, dict) else None!r})")
+        raise AdapterFileError(
+            f"{path}: not a sparseft adapter file (format={meta.get('format') if isinstance(meta, dict) else None!r})"
+        )
     if meta.get("format_version") != FORMAT_VERSION:
-        raise AdapterFileError(f"{path}: format version {meta.get('format_version')} is not supported (this sparseft reads {FORMAT_VERSION})")
+        raise AdapterFileError(
+            f"{path}: format version {meta.get('format_version')} is not supported (this sparseft reads {FORMAT_VERSION})"
+        )
     for key in ("adapters", "base", "tensors_sha256", "reference"):
         if key not in meta:
             raise AdapterFileError(f"{path}: required key {key!r} is missing; the file is damaged")
@@ -117,15 +128,18 @@ def _read_tensors(directory: Path, meta: dict) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise AdapterFileError(f"{path}: missing")
     if sha256_file(path) != meta["tensors_sha256"]:
-        raise AdapterFileError(f"{path}: content does not match the sha256 recorded in {META_FILE}; the file was truncated or edited")
+        raise AdapterFileError(
+            f"{path}: content does not match the sha256 recorded in {META_FILE}; the file was truncated or edited"
+        )
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise AdapterFileError(f"{path}: unreadable safetensors file ({exc})") from exc
 
 
-def load_adapter(base_model: torch.nn.Module, directory: str | Path, *,
-                 check_reference: bool = True) -> AdaptedModel | HeadedModel:
+def load_adapter(
+    base_model: torch.nn.Module, directory: str | Path, *, check_reference: bool = True
+) -> AdaptedModel | HeadedModel:
     """Re-create the adapted model from ``base_model`` and an adapter directory (a
     :class:`~sparseft.heads.HeadedModel` around it when the directory holds heads).
 
@@ -150,7 +164,7 @@ def load_adapter(base_model: torch.nn.Module, directory: str | Path, *,
         used = _load_heads(model, meta["heads"], tensors, directory)
     for adapter, param, part in adapted.all_parts():
         prefix = f"{adapter}/{param}/"
-        mine = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        mine = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         used.update(prefix + k for k in mine)
         try:
             part.load_state_tensors(mine, f"{directory / TENSOR_FILE}: {prefix}")
@@ -159,7 +173,7 @@ def load_adapter(base_model: torch.nn.Module, directory: str | Path, *,
     for key, value in tensors.items():
         if key.startswith(BUFFER_PREFIX):
             try:
-                adapted.set_buffer(key[len(BUFFER_PREFIX):], value)
+                adapted.set_buffer(key[len(BUFFER_PREFIX) :], value)
             except (ValueError, KeyError) as exc:
                 raise AdapterFileError(f"{directory / TENSOR_FILE}: {key}: {exc}") from exc
             used.add(key)
@@ -183,16 +197,20 @@ def _load_heads(headed: HeadedModel, specs: list, tensors: dict, directory: Path
         except HeadError as exc:
             raise AdapterFileError(f"{where}: {exc}") from exc
         prefix = f"{HEAD_PREFIX}{spec['name']}/"
-        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         expected = head.state_dict()
         missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
         if missing or extra:
-            raise AdapterFileError(f"{directory / TENSOR_FILE}: head {spec['name']!r}: missing tensors {missing[:3]}, "
-                                   f"unexpected {extra[:3]}")
+            raise AdapterFileError(
+                f"{directory / TENSOR_FILE}: head {spec['name']!r}: missing tensors {missing[:3]}, "
+                f"unexpected {extra[:3]}"
+            )
         for key, value in state.items():
             if value.shape != expected[key].shape:
-                raise AdapterFileError(f"{directory / TENSOR_FILE}: {prefix}{key} has shape {tuple(value.shape)}, "
-                                       f"expected {tuple(expected[key].shape)}")
+                raise AdapterFileError(
+                    f"{directory / TENSOR_FILE}: {prefix}{key} has shape {tuple(value.shape)}, "
+                    f"expected {tuple(expected[key].shape)}"
+                )
         head.load_state_dict({k: v.to(expected[k]) for k, v in state.items()})
         headed.add_head(head)
         used.update(prefix + k for k in state)
@@ -207,7 +225,11 @@ def _check_reference(model: torch.nn.Module, reference: dict, directory: Path) -
     f_ref, f_got = np.asarray(reference["forces"]), np.asarray(got["forces"])
     scale_e = max(abs(e_ref), 1.0)
     scale_f = max(float(np.abs(f_ref).max()) if f_ref.size else 0.0, 1.0)
-    if f_ref.shape != f_got.shape or abs(e_ref - e_got) > rtol * scale_e or np.abs(f_ref - f_got).max() > rtol * scale_f:
+    if (
+        f_ref.shape != f_got.shape
+        or abs(e_ref - e_got) > rtol * scale_e
+        or np.abs(f_ref - f_got).max() > rtol * scale_f
+    ):
         raise AdapterFileError(
             f"{directory}: the loaded adapter does not reproduce the reference prediction stored in {META_FILE} "
             f"(energy {e_got:.8g} vs {e_ref:.8g}); the files were edited or are inconsistent"
@@ -218,5 +240,7 @@ def _check_reference(model: torch.nn.Module, reference: dict, directory: Path) -
             want = np.asarray(want)
             scale = max(float(np.abs(want).max()) if want.size else 0.0, 1.0)
             if have.shape != want.shape or not np.all(np.abs(have - want) <= rtol * scale):
-                raise AdapterFileError(f"{directory}: head {name!r} does not reproduce its reference {key} stored in "
-                                       f"{META_FILE}; the files were edited or are inconsistent")
+                raise AdapterFileError(
+                    f"{directory}: head {name!r} does not reproduce its reference {key} stored in "
+                    f"{META_FILE}; the files were edited or are inconsistent"
+                )

@@ -69,8 +69,12 @@ class Keys:
     def attach(self, atoms, copy, use_calculator: bool = True) -> None:
         """Put ``atoms``' labels into ``copy`` under these keys (calculator values where a key is
         missing and ``use_calculator``); virials of a periodic frame without stress become stress."""
-        for name, key, where in (("energy", self.energy, "info"), ("stress", self.stress, "info"),
-                                 ("virials", self.virials, "info"), ("forces", self.forces, "arrays")):
+        for name, key, where in (
+            ("energy", self.energy, "info"),
+            ("stress", self.stress, "info"),
+            ("virials", self.virials, "info"),
+            ("forces", self.forces, "arrays"),
+        ):
             store = copy.info if where == "info" else copy.arrays
             if key is not None and key not in store and use_calculator:
                 free = name == "energy" and _calc_value(atoms, "energy") is None
@@ -79,8 +83,7 @@ class Keys:
                     store[key] = np.array(value) if where == "arrays" else value
         if _has(copy.info, self.stress):
             copy.info[self.stress] = full_stress(np.asarray(copy.info[self.stress], dtype=float))
-        elif (self.stress is not None and _has(copy.info, self.virials) and copy.pbc.all()
-              and copy.cell.volume > 0):
+        elif self.stress is not None and _has(copy.info, self.virials) and copy.pbc.all() and copy.cell.volume > 0:
             virials = full_stress(np.asarray(copy.info[self.virials], dtype=float))
             copy.info[self.stress] = -virials / copy.cell.volume
 
@@ -115,11 +118,14 @@ class Keys:
     def tensors(self, atoms, name: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """One frame's batch entries for head ``name`` (labels already attached)."""
         n = len(atoms)
-        return batch_entries(name, {
-            "energy": _entry(_get(atoms.info, self.energy), (1,), dtype),
-            "forces": _entry(_get(atoms.arrays, self.forces), (n, 3), dtype),
-            "stress": _entry(_get(atoms.info, self.stress), (1, 3, 3), dtype),
-        })
+        return batch_entries(
+            name,
+            {
+                "energy": _entry(_get(atoms.info, self.energy), (1,), dtype),
+                "forces": _entry(_get(atoms.arrays, self.forces), (n, 3), dtype),
+                "stress": _entry(_get(atoms.info, self.stress), (1, 3, 3), dtype),
+            },
+        )
 
 
 @dataclass(frozen=True)
@@ -171,7 +177,10 @@ class MagmomKeys:
 
     def tensors(self, atoms, name: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         n = len(atoms)
-        return batch_entries(name, {
-            "magmoms": _entry(_get(atoms.arrays, self.magmoms), (n, 3) if self.vector else (n,), dtype),
-            "total_magmom": _entry(_get(atoms.info, self.total), (1,), dtype),
-        })
+        return batch_entries(
+            name,
+            {
+                "magmoms": _entry(_get(atoms.arrays, self.magmoms), (n, 3) if self.vector else (n,), dtype),
+                "total_magmom": _entry(_get(atoms.info, self.total), (1,), dtype),
+            },
+        )

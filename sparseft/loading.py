@@ -14,6 +14,7 @@ TRUST_WARNING = (
     "so only load files you trust"
 )
 
+
 class ModelLoadError(ValueError):
     """A model file that cannot be used as a base model (one line: file and reason)."""
 
@@ -57,10 +58,12 @@ def load_model(path, *, dtype=None, device="cpu", head: str | None = None) -> to
     if isinstance(obj, HeadedModel):  # a sparseft fine-tune's merged_with_heads.model
         names = list(obj.output_heads)
         if head is not None and head not in names and head not in mace_heads(obj.model):
-            raise ModelLoadError(f"{path}: head {head!r} not found; the model's heads are "
-                                 f"{mace_heads(obj.model) + names}")
-        obj.model = _prepare_mace(obj.model, path, dtype=dtype, device=device,
-                                  head=head if head in mace_heads(obj.model) else None)
+            raise ModelLoadError(
+                f"{path}: head {head!r} not found; the model's heads are {mace_heads(obj.model) + names}"
+            )
+        obj.model = _prepare_mace(
+            obj.model, path, dtype=dtype, device=device, head=head if head in mace_heads(obj.model) else None
+        )
         obj.output_heads.to(device=device, dtype=next(obj.model.parameters()).dtype)
         return obj.eval()
     if not isinstance(obj, MACE):

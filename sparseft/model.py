@@ -52,12 +52,14 @@ class AdaptedModel(WrapsMaceModel):
         """The unparametrized base model (a copy taken before the adapters were attached)."""
         return self._plain[0]
 
-    def forward(self, data: dict, training: bool = False, compute_force: bool = True, compute_stress: bool = False,
-                **kwargs) -> dict:
+    def forward(
+        self, data: dict, training: bool = False, compute_force: bool = True, compute_stress: bool = False, **kwargs
+    ) -> dict:
         """Exactly the base model's forward (``kwargs`` go to it), with each delta computed once."""
         with parametrize.cached():
-            return self.model(data, training=training, compute_force=compute_force, compute_stress=compute_stress,
-                              **kwargs)
+            return self.model(
+                data, training=training, compute_force=compute_force, compute_stress=compute_stress, **kwargs
+            )
 
     # --- parameters
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
@@ -86,8 +88,9 @@ class AdaptedModel(WrapsMaceModel):
         """Parts with a per-entry delta and an optional fixed support (masks), in part order."""
         return [part for _, _, part in self.all_parts() if isinstance(part, PrunablePart)]
 
-    def fix_support(self, *, density: float | None = None, threshold: float | None = None,
-                    curvature: dict | None = None) -> int:
+    def fix_support(
+        self, *, density: float | None = None, threshold: float | None = None, curvature: dict | None = None
+    ) -> int:
         """Fix each prunable adapter's support (see :func:`sparseft.adapters.support.fix_support`);
         returns entries kept."""
         groups = defaultdict(list)
@@ -124,7 +127,9 @@ class AdaptedModel(WrapsMaceModel):
         current = dict(self.model.named_buffers())
         out = {}
         for name in ADAPTABLE_BUFFERS:
-            if name in current and not torch.equal(current[name].detach().cpu().double(), plain[name].detach().cpu().double()):
+            if name in current and not torch.equal(
+                current[name].detach().cpu().double(), plain[name].detach().cpu().double()
+            ):
                 out[name] = current[name].detach()
         return out
 

@@ -38,14 +38,14 @@ def learning_curves(history: list[dict], path: Path) -> None:
     for key in force_keys:
         forces = [r[key] for r in history]
         if any(f is not None for f in forces):
-            head = key[len("valid_"):].rpartition(".")[0] or "foundation"
+            head = key[len("valid_") :].rpartition(".")[0] or "foundation"
             axes[1].plot(epochs, [f * 1000 if f is not None else np.nan for f in forces], label=head)
     axes[1].set(xlabel="epoch", ylabel="meV/Å", title="validation force MAE")
     if len(force_keys) > 1:
         axes[1].legend()
     for key in magmom_keys:
         values = [r[key] if r[key] is not None else np.nan for r in history]
-        axes[3].plot(epochs, values, label=key[len("valid_"):].rpartition(".")[0])
+        axes[3].plot(epochs, values, label=key[len("valid_") :].rpartition(".")[0])
         axes[3].set(xlabel="epoch", ylabel="μB", title="validation magnetic-moment MAE")
         axes[3].legend()
     axes[2].plot(epochs, [r["density"] for r in history])
@@ -55,8 +55,16 @@ def learning_curves(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def parity(reference: np.ndarray, predicted: np.ndarray, baseline: np.ndarray | None, path: Path, *, title: str, unit: str,
-           baseline_label: str = "zero-shot") -> None:
+def parity(
+    reference: np.ndarray,
+    predicted: np.ndarray,
+    baseline: np.ndarray | None,
+    path: Path,
+    *,
+    title: str,
+    unit: str,
+    baseline_label: str = "zero-shot",
+) -> None:
     """Predicted vs reference, with the zero-shot base model (or a head's initial state) in grey."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.2, 4.2))

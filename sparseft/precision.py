@@ -45,7 +45,9 @@ def _rebuild(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
         mine = own.get(key)
         if mine is None or mine.shape != value.shape:
             raise ValueError(f"rebuilt model lacks buffer {key}")
-        if value.is_floating_point() and not torch.allclose(mine.double(), value.double().to(mine.device), rtol=1e-4, atol=1e-5):
+        if value.is_floating_point() and not torch.allclose(
+            mine.double(), value.double().to(mine.device), rtol=1e-4, atol=1e-5
+        ):
             raise ValueError(f"rebuilt buffer {key} differs from the original")
     return fresh.to(next(model.parameters()).device)
 
@@ -61,8 +63,11 @@ def to_dtype(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
             _check_same(model, rebuilt)
             return rebuilt
         except Exception as exc:  # noqa: BLE001 - any failure: fall back to a plain cast
-            warnings.warn(f"could not rebuild the model in float64 ({exc}); casting it instead, which keeps "
-                          "float32-precision constants (rotation errors ~1e-8)", stacklevel=2)
+            warnings.warn(
+                f"could not rebuild the model in float64 ({exc}); casting it instead, which keeps "
+                "float32-precision constants (rotation errors ~1e-8)",
+                stacklevel=2,
+            )
     return model.to(dtype)
 
 
@@ -73,5 +78,8 @@ def _check_same(original, rebuilt) -> None:
     structure = [canonical_structure(original)]
     a, b = predict(original, structure)[0], predict(rebuilt, structure)[0]
     scale = max(float(np.abs(a.forces).max()), 1.0)
-    if abs(a.energy - b.energy) > 1e-4 * max(abs(a.energy), 1.0) or float(np.abs(a.forces - b.forces).max()) > 1e-3 * scale:
+    if (
+        abs(a.energy - b.energy) > 1e-4 * max(abs(a.energy), 1.0)
+        or float(np.abs(a.forces - b.forces).max()) > 1e-3 * scale
+    ):
         raise ValueError("the rebuilt model's predictions differ from the original's")

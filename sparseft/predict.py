@@ -40,8 +40,9 @@ def atomic_data(atoms_list, model: torch.nn.Module, *, key_specification=None, h
     cutoff = float(model.r_max)
     with default_dtype(model_dtype(model)):
         return [
-            data.AtomicData.from_config(data.config_from_atoms(a, spec, head_name=head), z_table=z_table,
-                                        cutoff=cutoff, heads=heads)
+            data.AtomicData.from_config(
+                data.config_from_atoms(a, spec, head_name=head), z_table=z_table, cutoff=cutoff, heads=heads
+            )
             for a in atoms_list
         ]
 
@@ -89,7 +90,9 @@ def _head_outputs(out: dict, ptr: np.ndarray, i: int) -> dict:
     return result
 
 
-def predict(model: torch.nn.Module, atoms_list, *, head: str | None = None, stress: bool | None = None) -> list[Prediction]:
+def predict(
+    model: torch.nn.Module, atoms_list, *, head: str | None = None, stress: bool | None = None
+) -> list[Prediction]:
     """Energy, forces and (for fully periodic structures) stress of each structure, and the
     outputs of every extra head (``Prediction.heads``).
 

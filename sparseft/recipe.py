@@ -245,16 +245,21 @@ def _validate(recipe: Recipe) -> None:
     if not recipe.data.train:
         raise RecipeError("data.train: a training file is required")
     if not recipe.adapters and not recipe.heads:
-        raise RecipeError("adapters: at least one adapter is required (method: sparse, lora, freeze or full), "
-                          "unless heads are trained on a frozen model")
+        raise RecipeError(
+            "adapters: at least one adapter is required (method: sparse, lora, freeze or full), "
+            "unless heads are trained on a frozen model"
+        )
     labels = recipe.data.calculator_labels
     if labels not in ("foundation", "none") and labels not in [h.name for h in recipe.heads]:
-        raise RecipeError(f"data.calculator_labels: {labels!r} is not foundation, none, or a head name "
-                          f"({', '.join(h.name for h in recipe.heads) or 'no heads defined'})")
+        raise RecipeError(
+            f"data.calculator_labels: {labels!r} is not foundation, none, or a head name "
+            f"({', '.join(h.name for h in recipe.heads) or 'no heads defined'})"
+        )
     for name, path in recipe.data.evaluate.items():
         if not isinstance(name, str) or name in ("train", "valid", "test") or not isinstance(path, str):
-            raise RecipeError(f"data.evaluate: expected {{name: file}} with names other than train/valid/test, "
-                              f"got {name!r}: {path!r}")
+            raise RecipeError(
+                f"data.evaluate: expected {{name: file}} with names other than train/valid/test, got {name!r}: {path!r}"
+            )
     t = recipe.train
     if t.lr <= 0:
         raise RecipeError(f"train.lr: must be > 0, got {t.lr}")
@@ -321,6 +326,7 @@ def _resolve_paths(recipe: Recipe, folder: Path) -> None:
 
     if recipe.base.model != "embedded":
         recipe.base.model = resolve(recipe.base.model)
+
     def resolve_data(value):
         return value if not value or value.startswith("embedded:") else resolve(value)
 

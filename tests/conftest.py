@@ -24,7 +24,11 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 @pytest.fixture(scope="session")
 def _tiny_models():
-    return {(f, d): tiny_mace(hidden_irreps=irreps, dtype=dtype) for f, irreps in FEATURES.items() for d, dtype in DTYPES.items()}
+    return {
+        (f, d): tiny_mace(hidden_irreps=irreps, dtype=dtype)
+        for f, irreps in FEATURES.items()
+        for d, dtype in DTYPES.items()
+    }
 
 
 @pytest.fixture

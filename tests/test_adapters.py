@@ -75,13 +75,20 @@ def test_lora_parameter_count_and_rank_cap(make_model):
 
 def test_two_adapters_on_one_block_is_an_error(make_model):
     with pytest.raises(sf.AdapterConflictError, match="both claim"):
-        sf.wrap(make_model(), [sf.SparseConfig(select=sf.Selector(kinds=["skip"])),
-                               sf.FreezeConfig(select=sf.Selector(layers=[0]))])
+        sf.wrap(
+            make_model(),
+            [sf.SparseConfig(select=sf.Selector(kinds=["skip"])), sf.FreezeConfig(select=sf.Selector(layers=[0]))],
+        )
 
 
 def test_two_adapters_on_one_parameter_but_different_elements(make_model):
-    adapted = sf.wrap(make_model(), [sf.SparseConfig(select=sf.Selector(kinds=["skip"], elements=["H"])),
-                                     sf.LoRAConfig(select=sf.Selector(kinds=["skip"], elements=["O"]), rank=2)])
+    adapted = sf.wrap(
+        make_model(),
+        [
+            sf.SparseConfig(select=sf.Selector(kinds=["skip"], elements=["H"])),
+            sf.LoRAConfig(select=sf.Selector(kinds=["skip"], elements=["O"]), rank=2),
+        ],
+    )
     params = {p for _, p, _ in adapted.all_parts()}
     assert "interactions.0.skip_tp.weight" in params
 

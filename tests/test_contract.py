@@ -26,8 +26,13 @@ CONFIGS["mixed"] = lambda: [
 ]
 CONFIGS["headed"] = CONFIGS["mixed"]
 HEAD_KINDS = ("energy", "magmom", "vector_magmom")
-CASES = [(m, f, d) for m in CONFIGS for f in ("scalar", "l1") for d in ("float64", "float32")
-         if not (m == "headed" and f == "scalar")]  # a vector head needs 1o features
+CASES = [
+    (m, f, d)
+    for m in CONFIGS
+    for f in ("scalar", "l1")
+    for d in ("float64", "float32")
+    if not (m == "headed" and f == "scalar")
+]  # a vector head needs 1o features
 IDS = [f"{m}-{f}-{d}" for m, f, d in CASES]
 RTOL = {"float64": 1e-10, "float32": 1e-5}
 
@@ -37,8 +42,9 @@ def _build(base, method):
     adapted = sf.wrap(base, CONFIGS[method]())
     if method != "headed":
         return adapted
-    return HeadedModel(adapted, [build_head(f"h_{k}", k, {"hidden": 4}, adapted.base, seed=i)
-                                 for i, k in enumerate(HEAD_KINDS)])
+    return HeadedModel(
+        adapted, [build_head(f"h_{k}", k, {"hidden": 4}, adapted.base, seed=i) for i, k in enumerate(HEAD_KINDS)]
+    )
 
 
 def _trunk(model):
@@ -94,9 +100,9 @@ def test_only_selected_blocks_train(make_model, method, features, dtype):
         if b.name not in selected and not torch.equal(old, new):
             changed_outside.append(b.name)
     assert not changed_outside
-    assert any(
-        not torch.equal(base_params[n].detach(), p.detach()) for n, p in merged.named_parameters()
-    ), "random deltas must change the merged weights"
+    assert any(not torch.equal(base_params[n].detach(), p.detach()) for n, p in merged.named_parameters()), (
+        "random deltas must change the merged weights"
+    )
 
 
 @pytest.mark.parametrize("method,features,dtype", CASES, ids=IDS)

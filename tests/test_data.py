@@ -32,7 +32,9 @@ def test_unknown_elements_are_listed_with_frames(tmp_path):
     frames[2][0].symbol = "Ni"
     frames[4][1].symbol = "Pt"
     data = read_frames(_write(tmp_path, frames))
-    with pytest.raises(DataError, match=r"d.xyz: elements the base model does not know: Ni \(frames 2\); Pt \(frames 4\)"):
+    with pytest.raises(
+        DataError, match=r"d.xyz: elements the base model does not know: Ni \(frames 2\); Pt \(frames 4\)"
+    ):
         validate(data, [29, 79], KEYS)
 
 

@@ -45,8 +45,9 @@ def test_a_modified_weights_file_is_refused(tmp_path):
 
 
 def test_quickstart_recipe_runs_briefly(tmp_path):
-    recipe = load_recipe(QUICKSTART, overrides=[f"output.directory={tmp_path / 'out'}", "train.max_steps=3",
-                                                "train.epochs=1"])
+    recipe = load_recipe(
+        QUICKSTART, overrides=[f"output.directory={tmp_path / 'out'}", "train.max_steps=3", "train.epochs=1"]
+    )
     metrics = run(recipe, quiet=True)
     assert set(metrics["splits"]) == {"train", "valid", "test"}
     assert (tmp_path / "out" / "merged.model").is_file()

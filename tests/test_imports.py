@@ -60,7 +60,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state:
                 found = visit(nxt)
                 if found:
@@ -99,14 +99,16 @@ def test_no_import_cycle_inside_sparseft():
 def test_every_module_imports_in_a_fresh_process():
     modules = sorted(_modules())
     code = "import importlib\nfor m in %r:\n    importlib.import_module(m)" % modules
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent, timeout=300
+    )
     assert result.returncode == 0, result.stderr.strip().splitlines()[-1:]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("module", sorted(_modules()))
 def test_every_module_imports_alone(module):
-    result = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True,
-                            cwd=PACKAGE.parent, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, cwd=PACKAGE.parent, timeout=120
+    )
     assert result.returncode == 0, result.stderr.strip().splitlines()[-1:]

@@ -16,8 +16,13 @@ from sparseft.testing.tiny import tiny_mace
 @pytest.fixture
 def saved(make_model, tmp_path):
     base = make_model("l1", "float64")
-    adapted = sf.wrap(base, [sf.SparseConfig(select=sf.Selector(kinds=["skip", "contraction"])),
-                             sf.LoRAConfig(select=sf.Selector(kinds=["linear"]), rank=2)])
+    adapted = sf.wrap(
+        base,
+        [
+            sf.SparseConfig(select=sf.Selector(kinds=["skip", "contraction"])),
+            sf.LoRAConfig(select=sf.Selector(kinds=["linear"]), rank=2),
+        ],
+    )
     with torch.no_grad():
         for p in adapted.trainable_parameters():
             p.normal_(0, 0.05)

@@ -33,10 +33,13 @@ def test_every_real_model_loads_and_is_catalogued(real_dir):
 def test_real_models_adapt_merge_and_stay_equivariant(real_dir, tmp_path, one_thread, dtype):
     for path in _models(real_dir):
         base = sf.load_model(path, dtype=dtype)
-        adapted = sf.wrap(base, [
-            sf.SparseConfig(select=sf.Selector(kinds=["skip", "contraction"])),
-            sf.LoRAConfig(select=sf.Selector(kinds=["linear", "radial"]), rank=2),
-        ])
+        adapted = sf.wrap(
+            base,
+            [
+                sf.SparseConfig(select=sf.Selector(kinds=["skip", "contraction"])),
+                sf.LoRAConfig(select=sf.Selector(kinds=["linear", "radial"]), rank=2),
+            ],
+        )
         gen = torch.Generator().manual_seed(0)
         with torch.no_grad():
             for p in adapted.trainable_parameters():

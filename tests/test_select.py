@@ -23,7 +23,9 @@ def test_filters_combine_with_and(catalogue):
 
 def test_parse_matches_constructor(catalogue):
     parsed = Selector.parse("kinds=skip,contraction layers=1 parity=e element=H exclude=*weights_max*")
-    assert parsed == Selector(kinds=["skip", "contraction"], layers=[1], parity=["e"], elements=[1], exclude=["*weights_max*"])
+    assert parsed == Selector(
+        kinds=["skip", "contraction"], layers=[1], parity=["e"], elements=[1], exclude=["*weights_max*"]
+    )
     chosen = parsed.resolve(catalogue)
     assert chosen and all(b.element == 1 and b.parity == "e" and "weights_max" not in b.name for b in chosen)
 
@@ -49,8 +51,13 @@ def test_no_match_shows_what_exists(catalogue):
 
 @pytest.mark.parametrize(
     "text,message",
-    [("kinds=skp", "unknown kind"), ("parity=x", "parity"), ("layers", "key=value"), ("colour=red", "unknown selector key"),
-     ("elements=Xx", "unknown element")],
+    [
+        ("kinds=skp", "unknown kind"),
+        ("parity=x", "parity"),
+        ("layers", "key=value"),
+        ("colour=red", "unknown selector key"),
+        ("elements=Xx", "unknown element"),
+    ],
 )
 def test_bad_selectors_are_clear(text, message):
     with pytest.raises(SelectionError, match=message):

@@ -23,21 +23,78 @@ GOAL_ADAPTER_OVERHEAD = 1.30  # adapter epoch / sparseft full FT epoch
 # batch size, learning rate, loss weights, split sizes, learning-curve sizes and seeds.
 # magnetic: the settings of recipes/hco-magmom-head.yaml (the moment head, its loss weight, the
 # optimiser) with fewer epochs; n_train / n_replay: moment / xTB replay frames (None: the whole file).
-MAGNETIC_TRAIN = dict(epochs=15, batch_size=8, lr=5e-3, scheduler="cosine", ema_decay=0.95, energy_weight=1.0,
-                      forces_weight=10.0, magmoms_weight=100.0, hidden=64, l1=0.3)
+MAGNETIC_TRAIN = dict(
+    epochs=15,
+    batch_size=8,
+    lr=5e-3,
+    scheduler="cosine",
+    ema_decay=0.95,
+    energy_weight=1.0,
+    forces_weight=10.0,
+    magmoms_weight=100.0,
+    hidden=64,
+    l1=0.3,
+)
 FULL = {
-    "ecemc": dict(n_train=20, n_valid=10, n_test=40, n_forget=100, epochs=8, batch_size=2, lr=2e-3,
-                  energy_weight=100.0, forces_weight=10.0, lc_sizes=[], lc_seeds={}, lc_min_steps=0),
-    "domain": dict(n_train=100, n_valid=None, n_test=None, n_forget=100, epochs=5, batch_size=4, lr=2e-3,
-                   energy_weight=100.0, forces_weight=10.0, lc_sizes=[10, 30, "all"], lc_seeds={10: [0, 1, 2]},
-                   lc_min_steps=60),
+    "ecemc": dict(
+        n_train=20,
+        n_valid=10,
+        n_test=40,
+        n_forget=100,
+        epochs=8,
+        batch_size=2,
+        lr=2e-3,
+        energy_weight=100.0,
+        forces_weight=10.0,
+        lc_sizes=[],
+        lc_seeds={},
+        lc_min_steps=0,
+    ),
+    "domain": dict(
+        n_train=100,
+        n_valid=None,
+        n_test=None,
+        n_forget=100,
+        epochs=5,
+        batch_size=4,
+        lr=2e-3,
+        energy_weight=100.0,
+        forces_weight=10.0,
+        lc_sizes=[10, 30, "all"],
+        lc_seeds={10: [0, 1, 2]},
+        lc_min_steps=60,
+    ),
     "magnetic": dict(n_train=None, n_replay=None, n_forget=200, **MAGNETIC_TRAIN),
 }
 QUICK = {
-    "ecemc": dict(n_train=6, n_valid=4, n_test=6, n_forget=10, epochs=2, batch_size=2, lr=2e-3,
-                  energy_weight=100.0, forces_weight=10.0, lc_sizes=[], lc_seeds={}, lc_min_steps=0),
-    "domain": dict(n_train=12, n_valid=6, n_test=8, n_forget=10, epochs=2, batch_size=4, lr=2e-3,
-                   energy_weight=100.0, forces_weight=10.0, lc_sizes=[6], lc_seeds={6: [0, 1]}, lc_min_steps=4),
+    "ecemc": dict(
+        n_train=6,
+        n_valid=4,
+        n_test=6,
+        n_forget=10,
+        epochs=2,
+        batch_size=2,
+        lr=2e-3,
+        energy_weight=100.0,
+        forces_weight=10.0,
+        lc_sizes=[],
+        lc_seeds={},
+        lc_min_steps=0,
+    ),
+    "domain": dict(
+        n_train=12,
+        n_valid=6,
+        n_test=8,
+        n_forget=10,
+        epochs=2,
+        batch_size=4,
+        lr=2e-3,
+        energy_weight=100.0,
+        forces_weight=10.0,
+        lc_sizes=[6],
+        lc_seeds={6: [0, 1]},
+        lc_min_steps=4,
+    ),
     "magnetic": dict(n_train=24, n_replay=16, n_forget=10, **{**MAGNETIC_TRAIN, "epochs": 2}),
 }
 QUICK_METHODS = ["sparse-3", "lora-4", "full", "mace-full", "mace-lora-4"]
@@ -70,34 +127,77 @@ class Method:
 
 def _sparse(density: float) -> Method:
     pct = f"{100 * density:g}"
-    return Method(f"sparse-{pct}", f"sparse {pct}%", "sparseft", "sparse",
-                  adapters=(json.dumps({"method": "sparse", "l1": SPARSE_L1}),),
-                  train=(("target_density", density), ("l1_schedule", "warmup"), ("retrain_fraction", 0.3)))
+    return Method(
+        f"sparse-{pct}",
+        f"sparse {pct}%",
+        "sparseft",
+        "sparse",
+        adapters=(json.dumps({"method": "sparse", "l1": SPARSE_L1}),),
+        train=(("target_density", density), ("l1_schedule", "warmup"), ("retrain_fraction", 0.3)),
+    )
 
 
 METHODS = [
     *[_sparse(d) for d in (0.005, 0.01, 0.03, 0.10)],
-    *[Method(f"lora-{r}", f"LoRA r={r}", "sparseft", "lora", adapters=(json.dumps({"method": "lora", "rank": r}),))
-      for r in (2, 4, 8)],
-    Method("freeze-readout", "freeze: readouts only", "sparseft", "freeze",
-           adapters=(json.dumps({"method": "freeze", "select": {"kinds": ["readout"]}}),)),
-    Method("freeze-last", "freeze: last interaction + product + readout", "sparseft", "freeze",
-           adapters=(json.dumps({"method": "freeze", "select": {"layers": ["last"]}}),)),
+    *[
+        Method(f"lora-{r}", f"LoRA r={r}", "sparseft", "lora", adapters=(json.dumps({"method": "lora", "rank": r}),))
+        for r in (2, 4, 8)
+    ],
+    Method(
+        "freeze-readout",
+        "freeze: readouts only",
+        "sparseft",
+        "freeze",
+        adapters=(json.dumps({"method": "freeze", "select": {"kinds": ["readout"]}}),),
+    ),
+    Method(
+        "freeze-last",
+        "freeze: last interaction + product + readout",
+        "sparseft",
+        "freeze",
+        adapters=(json.dumps({"method": "freeze", "select": {"layers": ["last"]}}),),
+    ),
     Method("full", "full fine-tuning", "sparseft", "full", adapters=(json.dumps({"method": "full"}),)),
-    Method("scratch", "from scratch (same architecture)", "sparseft", "scratch",
-           adapters=(json.dumps({"method": "full"}),), scratch=True),
+    Method(
+        "scratch",
+        "from scratch (same architecture)",
+        "sparseft",
+        "scratch",
+        adapters=(json.dumps({"method": "full"}),),
+        scratch=True,
+    ),
     Method("mace-full", "mace_run_train naive FT", "mace", "mace-full"),
     Method("mace-freeze6", "mace_run_train --freeze 6 (readouts)", "mace", "mace-freeze", mace_args=("--freeze", "6")),
-    Method("mace-freeze5", "mace_run_train --freeze 5 (products + readouts)", "mace", "mace-freeze",
-           mace_args=("--freeze", "5"), optional=True),
-    *[Method(f"mace-lora-{r}", f"mace_run_train --lora r={r}", "mace", "mace-lora",
-             mace_args=("--lora", "True", "--lora_rank", str(r))) for r in (2, 4, 8)],
+    Method(
+        "mace-freeze5",
+        "mace_run_train --freeze 5 (products + readouts)",
+        "mace",
+        "mace-freeze",
+        mace_args=("--freeze", "5"),
+        optional=True,
+    ),
+    *[
+        Method(
+            f"mace-lora-{r}",
+            f"mace_run_train --lora r={r}",
+            "mace",
+            "mace-lora",
+            mace_args=("--lora", "True", "--lora_rank", str(r)),
+        )
+        for r in (2, 4, 8)
+    ],
     # Diagnostic (not in the default list, not used for goals or learning curves): the same
     # 3 % sparse adapter with its support fixed after 30 % of the steps instead of 70 %, i.e.
     # a short L1 search and a long retraining phase within the same epoch budget.
-    Method("sparse-3-early", "sparse 3%, support fixed at 30% of steps (diagnostic)", "sparseft", "sparse-diag",
-           adapters=(json.dumps({"method": "sparse", "l1": SPARSE_L1}),),
-           train=(("target_density", 0.03), ("l1_schedule", "warmup"), ("retrain_fraction", 0.7)), optional=True),
+    Method(
+        "sparse-3-early",
+        "sparse 3%, support fixed at 30% of steps (diagnostic)",
+        "sparseft",
+        "sparse-diag",
+        adapters=(json.dumps({"method": "sparse", "l1": SPARSE_L1}),),
+        train=(("target_density", 0.03), ("l1_schedule", "warmup"), ("retrain_fraction", 0.7)),
+        optional=True,
+    ),
 ]
 METHOD_BY_KEY = {m.key: m for m in METHODS}
 LC_FAMILIES = ("sparse", "lora", "full")
@@ -106,14 +206,18 @@ LC_FAMILIES = ("sparse", "lora", "full")
 def selected_methods(args) -> list[Method]:
     if args.report_only and not args.methods:
         return list(METHODS)  # whatever is cached, optional methods included
-    keys = args.methods.split(",") if args.methods else (
-        QUICK_METHODS if args.quick else [m.key for m in METHODS if not m.optional])
+    keys = (
+        args.methods.split(",")
+        if args.methods
+        else (QUICK_METHODS if args.quick else [m.key for m in METHODS if not m.optional])
+    )
     unknown = [k for k in keys if k not in METHOD_BY_KEY and k not in HEAD_METHOD_BY_KEY]
     if unknown:
-        raise SystemExit(f"--methods: unknown {unknown}; valid: {', '.join(METHOD_BY_KEY)}; magnetic data set: "
-                         f"{', '.join(HEAD_METHOD_BY_KEY)}")
+        raise SystemExit(
+            f"--methods: unknown {unknown}; valid: {', '.join(METHOD_BY_KEY)}; magnetic data set: "
+            f"{', '.join(HEAD_METHOD_BY_KEY)}"
+        )
     return [METHOD_BY_KEY[k] for k in keys if k in METHOD_BY_KEY]
-
 
 
 # =============================================================================== magnetic (heads)
@@ -139,11 +243,14 @@ class HeadMethod:
 
 def _head_sparse(density: float, replay: bool = True) -> HeadMethod:
     pct = f"{100 * density:g}"
-    return HeadMethod(f"sparse-{pct}" + ("" if replay else "-noreplay"),
-                      f"sparse {pct}% + head" + ("" if replay else ", no xTB replay"), "sparse",
-                      adapters=(json.dumps({"method": "sparse"}),),
-                      train=(("target_density", density), ("l1_schedule", "warmup"), ("retrain_fraction", 0.3)),
-                      replay=replay)
+    return HeadMethod(
+        f"sparse-{pct}" + ("" if replay else "-noreplay"),
+        f"sparse {pct}% + head" + ("" if replay else ", no xTB replay"),
+        "sparse",
+        adapters=(json.dumps({"method": "sparse"}),),
+        train=(("target_density", density), ("l1_schedule", "warmup"), ("retrain_fraction", 0.3)),
+        replay=replay,
+    )
 
 
 HEAD_METHODS = [

@@ -71,8 +71,12 @@ def prepare_ecemc(args, budget: dict, work: Path) -> Task:
     d = work / "ecemc"
     files = {k: d / "splits" / f"{k}.xyz" for k in ("pool", "valid", "test", "forget")}
     meta_path = d / "splits" / "meta.json"
-    key = {"data": str(data), "forget": str(forget), "budget": {k: budget[k] for k in ("n_valid", "n_test", "n_forget")},
-           "seed": args.split_seed}
+    key = {
+        "data": str(data),
+        "forget": str(forget),
+        "budget": {k: budget[k] for k in ("n_valid", "n_test", "n_forget")},
+        "seed": args.split_seed,
+    }
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     if meta.get("key") != key or not all(f.is_file() for f in files.values()):
         frames = ase.io.read(data, ":")
@@ -82,32 +86,51 @@ def prepare_ecemc(args, budget: dict, work: Path) -> Task:
         boxes = [boxes[i] for i in order]
         nt, nv = budget["n_test"], budget["n_valid"]
         _write_xyz(files["test"], boxes[:nt])
-        _write_xyz(files["valid"], boxes[nt:nt + nv])
-        _write_xyz(files["pool"], boxes[nt + nv:])
+        _write_xyz(files["valid"], boxes[nt : nt + nv])
+        _write_xyz(files["pool"], boxes[nt + nv :])
         xtb = ase.io.read(forget, ":")
         xtb = [a for a in xtb if len(a) > 1]
-        pick = np.random.default_rng(args.split_seed + 1).choice(len(xtb), size=min(budget["n_forget"], len(xtb)),
-                                                                  replace=False)
-        _write_xyz(files["forget"], [_labelled(xtb[i], xtb[i].info["energy_xtb"], xtb[i].arrays["forces_xtb"])
-                                     for i in sorted(pick)])
-        meta = {"key": key, "isolated_atoms_eV": {a.get_chemical_symbols()[0]: float(a.get_potential_energy())
-                                                  for a in isolated},
-                "n_boxes": len(boxes), "n_pool": len(boxes) - nt - nv,
-                "atoms_per_box": sorted({len(a) for a in boxes}),
-                "elements": sorted({s for a in frames for s in a.get_chemical_symbols()}),
-                "n_xtb_frames": len(xtb), "forget_atoms": int(sum(len(xtb[i]) for i in pick))}
+        pick = np.random.default_rng(args.split_seed + 1).choice(
+            len(xtb), size=min(budget["n_forget"], len(xtb)), replace=False
+        )
+        _write_xyz(
+            files["forget"],
+            [_labelled(xtb[i], xtb[i].info["energy_xtb"], xtb[i].arrays["forces_xtb"]) for i in sorted(pick)],
+        )
+        meta = {
+            "key": key,
+            "isolated_atoms_eV": {a.get_chemical_symbols()[0]: float(a.get_potential_energy()) for a in isolated},
+            "n_boxes": len(boxes),
+            "n_pool": len(boxes) - nt - nv,
+            "atoms_per_box": sorted({len(a) for a in boxes}),
+            "elements": sorted({s for a in frames for s in a.get_chemical_symbols()}),
+            "n_xtb_frames": len(xtb),
+            "forget_atoms": int(sum(len(xtb[i]) for i in pick)),
+        }
         write_json(meta_path, meta)
     return Task(
-        "ecemc", "ECEMC: xTB-trained MACE fine-tuned on EC/EMC liquid (second level of theory)", model,
-        f"`{model.name}` (ScaleShiftMACE, float64, trained on GFN2-xTB EC/EMC clusters)", "float64",
+        "ecemc",
+        "ECEMC: xTB-trained MACE fine-tuned on EC/EMC liquid (second level of theory)",
+        model,
+        f"`{model.name}` (ScaleShiftMACE, float64, trained on GFN2-xTB EC/EMC clusters)",
+        "float64",
         f"`{data.name}`: {meta['n_boxes']} periodic EC/EMC boxes of {'/'.join(map(str, meta['atoms_per_box']))} atoms "
         f"(elements {' '.join(meta['elements'])}); the {len(meta['isolated_atoms_eV'])} isolated-atom frames are dropped "
         f"(E0s are estimated, see below; their energies: "
-        + ", ".join(f"{k} {v:.3f} eV" for k, v in meta["isolated_atoms_eV"].items()) + ")",
+        + ", ".join(f"{k} {v:.3f} eV" for k, v in meta["isolated_atoms_eV"].items())
+        + ")",
         f"{budget['n_forget']} random frames (seed {args.split_seed + 1}) of `{forget.name}` "
         f"(GFN2-xTB, {meta['n_xtb_frames']} molecular clusters, {meta['forget_atoms']} atoms picked), "
         "keys energy_xtb / forces_xtb",
-        d, files["pool"], files["valid"], files["test"], files["forget"], meta["n_pool"], budget, {"meta": meta})
+        d,
+        files["pool"],
+        files["valid"],
+        files["test"],
+        files["forget"],
+        meta["n_pool"],
+        budget,
+        {"meta": meta},
+    )
 
 
 def _load_make_foundation():
@@ -154,8 +177,13 @@ def prepare_domain(args, budget: dict, work: Path) -> Task:
     files = {k: d / "splits" / f"{k}.xyz" for k in ("pool", "valid", "test", "forget")}
     base_path = d / "base.model"
     meta_path = d / "splits" / "meta.json"
-    key = {"src": str(src), "model": args.domain_model, "seed": args.split_seed, "forget_seed": args.emt_seed,
-           "budget": {k: budget[k] for k in ("n_valid", "n_test", "n_forget")}}
+    key = {
+        "src": str(src),
+        "model": args.domain_model,
+        "seed": args.split_seed,
+        "forget_seed": args.emt_seed,
+        "budget": {k: budget[k] for k in ("n_valid", "n_test", "n_forget")},
+    }
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     if meta.get("key") != key or not all(f.is_file() for f in files.values()) or not base_path.is_file():
         if args.domain_model == "embedded":
@@ -171,23 +199,30 @@ def prepare_domain(args, budget: dict, work: Path) -> Task:
         order = np.random.default_rng(args.split_seed).permutation(len(train))
         train = [train[i] for i in order]
         if budget["n_valid"]:
-            valid = valid[:budget["n_valid"]]
+            valid = valid[: budget["n_valid"]]
         if budget["n_test"]:
-            test = test[:budget["n_test"]]
+            test = test[: budget["n_test"]]
         _write_xyz(files["pool"], strip(train))
         _write_xyz(files["valid"], strip(valid))
         _write_xyz(files["test"], strip(test))
         t0 = time.perf_counter()
         emt = make_emt_structures(budget["n_forget"], args.emt_seed)
         _write_xyz(files["forget"], emt)
-        meta = {"key": key, "n_pool": len(train), "n_valid": len(valid), "n_test": len(test),
-                "elements": sorted({s for a in train for s in a.get_chemical_symbols()}),
-                "forget_atoms": int(sum(len(a) for a in emt)),
-                "forget_elements": sorted({s for a in emt for s in a.get_chemical_symbols()}),
-                "emt_seconds": round(time.perf_counter() - t0, 1)}
+        meta = {
+            "key": key,
+            "n_pool": len(train),
+            "n_valid": len(valid),
+            "n_test": len(test),
+            "elements": sorted({s for a in train for s in a.get_chemical_symbols()}),
+            "forget_atoms": int(sum(len(a) for a in emt)),
+            "forget_elements": sorted({s for a in emt for s in a.get_chemical_symbols()}),
+            "emt_seconds": round(time.perf_counter() - t0, 1),
+        }
         write_json(meta_path, meta)
     return Task(
-        "domain", "Embedded mini-foundation (EMT) fine-tuned on the quick-start Cu-Au GFN1-xTB set", base_path,
+        "domain",
+        "Embedded mini-foundation (EMT) fine-tuned on the quick-start Cu-Au GFN1-xTB set",
+        base_path,
         "the embedded mini-foundation (`sparseft/embedded`, ScaleShiftMACE 32x0e+32x1o, float32, "
         "pretrained on EMT labels of Al Ni Cu Pd Ag Pt Au), saved once as a `.model` file for both tools",
         "float32",
@@ -197,7 +232,15 @@ def prepare_domain(args, budget: dict, work: Path) -> Task:
         f"{budget['n_forget']} held-out EMT structures of {' '.join(meta['forget_elements'])} "
         f"({meta['forget_atoms']} atoms; the generator of scripts/make_foundation.py, seed {args.emt_seed}, "
         "the foundation used seed 0)",
-        d, files["pool"], files["valid"], files["test"], files["forget"], meta["n_pool"], budget, {"meta": meta})
+        d,
+        files["pool"],
+        files["valid"],
+        files["test"],
+        files["forget"],
+        meta["n_pool"],
+        budget,
+        {"meta": meta},
+    )
 
 
 def _subset(frames: list, n: int | None, seed: int) -> list:
@@ -223,12 +266,19 @@ def prepare_magnetic(args, budget: dict, work: Path) -> Task:
         if not p.is_file():
             raise FileNotFoundError(f"{p}: not found (set --real-dir or the --magnetic-* paths)")
     d = work / "magnetic"
-    files = {"train": src / "train.xyz" if budget["n_train"] is None else d / "splits" / f"train_{budget['n_train']}.xyz",
-             "replay": replay if budget["n_replay"] is None else d / "splits" / f"replay_{budget['n_replay']}.xyz",
-             "forget": d / "splits" / "forget.xyz"}
+    files = {
+        "train": src / "train.xyz" if budget["n_train"] is None else d / "splits" / f"train_{budget['n_train']}.xyz",
+        "replay": replay if budget["n_replay"] is None else d / "splits" / f"replay_{budget['n_replay']}.xyz",
+        "forget": d / "splits" / "forget.xyz",
+    }
     meta_path = d / "splits" / "meta.json"
-    key = {"src": str(src), "replay": str(replay), "forget": str(forget), "seed": args.split_seed,
-           "budget": {k: budget[k] for k in ("n_train", "n_replay", "n_forget")}}
+    key = {
+        "src": str(src),
+        "replay": str(replay),
+        "forget": str(forget),
+        "seed": args.split_seed,
+        "budget": {k: budget[k] for k in ("n_train", "n_replay", "n_forget")},
+    }
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     if meta.get("key") != key or not all(f.is_file() for f in files.values()):
         train = ase.io.read(src / "train.xyz", ":")
@@ -240,33 +290,57 @@ def prepare_magnetic(args, budget: dict, work: Path) -> Task:
             replay_frames = _subset(replay_frames, budget["n_replay"], args.split_seed)
             _write_xyz(files["replay"], replay_frames)
         xtb = [a for a in ase.io.read(forget, ":") if len(a) > 1]
-        pick = sorted(np.random.default_rng(args.split_seed + 1).choice(len(xtb), size=min(budget["n_forget"], len(xtb)),
-                                                                         replace=False))
-        _write_xyz(files["forget"], [_labelled(xtb[i], xtb[i].info["energy_xtb"], xtb[i].arrays["forces_xtb"])
-                                     for i in pick])
+        pick = sorted(
+            np.random.default_rng(args.split_seed + 1).choice(
+                len(xtb), size=min(budget["n_forget"], len(xtb)), replace=False
+            )
+        )
+        _write_xyz(
+            files["forget"], [_labelled(xtb[i], xtb[i].info["energy_xtb"], xtb[i].arrays["forces_xtb"]) for i in pick]
+        )
         valid, test = ase.io.read(src / "valid.xyz", ":"), ase.io.read(src / "test.xyz", ":")
-        meta = {"key": key, "n_train": len(train), "n_replay": len(replay_frames),
-                "replay_isolated": sum(len(a) == 1 for a in replay_frames),
-                "n_valid": len(valid), "n_test": len(test),
-                "molecules": len({a.info.get("molecule") for a in train}),
-                "open_shell": len({a.info.get("molecule") for a in train if a.info.get("REF_total_magmom", 0) > 0}),
-                "level_of_theory": train[0].info.get("level_of_theory", "?"),
-                "elements": sorted({s for a in train + replay_frames for s in a.get_chemical_symbols()}),
-                "n_xtb_frames": len(xtb), "forget_atoms": int(sum(len(xtb[i]) for i in pick))}
+        meta = {
+            "key": key,
+            "n_train": len(train),
+            "n_replay": len(replay_frames),
+            "replay_isolated": sum(len(a) == 1 for a in replay_frames),
+            "n_valid": len(valid),
+            "n_test": len(test),
+            "molecules": len({a.info.get("molecule") for a in train}),
+            "open_shell": len({a.info.get("molecule") for a in train if a.info.get("REF_total_magmom", 0) > 0}),
+            "level_of_theory": train[0].info.get("level_of_theory", "?"),
+            "elements": sorted({s for a in train + replay_frames for s in a.get_chemical_symbols()}),
+            "n_xtb_frames": len(xtb),
+            "forget_atoms": int(sum(len(xtb[i]) for i in pick)),
+        }
         write_json(meta_path, meta)
     src_name = str(src.relative_to(REPO)) if src.is_relative_to(REPO) else str(src)
     return Task(
-        "magnetic", "xTB-trained MACE + a magnetic-moment head on H/C/O radicals (sparseft only)", model,
+        "magnetic",
+        "xTB-trained MACE + a magnetic-moment head on H/C/O radicals (sparseft only)",
+        model,
         f"`{model.name}` (ScaleShiftMACE, float64, trained on GFN2-xTB EC/EMC clusters; scalar features "
-        "only, so a collinear head)", "float64",
+        "only, so a collinear head)",
+        "float64",
         f"`{src_name}`: per-atom spin populations ({meta['level_of_theory']}; `REF_magmoms`, totals "
         f"`REF_total_magmom`) of {meta['molecules']} small H/C/O molecules ({meta['open_shell']} open-shell), "
         f"train {meta['n_train']} / valid {meta['n_valid']} / test {meta['n_test']} (the shipped splits"
-        + (")" if budget["n_train"] is None else f"; training: {meta['n_train']} random frames, seed {args.split_seed})"),
+        + (
+            ")"
+            if budget["n_train"] is None
+            else f"; training: {meta['n_train']} random frames, seed {args.split_seed})"
+        ),
         f"{budget['n_forget']} random frames (seed {args.split_seed + 1}) of `{forget.name}` (GFN2-xTB, "
         f"{meta['n_xtb_frames']} molecular clusters, {meta['forget_atoms']} atoms picked), keys energy_xtb / forces_xtb",
-        d, files["train"], src / "valid.xyz", src / "test.xyz", files["forget"], meta["n_train"], budget,
-        {"meta": meta, "replay": files["replay"], "replay_source": replay})
+        d,
+        files["train"],
+        src / "valid.xyz",
+        src / "test.xyz",
+        files["forget"],
+        meta["n_train"],
+        budget,
+        {"meta": meta, "replay": files["replay"], "replay_source": replay},
+    )
 
 
 def train_file_for(task: Task, n: int) -> Path:

@@ -66,9 +66,13 @@ class Evaluator:
             f_err.append((out["forces"].detach().double() - batch["forces"].double()).numpy().reshape(-1))
         e = np.concatenate(e_err)
         f = np.concatenate(f_err)
-        return {"energy_mae": float(np.abs(e).mean()), "energy_rmse": float(np.sqrt((e ** 2).mean())),
-                "forces_mae": float(np.abs(f).mean()), "forces_rmse": float(np.sqrt((f ** 2).mean())),
-                "frames": len(self.frames[split])}
+        return {
+            "energy_mae": float(np.abs(e).mean()),
+            "energy_rmse": float(np.sqrt((e**2).mean())),
+            "forces_mae": float(np.abs(f).mean()),
+            "forces_rmse": float(np.sqrt((f**2).mean())),
+            "frames": len(self.frames[split]),
+        }
 
     def changed(self, model) -> dict:
         total = changed = 0
@@ -86,8 +90,12 @@ class Evaluator:
 
 def base_row(task: Task, ev: Evaluator, e0s: dict[int, float]) -> dict:
     """Zero-shot base: target errors with the fine-tunes' E0s, forgetting reference with its own."""
-    return {"test": ev.errors(ev.base, "test", e0s), "valid": ev.errors(ev.base, "valid", e0s),
-            "forget": ev.errors(ev.base, "forget"), "forget_subsets": ev.forget_subsets(ev.base)}
+    return {
+        "test": ev.errors(ev.base, "test", e0s),
+        "valid": ev.errors(ev.base, "valid", e0s),
+        "forget": ev.errors(ev.base, "forget"),
+        "forget_subsets": ev.forget_subsets(ev.base),
+    }
 
 
 def load_any_model(path: Path):

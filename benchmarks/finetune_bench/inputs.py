@@ -54,7 +54,8 @@ def make_scratch_model(task: Task, seed: int) -> Path:
     torch.manual_seed(seed)
     with default_dtype(dtype):
         model = type(base)(**config)
-    model.load_state_dict({k: v for k, v in base.state_dict().items() if k in dict(model.named_buffers())},
-                          strict=False)
+    model.load_state_dict(
+        {k: v for k, v in base.state_dict().items() if k in dict(model.named_buffers())}, strict=False
+    )
     torch.save(model.eval(), path)
     return path

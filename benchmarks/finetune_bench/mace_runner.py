@@ -30,23 +30,70 @@ def base_with_e0s(task: Task, e0s: dict, run_dir: Path) -> Path:
     return path
 
 
-def mace_command(args, task: Task, method: Method, train_file: Path, e0s: dict, epochs: int, seed: int,
-                 work: Path, base_model: Path) -> list[str]:
+def mace_command(
+    args, task: Task, method: Method, train_file: Path, e0s: dict, epochs: int, seed: int, work: Path, base_model: Path
+) -> list[str]:
     b = task.budget
     e0_text = "{" + ", ".join(f"{z}: {v!r}" for z, v in sorted(e0s.items())) + "}"
     return [
-        args.mace_train, "--name", "mace", "--seed", str(seed), "--work_dir", str(work),
-        "--train_file", str(train_file), "--valid_file", str(task.valid),
-        "--energy_key", "REF_energy", "--forces_key", "REF_forces",
-        "--E0s", e0_text,
-        "--foundation_model", str(base_model), "--multiheads_finetuning", "False",
-        "--foundation_model_elements", "True",
-        "--loss", "weighted", "--energy_weight", str(b["energy_weight"]), "--forces_weight", str(b["forces_weight"]),
-        "--batch_size", str(b["batch_size"]), "--valid_batch_size", str(b["batch_size"]),
-        "--lr", str(b["lr"]), "--weight_decay", "0.0", "--clip_grad", "10.0",
-        "--max_num_epochs", str(epochs), "--patience", str(epochs + 1), "--eval_interval", "1",
-        "--error_table", "PerAtomMAE", "--default_dtype", task.dtype, "--device", "cpu",
-        "--num_workers", "0", "--pin_memory", "False", "--save_cpu", "--plot", "False",
+        args.mace_train,
+        "--name",
+        "mace",
+        "--seed",
+        str(seed),
+        "--work_dir",
+        str(work),
+        "--train_file",
+        str(train_file),
+        "--valid_file",
+        str(task.valid),
+        "--energy_key",
+        "REF_energy",
+        "--forces_key",
+        "REF_forces",
+        "--E0s",
+        e0_text,
+        "--foundation_model",
+        str(base_model),
+        "--multiheads_finetuning",
+        "False",
+        "--foundation_model_elements",
+        "True",
+        "--loss",
+        "weighted",
+        "--energy_weight",
+        str(b["energy_weight"]),
+        "--forces_weight",
+        str(b["forces_weight"]),
+        "--batch_size",
+        str(b["batch_size"]),
+        "--valid_batch_size",
+        str(b["batch_size"]),
+        "--lr",
+        str(b["lr"]),
+        "--weight_decay",
+        "0.0",
+        "--clip_grad",
+        "10.0",
+        "--max_num_epochs",
+        str(epochs),
+        "--patience",
+        str(epochs + 1),
+        "--eval_interval",
+        "1",
+        "--error_table",
+        "PerAtomMAE",
+        "--default_dtype",
+        task.dtype,
+        "--device",
+        "cpu",
+        "--num_workers",
+        "0",
+        "--pin_memory",
+        "False",
+        "--save_cpu",
+        "--plot",
+        "False",
         *method.mace_args,
     ]
 
@@ -56,8 +103,10 @@ def read_outputs(run_dir: Path, out: Path) -> tuple[dict, Path, tuple]:
     with --lora (for :func:`trainable`)."""
     model_path = out / "mace.model"
     text = (run_dir / "train.log").read_text()
-    lora_match = (re.search(r"Original model has (\d+) trainable parameters", text),
-                  re.search(r"Model with LoRA has (\d+) trainable parameters", text))
+    lora_match = (
+        re.search(r"Original model has (\d+) trainable parameters", text),
+        re.search(r"Model with LoRA has (\d+) trainable parameters", text),
+    )
     return {"adapter_bytes": model_path.stat().st_size}, model_path, lora_match  # mace writes whole models only
 
 

@@ -14,8 +14,14 @@ from pathlib import Path
 
 def child_env(threads: int, extra_pythonpath: str | None) -> dict:
     env = dict(os.environ)
-    env.update(OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-               OPENBLAS_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1", TQDM_DISABLE="1")
+    env.update(
+        OMP_WAIT_POLICY="PASSIVE",
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        OPENBLAS_NUM_THREADS=str(threads),
+        PYTHONUNBUFFERED="1",
+        TQDM_DISABLE="1",
+    )
     if extra_pythonpath:
         env["PYTHONPATH"] = extra_pythonpath + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
@@ -37,8 +43,9 @@ def run_process(cmd: list[str], *, cwd: Path, env: dict, log_path: Path, epoch_p
     full_cmd = [TIME_BIN, "-f", "%M", "-o", str(rss_file), *cmd] if use_time else cmd
     start = time.perf_counter()
     load_before = os.getloadavg()
-    proc = subprocess.Popen(full_cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            bufsize=1)
+    proc = subprocess.Popen(
+        full_cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
     killed = threading.Event()
     target = _training_pid(proc.pid) if use_time else proc.pid
     cpu_stamps = []
@@ -72,10 +79,18 @@ def run_process(cmd: list[str], *, cwd: Path, env: dict, log_path: Path, epoch_p
         except (OSError, ValueError, IndexError):
             pass
     return {
-        "rc": proc.returncode, "timed_out": killed.is_set(), "wall_s": wall, "epoch_stamps_s": stamps,
+        "rc": proc.returncode,
+        "timed_out": killed.is_set(),
+        "wall_s": wall,
+        "epoch_stamps_s": stamps,
         "epoch_cpu_stamps_s": cpu_stamps,
-        "peak_rss_mb": rss_kb / 1024, "rss_source": "GNU time %M" if use_time else "wait4 ru_maxrss", "cpu_user_s": usage.ru_utime, "cpu_sys_s": usage.ru_stime,
-        "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "tail": "".join(tail[-30:]),
+        "peak_rss_mb": rss_kb / 1024,
+        "rss_source": "GNU time %M" if use_time else "wait4 ru_maxrss",
+        "cpu_user_s": usage.ru_utime,
+        "cpu_sys_s": usage.ru_stime,
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+        "tail": "".join(tail[-30:]),
     }
 
 
@@ -112,4 +127,3 @@ def epoch_seconds(stamps: list) -> float | None:
     """Median interval between consecutive epoch lines (None entries are skipped)."""
     diffs = [b - a for a, b in zip(stamps, stamps[1:]) if a is not None and b is not None]
     return statistics.median(diffs) if diffs else None
-

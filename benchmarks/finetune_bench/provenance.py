@@ -22,9 +22,16 @@ def machine_info(threads: int) -> dict:
     except (OSError, ValueError, IndexError):
         pass
     versions = installed_versions(("torch", "mace-torch", "e3nn", "ase", "numpy"))
-    return {"cpu": cpu, "logical_cores": os.cpu_count(), "memory": mem, "threads": threads,
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "python": platform.python_version(),
-            "platform": platform.platform(), "packages": versions}
+    return {
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "memory": mem,
+        "threads": threads,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+    }
 
 
 def git_state() -> dict:
@@ -47,11 +54,14 @@ def prepare_sparseft_source(spec: str, work: Path) -> tuple[str | None, str]:
     if not spec.startswith("git:"):
         raise SystemExit(f"--sparseft-source: expected 'installed' or 'git:REV', got {spec!r}")
     rev = spec[4:] or "HEAD"
-    commit = subprocess.run(["git", "rev-parse", rev], cwd=REPO, capture_output=True, text=True,
-                            check=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", rev], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
     dest = work / "src" / commit[:12]
     if not (dest / "sparseft" / "__init__.py").is_file():
         dest.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(["git", "archive", commit, "sparseft"], cwd=REPO, capture_output=True, check=True).stdout
+        archive = subprocess.run(
+            ["git", "archive", commit, "sparseft"], cwd=REPO, capture_output=True, check=True
+        ).stdout
         subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     return str(dest), f"git snapshot of sparseft/ at {commit}"

@@ -24,17 +24,25 @@ def main_table(info: dict) -> list[str]:
     sft_full = next((r for r in rows if r["method"] == "full"), None)
     base = info["base"]
     subsets = [k for k in info.get("subsets", {}) if k in base.get("forget_subsets", {})]
-    sub_head = "".join(f" {info['subsets'][k].replace('forgetting-set structures', 'forgetting F MAE,')} (meV/Å, "
-                       f"{base['forget_subsets'][k]['frames']} structures, base "
-                       f"{fmt(base['forget_subsets'][k]['forces_mae'])}) |" for k in subsets)
+    sub_head = "".join(
+        f" {info['subsets'][k].replace('forgetting-set structures', 'forgetting F MAE,')} (meV/Å, "
+        f"{base['forget_subsets'][k]['frames']} structures, base "
+        f"{fmt(base['forget_subsets'][k]['forces_mae'])}) |"
+        for k in subsets
+    )
 
     def sub_cells(r):
         return "".join(f" {fmt(r.get('forget_subsets', {}).get(k, {}).get('forces_mae'))} |" for k in subsets)
 
     lines = [
         "| method | tool | trainable | changed | test E MAE (meV/atom) | test F MAE (meV/Å) | forgetting F MAE "
-        "(meV/Å, base " + fmt(base["forget"]["forces_mae"]) + ") |" + sub_head + " forgetting E MAE (meV/atom, base "
-        + fmt(base["forget"]["energy_mae"], spec=".2f") + ") | epoch CPU s (wall s) | CPU ratio vs mace full "
+        "(meV/Å, base "
+        + fmt(base["forget"]["forces_mae"])
+        + ") |"
+        + sub_head
+        + " forgetting E MAE (meV/atom, base "
+        + fmt(base["forget"]["energy_mae"], spec=".2f")
+        + ") | epoch CPU s (wall s) | CPU ratio vs mace full "
         "(wall) | CPU ratio vs sparseft full (wall) | peak RSS (MB) | adapter / model file | run wall (s) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(subsets),
         f"| zero-shot base | - | 0 | 0 | {fmt(base['test']['energy_mae'], spec='.2f')} | "
@@ -52,35 +60,47 @@ def main_table(info: dict) -> list[str]:
             lines.append(f"| {r['label']} | {r['tool']} | FAILED (rc {r.get('rc')}) | | | | | | | | | | | |")
             continue
         bp = r["base_parameters"]
-        fileinfo = (f"{human_bytes(r['adapter_bytes'])} ({100 * r['adapter_bytes'] / r['base_model_bytes']:.0f}% of base file)"
-                    if r["tool"] == "sparseft" else f"{human_bytes(r['model_bytes'])} (whole model)")
+        fileinfo = (
+            f"{human_bytes(r['adapter_bytes'])} ({100 * r['adapter_bytes'] / r['base_model_bytes']:.0f}% of base file)"
+            if r["tool"] == "sparseft"
+            else f"{human_bytes(r['model_bytes'])} (whole model)"
+        )
         lines.append(
             f"| {r['label']} | {r['tool']} | {r['trainable_parameters']:,} ({pct(r['trainable_parameters'] / bp, 1)}) | "
             f"{r['changed_parameters']:,} ({pct(r['changed_parameters'] / bp)}) | {fmt(r['test']['energy_mae'], spec='.2f')} | "
             f"**{fmt(r['test']['forces_mae'])}** | {fmt(r['forget']['forces_mae'])} |{sub_cells(r)} "
             f"{fmt(r['forget']['energy_mae'], spec='.2f')} | {r['epoch_cpu_s']:.2f} ({r['epoch_s']:.2f}) | "
             f"{ratio(r, mace_full)} | {ratio(r, sft_full)} | "
-            f"{r['peak_rss_mb']:.0f} | {fileinfo} | {r['wall_s']:.0f} |")
+            f"{r['peak_rss_mb']:.0f} | {fileinfo} | {r['wall_s']:.0f} |"
+        )
     return lines
-
 
 
 def lc_table(info: dict) -> list[str]:
     groups = lc_groups(info)
     if not groups:
         return []
-    lines = ["| method | train structures | epochs | seeds | test F MAE (meV/Å): mean (min-max) | "
-             "test E MAE (meV/atom): mean (min-max) | forgetting F MAE (meV/Å) |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | train structures | epochs | seeds | test F MAE (meV/Å): mean (min-max) | "
+        "test E MAE (meV/atom): mean (min-max) | forgetting F MAE (meV/Å) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for by_n in groups.values():
         for n in sorted(by_n):
             rs = by_n[n]
             f = [r["test"]["forces_mae"] for r in rs]
             e = [r["test"]["energy_mae"] for r in rs]
             g = [r["forget"]["forces_mae"] for r in rs]
-            spread = lambda xs, s: (f"{1000 * statistics.mean(xs):{s}}" + (  # noqa: E731
-                f" ({1000 * min(xs):{s}}-{1000 * max(xs):{s}})" if len(xs) > 1 else ""))
-            lines.append(f"| {rs[0]['label']} | {n} | {rs[0]['epochs']} | {len(rs)} | {spread(f, '.1f')} | "
-                         f"{spread(e, '.2f')} | {spread(g, '.1f')} |")
+            spread = lambda xs, s: (
+                f"{1000 * statistics.mean(xs):{s}}"
+                + (  # noqa: E731
+                    f" ({1000 * min(xs):{s}}-{1000 * max(xs):{s}})" if len(xs) > 1 else ""
+                )
+            )
+            lines.append(
+                f"| {rs[0]['label']} | {n} | {rs[0]['epochs']} | {len(rs)} | {spread(f, '.1f')} | "
+                f"{spread(e, '.2f')} | {spread(g, '.1f')} |"
+            )
     return lines
 
 
@@ -89,51 +109,87 @@ def goals(info: dict) -> list[tuple[str, str, str]]:
     rows = {r["method"]: r for r in info["main"] if r.get("status") == "ok"}
     out = []
     full = rows.get("full")
-    sparse = [r for r in rows.values() if r["family"] == "sparse" and r["changed_parameters"] <= 0.03 * r["base_parameters"] * 1.0001]
+    sparse = [
+        r
+        for r in rows.values()
+        if r["family"] == "sparse" and r["changed_parameters"] <= 0.03 * r["base_parameters"] * 1.0001
+    ]
     peers = [r for r in rows.values() if r["family"] in ("mace-lora", "mace-freeze")]
     if full and sparse:
         best = min(sparse, key=lambda r: r["test"]["forces_mae"])
         ratio = best["test"]["forces_mae"] / full["test"]["forces_mae"]
-        out.append(("sparse (<= 3% changed) test F MAE within 5% of full fine-tuning",
-                    "met" if ratio <= GOAL_SPARSE_VS_FULL else "MISSED",
-                    f"best: {best['label']} {fmt(best['test']['forces_mae'])} vs full {fmt(full['test']['forces_mae'])} "
-                    f"meV/Å (ratio {ratio:.3f})"))
+        out.append(
+            (
+                "sparse (<= 3% changed) test F MAE within 5% of full fine-tuning",
+                "met" if ratio <= GOAL_SPARSE_VS_FULL else "MISSED",
+                f"best: {best['label']} {fmt(best['test']['forces_mae'])} vs full {fmt(full['test']['forces_mae'])} "
+                f"meV/Å (ratio {ratio:.3f})",
+            )
+        )
         if peers:
             beaten = [p for p in peers if best["test"]["forces_mae"] < p["test"]["forces_mae"]]
-            out.append(("that sparse setting beats mace's LoRA and freeze",
-                        "met" if len(beaten) == len(peers) else f"MISSED ({len(peers) - len(beaten)} of {len(peers)} better)",
-                        "; ".join(f"{p['label']}: {fmt(p['test']['forces_mae'])} meV/Å, "
-                                  f"{pct(p['trainable_parameters'] / p['base_parameters'], 1)} trainable, "
-                                  f"{pct(p['changed_parameters'] / p['base_parameters'], 1)} changed" for p in peers)))
+            out.append(
+                (
+                    "that sparse setting beats mace's LoRA and freeze",
+                    "met"
+                    if len(beaten) == len(peers)
+                    else f"MISSED ({len(peers) - len(beaten)} of {len(peers)} better)",
+                    "; ".join(
+                        f"{p['label']}: {fmt(p['test']['forces_mae'])} meV/Å, "
+                        f"{pct(p['trainable_parameters'] / p['base_parameters'], 1)} trainable, "
+                        f"{pct(p['changed_parameters'] / p['base_parameters'], 1)} changed"
+                        for p in peers
+                    ),
+                )
+            )
     if full and sparse:
         worst = max(sparse, key=lambda r: r["forget"]["forces_mae"])
         best_f = min(sparse, key=lambda r: r["forget"]["forces_mae"])
         ok = all(r["forget"]["forces_mae"] < full["forget"]["forces_mae"] for r in sparse)
-        numbers = (f"sparse (<= 3%): {fmt(best_f['forget']['forces_mae'])}-{fmt(worst['forget']['forces_mae'])} vs "
-                   f"full {fmt(full['forget']['forces_mae'])} meV/Å (base {fmt(info['base']['forget']['forces_mae'])})")
+        numbers = (
+            f"sparse (<= 3%): {fmt(best_f['forget']['forces_mae'])}-{fmt(worst['forget']['forces_mae'])} vs "
+            f"full {fmt(full['forget']['forces_mae'])} meV/Å (base {fmt(info['base']['forget']['forces_mae'])})"
+        )
         for k, desc in info.get("subsets", {}).items():
             vals = [r.get("forget_subsets", {}).get(k, {}).get("forces_mae") for r in sparse]
             if all(v is not None for v in vals) and full.get("forget_subsets", {}).get(k):
-                numbers += (f"; {desc}: sparse {fmt(min(vals))}-{fmt(max(vals))} vs full "
-                            f"{fmt(full['forget_subsets'][k]['forces_mae'])} (base "
-                            f"{fmt(info['base']['forget_subsets'][k]['forces_mae'])})")
-        out.append(("forgetting (F MAE on the original level of theory) of sparse < full fine-tuning's",
-                    "met" if ok else "MISSED", numbers))
+                numbers += (
+                    f"; {desc}: sparse {fmt(min(vals))}-{fmt(max(vals))} vs full "
+                    f"{fmt(full['forget_subsets'][k]['forces_mae'])} (base "
+                    f"{fmt(info['base']['forget_subsets'][k]['forces_mae'])})"
+                )
+        out.append(
+            (
+                "forgetting (F MAE on the original level of theory) of sparse < full fine-tuning's",
+                "met" if ok else "MISSED",
+                numbers,
+            )
+        )
     mace_full = rows.get("mace-full")
     if full and mace_full and full.get("epoch_cpu_s") and mace_full.get("epoch_cpu_s"):
         ratio = full["epoch_cpu_s"] / mace_full["epoch_cpu_s"]
-        out.append(("sparseft full FT epoch <= mace_run_train's (ratio <= 1.0)", "met" if ratio <= GOAL_EPOCH_RATIO else "MISSED",
-                    f"CPU time per epoch {full['epoch_cpu_s']:.2f} s vs {mace_full['epoch_cpu_s']:.2f} s (ratio {ratio:.2f}); "
-                    f"wall {full['epoch_s']:.2f} s vs {mace_full['epoch_s']:.2f} s (ratio {full['epoch_s'] / mace_full['epoch_s']:.2f})"))
+        out.append(
+            (
+                "sparseft full FT epoch <= mace_run_train's (ratio <= 1.0)",
+                "met" if ratio <= GOAL_EPOCH_RATIO else "MISSED",
+                f"CPU time per epoch {full['epoch_cpu_s']:.2f} s vs {mace_full['epoch_cpu_s']:.2f} s (ratio {ratio:.2f}); "
+                f"wall {full['epoch_s']:.2f} s vs {mace_full['epoch_s']:.2f} s (ratio {full['epoch_s'] / mace_full['epoch_s']:.2f})",
+            )
+        )
     if full and full.get("epoch_cpu_s"):
         adapters = [r for r in rows.values() if r["family"] in ("sparse", "lora", "freeze") and r.get("epoch_cpu_s")]
         if adapters:
             worst = max(adapters, key=lambda r: r["epoch_cpu_s"])
             ratio = worst["epoch_cpu_s"] / full["epoch_cpu_s"]
-            out.append(("adapters add <= 30% per step over full fine-tuning", "met" if ratio <= GOAL_ADAPTER_OVERHEAD else "MISSED",
-                        f"CPU time per epoch, slowest adapter: {worst['label']} {worst['epoch_cpu_s']:.2f} s vs full "
-                        f"{full['epoch_cpu_s']:.2f} s (ratio {ratio:.2f}); all adapters "
-                        f"{min(r['epoch_cpu_s'] for r in adapters) / full['epoch_cpu_s']:.2f}-{ratio:.2f}"))
+            out.append(
+                (
+                    "adapters add <= 30% per step over full fine-tuning",
+                    "met" if ratio <= GOAL_ADAPTER_OVERHEAD else "MISSED",
+                    f"CPU time per epoch, slowest adapter: {worst['label']} {worst['epoch_cpu_s']:.2f} s vs full "
+                    f"{full['epoch_cpu_s']:.2f} s (ratio {ratio:.2f}); all adapters "
+                    f"{min(r['epoch_cpu_s'] for r in adapters) / full['epoch_cpu_s']:.2f}-{ratio:.2f}",
+                )
+            )
     return out
 
 
@@ -170,17 +226,34 @@ def settings_lines(info: dict, args) -> list[str]:
         "E0s/scale/shift, trained in full",
     ]
     if main:
-        sft = next((r for r in main if r["method"] == "sparse-3"), next((r for r in main if r["tool"] == "sparseft"), None))
-        mace = next((r for r in main if r["method"] == "mace-full"), next((r for r in main if r["tool"] == "mace"), None))
+        sft = next(
+            (r for r in main if r["method"] == "sparse-3"), next((r for r in main if r["tool"] == "sparseft"), None)
+        )
+        mace = next(
+            (r for r in main if r["method"] == "mace-full"), next((r for r in main if r["tool"] == "mace"), None)
+        )
         if mace:
-            lines += ["", "mace_run_train command (naive fine-tuning; the other mace rows add `--freeze N` or "
-                          "`--lora True --lora_rank R`, as named):", "", "```", mace["command"], "```"]
+            lines += [
+                "",
+                "mace_run_train command (naive fine-tuning; the other mace rows add `--freeze N` or "
+                "`--lora True --lora_rank R`, as named):",
+                "",
+                "```",
+                mace["command"],
+                "```",
+            ]
         if sft:
             import yaml
 
-            lines += ["", f"sparseft recipe ({sft['label']}; run as `sparseft.finetune.run(recipe_from_dict(...))` "
-                          "in a subprocess, the other rows change `adapters` / `train`):", "", "```yaml",
-                      yaml.safe_dump(sft["recipe"], sort_keys=False).rstrip(), "```"]
+            lines += [
+                "",
+                f"sparseft recipe ({sft['label']}; run as `sparseft.finetune.run(recipe_from_dict(...))` "
+                "in a subprocess, the other rows change `adapters` / `train`):",
+                "",
+                "```yaml",
+                yaml.safe_dump(sft["recipe"], sort_keys=False).rstrip(),
+                "```",
+            ]
     return lines
 
 
@@ -202,8 +275,11 @@ def write_report(state: dict, args, meta: dict, out_dir: Path) -> Path:
     ]
     if meta.get("history"):
         lines += ["Invocations into this work dir (each reuses the runs cached by the ones before):", ""]
-        lines += [f"{i}. {h['date']}, {h['minutes']} min, {h['runs']} training runs: `{h['command']}`"
-                  + (f" ({h['note']})" if h.get("note") else "") for i, h in enumerate(meta["history"], 1)]
+        lines += [
+            f"{i}. {h['date']}, {h['minutes']} min, {h['runs']} training runs: `{h['command']}`"
+            + (f" ({h['note']})" if h.get("note") else "")
+            for i, h in enumerate(meta["history"], 1)
+        ]
         lines.append("")
     lines += [
         f"- machine: {m['cpu']}, {m['logical_cores']} logical cores, {m['memory']} RAM; shared with other jobs",
@@ -211,7 +287,8 @@ def write_report(state: dict, args, meta: dict, out_dir: Path) -> Path:
         f"`torch.set_num_threads({m['threads']})` in sparseft's worker), one process at a time, "
         f"OMP_WAIT_POLICY={m['omp_wait_policy']}; load average (1 min) during the runs: "
         f"{meta['load_min']:.2f}-{meta['load_max']:.2f}",
-        f"- software: python {m['python']}, " + ", ".join(f"{k} {v}" for k, v in m["packages"].items())
+        f"- software: python {m['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in m["packages"].items())
         + f"; sparseft: {meta['sparseft_source']} (repo HEAD {meta['git']['commit'][:12]} when the report was written)",
         f"- total wall time: {meta['total_s'] / 60:.1f} min for {meta['n_runs']} training runs, all invocations "
         f"({meta['train_s'] / 60:.1f} min wall and {meta['train_cpu_s'] / 60:.1f} min CPU in the training processes)",
@@ -238,8 +315,13 @@ def write_report(state: dict, args, meta: dict, out_dir: Path) -> Path:
             continue
         for goal, status, numbers in goals(info):
             lines.append(f"| {name} | {goal} | {status} | {numbers} |")
-    lines += ["", DISCUSSION_START, discussion or "_(discussion: to be written after looking at the numbers)_",
-              DISCUSSION_END, ""]
+    lines += [
+        "",
+        DISCUSSION_START,
+        discussion or "_(discussion: to be written after looking at the numbers)_",
+        DISCUSSION_END,
+        "",
+    ]
     for name, info in state.items():
         if "skipped" in info:
             lines += [f"## {name}", "", info["skipped"], ""]
@@ -253,11 +335,16 @@ def write_report(state: dict, args, meta: dict, out_dir: Path) -> Path:
         lines += ["", "### Main comparison", ""] + main_table(info)
         lt = lc_table(info)
         if lt:
-            lines += ["", "### Learning curves", "",
-                      f"Best settings by validation force MAE in the main comparison: {', '.join(info.get('lc_methods', []))}. "
-                      "Smaller training sets are nested subsets of the pool; each gets at least "
-                      f"{task.budget['lc_min_steps']} optimiser steps (epochs raised accordingly), its own estimated E0s, "
-                      "and the same validation and test sets.", ""] + lt
+            lines += [
+                "",
+                "### Learning curves",
+                "",
+                f"Best settings by validation force MAE in the main comparison: {', '.join(info.get('lc_methods', []))}. "
+                "Smaller training sets are nested subsets of the pool; each gets at least "
+                f"{task.budget['lc_min_steps']} optimiser steps (epochs raised accordingly), its own estimated E0s, "
+                "and the same validation and test sets.",
+                "",
+            ] + lt
         lines.append("")
     write_atomic(path, "\n".join(lines))
     return path

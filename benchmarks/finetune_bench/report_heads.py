@@ -22,14 +22,14 @@ def heads_section(info: dict) -> list[str]:
         + (f", {meta['replay_isolated']} of them isolated atoms" if meta.get("replay_isolated") else "")
         + "; keys energy_xtb / forces_xtb) listed in `data.train` next to the moment file; each frame trains on "
         "the labels it has (moments, or xTB energy and forces for the foundation head); the row marked "
-        "\"no xTB replay\" trains on the moment file alone",
+        '"no xTB replay" trains on the moment file alone',
         f"- forgetting set: {task.forget_desc}; the foundation (xTB) head of each run's `merged.model` (the trunk "
         "after fine-tuning, without the moment head), base E0s, same code path as the other data sets",
         f"- head (every row): `{HEAD_NAME}`, collinear (`kind: magmom`): an MLP ({b['hidden']} hidden) on the "
         "standardised invariant node features plus a per-element offset, `constrain_total: true` (moments shifted "
         "to sum to 2S), trained in full (outside any L1 penalty); it starts at the per-element mean of the training "
         "moments, which is the baseline row (its test error as sparseft reports it in `metrics.json` "
-        f"`base_zero_shot.test[\"{HEAD_NAME}.magmoms_mae\"]`)",
+        f'`base_zero_shot.test["{HEAD_NAME}.magmoms_mae"]`)',
         f"- training (every row): the settings of `recipes/hco-magmom-head.yaml` with {b['epochs']} epochs: Adam, "
         f"lr {b['lr']:g}, {b['scheduler']} schedule, EMA {b['ema_decay']:g}, batch size {b['batch_size']}, seed 0; "
         f"loss = {b['magmoms_weight']:g} x MSE(moments, μB²) + {b['energy_weight']:g} x MSE(xTB energy per atom) + "
@@ -49,9 +49,15 @@ def heads_section(info: dict) -> list[str]:
     if sample:
         import yaml
 
-        lines += ["", f"sparseft recipe ({sample['label']}; the other rows change `adapters` / `train`, and the "
-                      "no-replay row drops the second training file):", "", "```yaml",
-                  yaml.safe_dump(sample["recipe"], sort_keys=False, allow_unicode=True).rstrip(), "```"]
+        lines += [
+            "",
+            f"sparseft recipe ({sample['label']}; the other rows change `adapters` / `train`, and the "
+            "no-replay row drops the second training file):",
+            "",
+            "```yaml",
+            yaml.safe_dump(sample["recipe"], sort_keys=False, allow_unicode=True).rstrip(),
+            "```",
+        ]
     lines += ["", "### Trunk settings under the moment head", ""] + heads_table(info)
     return lines
 
@@ -60,8 +66,11 @@ def heads_table(info: dict) -> list[str]:
     base = info["base"]
     ok = [r for r in info["runs"] if r.get("status") == "ok"]
     bp = base["base_parameters"]
-    baseline = {name: sorted({round(r["moments"][f"{name}_baseline"][q], 6) for r in ok})
-                for name in ("test", "valid") for q in ("mae",)}
+    baseline = {
+        name: sorted({round(r["moments"][f"{name}_baseline"][q], 6) for r in ok})
+        for name in ("test", "valid")
+        for q in ("mae",)
+    }
     lines = [
         "| trunk | xTB replay | trunk trainable | trunk changed | head parameters | test moment MAE (μB) | "
         "test moment RMSE (μB) | valid moment MAE (μB) | xTB forgetting F MAE (meV/Å, base "
@@ -75,11 +84,13 @@ def heads_table(info: dict) -> list[str]:
         lines.append(
             f"| per-element mean (the head before training) | - | 0 | 0 | - | {m['test_baseline']['mae']:.3f} | "
             f"{m['test_baseline']['rmse']:.3f} | {m['valid_baseline']['mae']:.3f} | {fmt(base['forget']['forces_mae'])} | "
-            f"{fmt(base['forget']['energy_mae'], spec='.2f')} | - | - | - | - | - |")
+            f"{fmt(base['forget']['energy_mae'], spec='.2f')} | - | - | - | - | - |"
+        )
     for r in info["runs"]:
         if r.get("status") != "ok":
-            lines.append(f"| {r['label']} | {'yes' if r.get('replay') else 'no'} | FAILED (rc {r.get('rc')}) |"
-                         + " |" * 12)
+            lines.append(
+                f"| {r['label']} | {'yes' if r.get('replay') else 'no'} | FAILED (rc {r.get('rc')}) |" + " |" * 12
+            )
             continue
         m = r["moments"]
         lines.append(
@@ -89,11 +100,18 @@ def heads_table(info: dict) -> list[str]:
             f"{m['test']['rmse']:.3f} | {m['valid']['mae']:.3f} | {fmt(r['forget']['forces_mae'])} | "
             f"{fmt(r['forget']['energy_mae'], spec='.2f')} | {r.get('best_epoch', '-')}/{r['epochs']} | "
             f"{r['epoch_cpu_s']:.2f} ({r['epoch_s']:.2f}) | {r['peak_rss_mb']:.0f} | "
-            f"{human_bytes(r['adapter_bytes'])} | {r['wall_s']:.0f} |")
+            f"{human_bytes(r['adapter_bytes'])} | {r['wall_s']:.0f} |"
+        )
     if any(len(v) > 1 for v in baseline.values()):
-        lines += ["", "Note: the runs report different per-element-mean baselines "
-                      f"({'; '.join(f'{k}: {v}' for k, v in baseline.items())}); the first run's is shown."]
+        lines += [
+            "",
+            "Note: the runs report different per-element-mean baselines "
+            f"({'; '.join(f'{k}: {v}' for k, v in baseline.items())}); the first run's is shown.",
+        ]
     if ok:
-        lines += ["", f"{len(ok)} runs, {sum(r['wall_s'] for r in ok) / 60:.1f} min wall and "
-                      f"{sum(r['cpu_user_s'] + r['cpu_sys_s'] for r in ok) / 60:.1f} min CPU in the training processes."]
+        lines += [
+            "",
+            f"{len(ok)} runs, {sum(r['wall_s'] for r in ok) / 60:.1f} min wall and "
+            f"{sum(r['cpu_user_s'] + r['cpu_sys_s'] for r in ok) / 60:.1f} min CPU in the training processes.",
+        ]
     return lines

@@ -11,7 +11,9 @@ def best_of(results: list[dict], family: str) -> dict | None:
 
 def lc_groups(info: dict) -> dict:
     groups = {}
-    rows = [r for r in info["main"] + info["lc"] if r.get("status") == "ok" and r["method"] in info.get("lc_methods", [])]
+    rows = [
+        r for r in info["main"] + info["lc"] if r.get("status") == "ok" and r["method"] in info.get("lc_methods", [])
+    ]
     for r in rows:
         groups.setdefault(r["method"], {}).setdefault(r["n_train"], []).append(r)
     return groups

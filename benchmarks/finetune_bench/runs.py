@@ -34,15 +34,25 @@ class Runner:
         train_file = train_file_for(task, n)
         epochs = epochs_for(task, n, main_n)
         lr = SCRATCH_LR if method.scratch else task.budget["lr"]
-        settings = {"method": dataclasses.asdict(method), "n": n, "seed": seed, "epochs": epochs, "lr": lr,
-                    "budget": task.budget, "base": str(task.base_model), "threads": args.threads,
-                    "sparseft": args.sparseft_source, "split_meta": task.extra.get("meta", {}).get("key")}
+        settings = {
+            "method": dataclasses.asdict(method),
+            "n": n,
+            "seed": seed,
+            "epochs": epochs,
+            "lr": lr,
+            "budget": task.budget,
+            "base": str(task.base_model),
+            "threads": args.threads,
+            "sparseft": args.sparseft_source,
+            "split_meta": task.extra.get("meta", {}).get("key"),
+        }
         key = spec_hash(settings)
         cached = self.cached(result_path, key)
         if cached is not None:
             if ev.subsets and set(cached.get("forget_subsets", {})) != set(ev.subsets):
                 model_file = cached.get("model_file") or (
-                    "sparseft/merged.model" if cached["tool"] == "sparseft" else "mace/mace.model")
+                    "sparseft/merged.model" if cached["tool"] == "sparseft" else "mace/mace.model"
+                )
                 cached["forget_subsets"] = ev.forget_subsets(load_any_model(run_dir / model_file))
                 write_json(result_path, cached)  # evaluation added later; the training run is unchanged
             return cached
@@ -52,14 +62,28 @@ class Runner:
         base_model = make_scratch_model(task, seed) if method.scratch else task.base_model
         if method.tool == "mace":
             base_model = mace_runner.base_with_e0s(task, e0s, run_dir)
-        result = {"run": run_id, "key": key, "dataset": task.name, "method": method.key, "label": method.label,
-                  "tool": method.tool, "family": method.family, "n_train": n, "seed": seed, "epochs": epochs,
-                  "batch_size": task.budget["batch_size"], "lr": lr, "E0s": {str(z): v for z, v in e0s.items()},
-                  "steps_per_epoch": math.ceil(n / task.budget["batch_size"]), "started": now_iso()}
+        result = {
+            "run": run_id,
+            "key": key,
+            "dataset": task.name,
+            "method": method.key,
+            "label": method.label,
+            "tool": method.tool,
+            "family": method.family,
+            "n_train": n,
+            "seed": seed,
+            "epochs": epochs,
+            "batch_size": task.budget["batch_size"],
+            "lr": lr,
+            "E0s": {str(z): v for z, v in e0s.items()},
+            "steps_per_epoch": math.ceil(n / task.budget["batch_size"]),
+            "started": now_iso(),
+        }
         if method.tool == "sparseft":
             out = run_dir / "sparseft"
-            recipe = sparseft_runner.sparseft_recipe(task, method, train_file, e0s, epochs, seed, out, base_model,
-                                                     n_layers, lr)
+            recipe = sparseft_runner.sparseft_recipe(
+                task, method, train_file, e0s, epochs, seed, out, base_model, n_layers, lr
+            )
             cmd = sparseft_runner.worker_command(run_dir, recipe, args.threads)
             pattern = sparseft_runner.EPOCH_PATTERN
             result["recipe"] = recipe
@@ -92,10 +116,12 @@ class Runner:
         result["forget"] = ev.errors(model, "forget", ev.base_e0s)
         result["forget_subsets"] = ev.forget_subsets(model)
         finish(result, result_path)
-        log(f"  done in {proc['wall_s']:.0f}s: test F MAE {1000 * result['test']['forces_mae']:.1f} meV/Å, "
+        log(
+            f"  done in {proc['wall_s']:.0f}s: test F MAE {1000 * result['test']['forces_mae']:.1f} meV/Å, "
             f"E MAE {1000 * result['test']['energy_mae']:.2f} meV/atom; forget F {1000 * result['forget']['forces_mae']:.1f}; "
             f"changed {result['changed_parameters']}/{result['base_parameters']}; "
-            f"epoch {result['epoch_s'] or float('nan'):.2f}s; RSS {proc['peak_rss_mb']:.0f} MB")
+            f"epoch {result['epoch_s'] or float('nan'):.2f}s; RSS {proc['peak_rss_mb']:.0f} MB"
+        )
         return result
 
     def run_heads(self, task: Task, ev: Evaluator, method: HeadMethod, seed: int = 0) -> dict:
@@ -105,9 +131,15 @@ class Runner:
         run_id = f"{method.key}_s{seed}"
         run_dir = task.dir / "runs" / run_id
         result_path = run_dir / "result.json"
-        settings = {"method": dataclasses.asdict(method), "seed": seed, "budget": task.budget,
-                    "base": str(task.base_model), "threads": args.threads, "sparseft": args.sparseft_source,
-                    "split_meta": task.extra["meta"]["key"]}
+        settings = {
+            "method": dataclasses.asdict(method),
+            "seed": seed,
+            "budget": task.budget,
+            "base": str(task.base_model),
+            "threads": args.threads,
+            "sparseft": args.sparseft_source,
+            "split_meta": task.extra["meta"]["key"],
+        }
         key = spec_hash(settings)
         cached = self.cached(result_path, key)
         if cached is not None:
@@ -115,11 +147,24 @@ class Runner:
         fresh_dir(run_dir)
         meta, b = task.extra["meta"], task.budget
         n_frames = meta["n_train"] + (meta["n_replay"] if method.replay else 0)
-        result = {"run": run_id, "key": key, "dataset": task.name, "method": method.key, "label": method.label,
-                  "tool": "sparseft", "family": method.family, "replay": method.replay, "n_train": meta["n_train"],
-                  "n_replay": meta["n_replay"] if method.replay else 0, "seed": seed, "epochs": b["epochs"],
-                  "batch_size": b["batch_size"], "lr": b["lr"], "steps_per_epoch": math.ceil(n_frames / b["batch_size"]),
-                  "started": now_iso()}
+        result = {
+            "run": run_id,
+            "key": key,
+            "dataset": task.name,
+            "method": method.key,
+            "label": method.label,
+            "tool": "sparseft",
+            "family": method.family,
+            "replay": method.replay,
+            "n_train": meta["n_train"],
+            "n_replay": meta["n_replay"] if method.replay else 0,
+            "seed": seed,
+            "epochs": b["epochs"],
+            "batch_size": b["batch_size"],
+            "lr": b["lr"],
+            "steps_per_epoch": math.ceil(n_frames / b["batch_size"]),
+            "started": now_iso(),
+        }
         out = run_dir / "sparseft"
         result["recipe"] = sparseft_runner.head_recipe(task, method, seed, out)
         cmd = sparseft_runner.worker_command(run_dir, result["recipe"], args.threads)
@@ -137,10 +182,12 @@ class Runner:
         result["base_model_bytes"] = task.base_model.stat().st_size
         result["forget"] = ev.errors(model, "forget", ev.base_e0s)
         finish(result, result_path)
-        log(f"  done in {proc['wall_s']:.0f}s: test moment MAE {result['moments']['test']['mae']:.4f} μB "
+        log(
+            f"  done in {proc['wall_s']:.0f}s: test moment MAE {result['moments']['test']['mae']:.4f} μB "
             f"(per-element mean {result['moments']['test_baseline']['mae']:.4f}); xTB forget F "
             f"{1000 * result['forget']['forces_mae']:.1f} meV/Å; changed {result['changed_parameters']}/"
-            f"{result['base_parameters']}; epoch CPU {result['epoch_cpu_s'] or float('nan'):.2f}s")
+            f"{result['base_parameters']}; epoch CPU {result['epoch_cpu_s'] or float('nan'):.2f}s"
+        )
         return result
 
     def cached(self, result_path, key: str) -> dict | None:
@@ -153,8 +200,14 @@ class Runner:
 
     def measure(self, cmd: list[str], run_dir, pattern: str, result: dict) -> dict:
         """Run the training process; its measurements go into ``result``."""
-        proc = run_process(cmd, cwd=run_dir, env=self.env, log_path=run_dir / "train.log", epoch_pattern=pattern,
-                           timeout=self.args.timeout)
+        proc = run_process(
+            cmd,
+            cwd=run_dir,
+            env=self.env,
+            log_path=run_dir / "train.log",
+            epoch_pattern=pattern,
+            timeout=self.args.timeout,
+        )
         self.session_runs += 1
         self.session_train_s += proc["wall_s"]
         result.update({k: v for k, v in proc.items() if k != "tail"})

@@ -17,20 +17,47 @@ from .util import write_json
 EPOCH_PATTERN = r"^epoch \d+/\d+ "  # sparseft's epoch log line (stdout of the worker)
 
 
-def sparseft_recipe(task: Task, method: Method, train_file: Path, e0s: dict, epochs: int, seed: int, out: Path,
-                    base_model: Path, n_layers: int, lr: float) -> dict:
+def sparseft_recipe(
+    task: Task,
+    method: Method,
+    train_file: Path,
+    e0s: dict,
+    epochs: int,
+    seed: int,
+    out: Path,
+    base_model: Path,
+    n_layers: int,
+    lr: float,
+) -> dict:
     from ase.data import chemical_symbols
 
     b = task.budget
-    train = {"optimizer": "adam", "lr": lr, "weight_decay": 0.0, "scheduler": "constant", "epochs": epochs,
-             "batch_size": b["batch_size"], "energy_weight": b["energy_weight"], "forces_weight": b["forces_weight"],
-             "stress_weight": 0.0, "clip_grad": 10.0, "ema_decay": None, "patience": None, "seed": seed}
+    train = {
+        "optimizer": "adam",
+        "lr": lr,
+        "weight_decay": 0.0,
+        "scheduler": "constant",
+        "epochs": epochs,
+        "batch_size": b["batch_size"],
+        "energy_weight": b["energy_weight"],
+        "forces_weight": b["forces_weight"],
+        "stress_weight": 0.0,
+        "clip_grad": 10.0,
+        "ema_decay": None,
+        "patience": None,
+        "seed": seed,
+    }
     train.update(dict(method.train))
     return {
         "base": {"model": str(base_model), "dtype": task.dtype, "device": "cpu"},
-        "data": {"train": str(train_file), "valid": str(task.valid), "valid_fraction": 0.0,
-                 "energy_key": "REF_energy", "forces_key": "REF_forces",
-                 "E0s": {chemical_symbols[z]: v for z, v in sorted(e0s.items())}},
+        "data": {
+            "train": str(train_file),
+            "valid": str(task.valid),
+            "valid_fraction": 0.0,
+            "energy_key": "REF_energy",
+            "forces_key": "REF_forces",
+            "E0s": {chemical_symbols[z]: v for z, v in sorted(e0s.items())},
+        },
         "adapters": method.adapter_dicts(n_layers),
         "train": train,
         "output": {"directory": str(out)},
@@ -42,18 +69,41 @@ def head_recipe(task: Task, method: HeadMethod, seed: int, out: Path) -> dict:
     ``spin`` on the base, the trunk as ``method`` says, xTB replay frames next to the moments."""
     b = task.budget
     train = [str(task.pool)] + ([str(task.extra["replay"])] if method.replay else [])
-    settings = {"lr": b["lr"], "scheduler": b["scheduler"], "epochs": b["epochs"], "batch_size": b["batch_size"],
-                "energy_weight": b["energy_weight"], "forces_weight": b["forces_weight"], "ema_decay": b["ema_decay"],
-                "seed": seed}
+    settings = {
+        "lr": b["lr"],
+        "scheduler": b["scheduler"],
+        "epochs": b["epochs"],
+        "batch_size": b["batch_size"],
+        "energy_weight": b["energy_weight"],
+        "forces_weight": b["forces_weight"],
+        "ema_decay": b["ema_decay"],
+        "seed": seed,
+    }
     settings.update(dict(method.train))
     return {
         "base": {"model": str(task.base_model), "dtype": task.dtype, "device": "cpu"},
-        "data": {"train": train, "valid": str(task.valid), "test": str(task.test),
-                 "energy_key": "energy_xtb", "forces_key": "forces_xtb", "stress_key": None, "virials_key": None,
-                 "E0s": "foundation"},
+        "data": {
+            "train": train,
+            "valid": str(task.valid),
+            "test": str(task.test),
+            "energy_key": "energy_xtb",
+            "forces_key": "forces_xtb",
+            "stress_key": None,
+            "virials_key": None,
+            "E0s": "foundation",
+        },
         "adapters": method.adapter_dicts(b["l1"]),
-        "heads": [{"name": HEAD_NAME, "kind": "magmom", "magmom_key": "REF_magmoms", "total_key": "REF_total_magmom",
-                   "constrain_total": True, "magmoms_weight": b["magmoms_weight"], "hidden": b["hidden"]}],
+        "heads": [
+            {
+                "name": HEAD_NAME,
+                "kind": "magmom",
+                "magmom_key": "REF_magmoms",
+                "total_key": "REF_total_magmom",
+                "constrain_total": True,
+                "magmoms_weight": b["magmoms_weight"],
+                "hidden": b["hidden"],
+            }
+        ],
         "train": settings,
         "output": {"directory": str(out)},
     }

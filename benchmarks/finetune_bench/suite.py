@@ -23,15 +23,25 @@ def run_task(task: Task, runner: Runner, methods: list[Method], args, state: dic
     bkey = spec_hash({"e0s": e0s_main, "meta": task.extra.get("meta", {}).get("key")})
     cached = json.loads(base_path.read_text()) if base_path.is_file() else {}
     if cached.get("key") != bkey:
-        cached = {"key": bkey, **base_row(task, ev, e0s_main),
-                  "base_parameters": sum(p.numel() for p in ev.base.parameters())}
+        cached = {
+            "key": bkey,
+            **base_row(task, ev, e0s_main),
+            "base_parameters": sum(p.numel() for p in ev.base.parameters()),
+        }
         write_json(base_path, cached)
     if ev.subsets and set(cached.get("forget_subsets", {})) != set(ev.subsets):
         cached["forget_subsets"] = ev.forget_subsets(ev.base)
         write_json(base_path, cached)
     info_subsets = dict(ev.subsets)
-    info = {"task": task, "main_n": main_n, "base": cached, "main": [], "lc": [], "e0s_main": e0s_main,
-            "subsets": info_subsets}
+    info = {
+        "task": task,
+        "main_n": main_n,
+        "base": cached,
+        "main": [],
+        "lc": [],
+        "e0s_main": e0s_main,
+        "subsets": info_subsets,
+    }
     state[task.name] = info
     for method in methods:
         info["main"].append(runner.run(task, ev, method, main_n, 0, main_n))
@@ -61,9 +71,13 @@ def load_cached(task: Task, methods: list[Method], budget: dict) -> dict:
     base_path = task.dir / f"base_eval_n{info['main_n']}.json"
     info["base"] = json.loads(base_path.read_text())
     info["e0s_main"] = {int(z): v for z, v in info["main"][0]["E0s"].items()} if info["main"] else {}
-    info["subsets"] = {k: "forgetting-set structures without " + k[len("forget_without_"):].replace("_", "/")
-                       for k in info["base"].get("forget_subsets", {})}
-    info["lc_methods"] = [r["method"] for r in (best_of(info["main"], f) for f in LC_FAMILIES) if r] if info["lc"] else []
+    info["subsets"] = {
+        k: "forgetting-set structures without " + k[len("forget_without_") :].replace("_", "/")
+        for k in info["base"].get("forget_subsets", {})
+    }
+    info["lc_methods"] = (
+        [r["method"] for r in (best_of(info["main"], f) for f in LC_FAMILIES) if r] if info["lc"] else []
+    )
     return info
 
 
@@ -74,8 +88,11 @@ def run_heads_task(task: Task, runner: Runner, methods: list[HeadMethod], state:
     bkey = spec_hash({"meta": task.extra["meta"]["key"]})
     cached = json.loads(base_path.read_text()) if base_path.is_file() else {}
     if cached.get("key") != bkey:
-        cached = {"key": bkey, "forget": ev.errors(ev.base, "forget"),
-                  "base_parameters": sum(p.numel() for p in ev.base.parameters())}
+        cached = {
+            "key": bkey,
+            "forget": ev.errors(ev.base, "forget"),
+            "base_parameters": sum(p.numel() for p in ev.base.parameters()),
+        }
         write_json(base_path, cached)
     info = {"kind": "heads", "task": task, "base": cached, "runs": []}
     state[task.name] = info
@@ -89,5 +106,7 @@ def load_cached_heads(task: Task, methods: list[HeadMethod]) -> dict:
     base_path = task.dir / "base_eval.json"
     if not base_path.is_file():
         return {"skipped": f"No cached runs in {task.dir} (run without --report-only first)."}
-    runs = [json.loads(p.read_text()) for m in methods if (p := task.dir / "runs" / f"{m.key}_s0" / "result.json").is_file()]
+    runs = [
+        json.loads(p.read_text()) for m in methods if (p := task.dir / "runs" / f"{m.key}_s0" / "result.json").is_file()
+    ]
     return {"kind": "heads", "task": task, "base": json.loads(base_path.read_text()), "runs": runs}

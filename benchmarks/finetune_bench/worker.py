@@ -16,8 +16,9 @@ def worker_main(spec_path: str) -> int:
     from sparseft.finetune import run
     from sparseft.recipe import recipe_from_dict
 
-    print(f"[worker] sparseft from {Path(sparseft.__file__).parent}; torch threads {torch.get_num_threads()}",
-          flush=True)
+    print(
+        f"[worker] sparseft from {Path(sparseft.__file__).parent}; torch threads {torch.get_num_threads()}", flush=True
+    )
     recipe = recipe_from_dict(spec["recipe"])
     run(recipe, overwrite=True, log=lambda msg: print(msg, flush=True))
     print("[worker] done", flush=True)

@@ -23,6 +23,13 @@ def config_from_dict(data: dict, where: str = "adapter") -> AdapterConfig:
 
 
 __all__ = [
-    "AdapterConfig", "BlockPart", "ParamDelta", "PrunablePart", "FreezeConfig", "LoRAConfig", "SparseConfig",
-    "METHODS", "config_from_dict",
+    "AdapterConfig",
+    "BlockPart",
+    "ParamDelta",
+    "PrunablePart",
+    "FreezeConfig",
+    "LoRAConfig",
+    "SparseConfig",
+    "METHODS",
+    "config_from_dict",
 ]

@@ -41,4 +41,3 @@ class DensePart(BlockPart):
             raise ValueError(f"{where}: expected 'values' of shape {tuple(self.delta.shape)}")
         with torch.no_grad():
             self.delta.copy_(values.to(self.delta))
-

@@ -31,8 +31,9 @@ class LoRAConfig(AdapterConfig):
     """``rank`` of each block's delta; ``scale`` multiplies ``A @ B``; ``seed`` for A's init."""
 
     method = "lora"
-    coverage = (f"LoRA covers matrix blocks of kinds {', '.join(LORA_KINDS)} "
-                "(use a sparse or freeze adapter for the others)")
+    coverage = (
+        f"LoRA covers matrix blocks of kinds {', '.join(LORA_KINDS)} (use a sparse or freeze adapter for the others)"
+    )
     rank: int = 4
     scale: float = 1.0
     seed: int = 0
@@ -84,4 +85,3 @@ class LoRAPart(BlockPart):
                 if t is None or t.shape != p.shape:
                     raise ValueError(f"{where}: expected '{key}' of shape {tuple(p.shape)} ({self.blocks[i].name})")
                 p.copy_(t.to(p))
-

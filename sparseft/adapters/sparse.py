@@ -101,4 +101,3 @@ class SparsePart(PrunablePart):
         if flat.numel() and (flat.min() < 0 or flat.max() >= size or (lookup[flat] < 0).any()):
             raise ValueError(f"{where}: stored indices fall outside the adapter's selected blocks")
         return lookup[flat].to(self.delta.device)
-

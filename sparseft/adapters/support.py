@@ -10,9 +10,9 @@ from .base import PrunablePart
 def _magnitudes(parts: list[PrunablePart], curvature: dict | None) -> torch.Tensor:
     if curvature is None:
         return torch.cat([p.delta.detach().abs().reshape(-1) for p in parts])
-    return torch.cat([
-        (p.delta.detach() ** 2 * curvature.get(p.delta, torch.ones_like(p.delta))).reshape(-1) for p in parts
-    ])
+    return torch.cat(
+        [(p.delta.detach() ** 2 * curvature.get(p.delta, torch.ones_like(p.delta))).reshape(-1) for p in parts]
+    )
 
 
 def _top_k(magnitudes: torch.Tensor, density: float) -> torch.Tensor:
@@ -29,8 +29,13 @@ def _top_k(magnitudes: torch.Tensor, density: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def fix_support(groups: list[list[PrunablePart]], *, density: float | None = None, threshold: float | None = None,
-                curvature: dict | None = None) -> int:
+def fix_support(
+    groups: list[list[PrunablePart]],
+    *,
+    density: float | None = None,
+    threshold: float | None = None,
+    curvature: dict | None = None,
+) -> int:
     """Fix the support of each group (one adapter's parts): its top ``density`` fraction of
     entries, or the entries with ``|delta| > threshold``. Returns entries kept.
 

@@ -74,7 +74,6 @@ def _build(config, weights, dtype=None, device="cpu") -> torch.nn.Module:
     import mace.modules
     from safetensors.torch import load_file
 
-
     info = foundation_info(config)
     if info.get("format") != FORMAT:
         raise ValueError(f"{config}: not a {FORMAT} file (format={info.get('format')!r})")

@@ -9,7 +9,20 @@ from .forward import HeadedModel, forward_with_heads, split_heads
 from .magmom import CollinearMagmomHead, VectorMagmomHead
 
 __all__ = [
-    "HEAD_CLASSES", "CollinearMagmomHead", "EnergyHead", "Head", "HeadConfig", "HeadError", "HeadedModel",
-    "NodeFeatures", "VectorMagmomHead", "build_from_config", "build_head", "feature_irreps", "forward_with_heads",
-    "head_config_from_dict", "split_features", "split_heads",
+    "HEAD_CLASSES",
+    "CollinearMagmomHead",
+    "EnergyHead",
+    "Head",
+    "HeadConfig",
+    "HeadError",
+    "HeadedModel",
+    "NodeFeatures",
+    "VectorMagmomHead",
+    "build_from_config",
+    "build_head",
+    "feature_irreps",
+    "forward_with_heads",
+    "head_config_from_dict",
+    "split_features",
+    "split_heads",
 ]

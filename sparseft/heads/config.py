@@ -17,8 +17,16 @@ RESERVED_NAMES = {"foundation", "default", "Default"}
 
 # recipe keys each kind accepts besides name/kind/seed
 KIND_KEYS = {
-    "energy": {"energy_key", "forces_key", "stress_key", "virials_key", "energy_weight", "forces_weight",
-               "stress_weight", "E0s"},
+    "energy": {
+        "energy_key",
+        "forces_key",
+        "stress_key",
+        "virials_key",
+        "energy_weight",
+        "forces_weight",
+        "stress_weight",
+        "E0s",
+    },
     "magmom": {"magmom_key", "total_key", "magmoms_weight", "hidden", "constrain_total"},
     "vector_magmom": {"magmom_key", "magmoms_weight", "hidden", "channels"},
 }
@@ -67,14 +75,18 @@ def head_config_from_dict(data, where: str) -> HeadConfig:
         raise HeadError(f"{where}: expected a mapping with name and kind")
     name, kind = data.get("name"), data.get("kind")
     if not isinstance(name, str) or not NAME_PATTERN.match(name) or name in RESERVED_NAMES:
-        raise HeadError(f"{where}.name: {name!r} must be an identifier (letters, digits, _) other than "
-                        f"{', '.join(sorted(RESERVED_NAMES))}")
+        raise HeadError(
+            f"{where}.name: {name!r} must be an identifier (letters, digits, _) other than "
+            f"{', '.join(sorted(RESERVED_NAMES))}"
+        )
     if kind not in HEAD_CLASSES:
         raise HeadError(f"{where}.kind: {kind!r} is not one of {', '.join(HEAD_CLASSES)}")
     allowed = KIND_KEYS[kind] | {"name", "kind", "seed"}
     unknown = sorted(set(data) - allowed)
     if unknown:
-        raise HeadError(f"{where}: key(s) {unknown} do not apply to kind {kind}; valid keys: {', '.join(sorted(allowed))}")
+        raise HeadError(
+            f"{where}: key(s) {unknown} do not apply to kind {kind}; valid keys: {', '.join(sorted(allowed))}"
+        )
     types = {f.name: f.type for f in fields(HeadConfig)}
     values = {}
     for key, value in data.items():
@@ -116,8 +128,9 @@ def build_head(name: str, kind: str, options: dict, plain_model: torch.nn.Module
         if kind == "energy":
             head = EnergyHead(name, options, model=plain_model)
         else:
-            head = HEAD_CLASSES[kind](name, options, irreps_list=feature_irreps(plain_model),
-                                      num_elements=len(plain_model.atomic_numbers))
+            head = HEAD_CLASSES[kind](
+                name, options, irreps_list=feature_irreps(plain_model), num_elements=len(plain_model.atomic_numbers)
+            )
     return head.to(dtype=param.dtype, device=param.device)
 
 

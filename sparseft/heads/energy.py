@@ -26,8 +26,10 @@ class EnergyHead(Head):
         super().__init__(name, options)
         for attr in ("readouts", "scale_shift", "atomic_energies_fn"):
             if not hasattr(model, attr):
-                raise HeadError(f"head {name!r}: the base model ({type(model).__name__}) has no {attr}; "
-                                "an energy head needs a mace MACE/ScaleShiftMACE model")
+                raise HeadError(
+                    f"head {name!r}: the base model ({type(model).__name__}) has no {attr}; "
+                    "an energy head needs a mace MACE/ScaleShiftMACE model"
+                )
         self.readouts = copy.deepcopy(model.readouts)
         self.scale_shift = copy.deepcopy(model.scale_shift)
         e0s = e0s_buffer(model).detach().clone()

@@ -53,7 +53,9 @@ def split_features(node_feats: torch.Tensor, irreps_list) -> NodeFeatures:
             offset += width
         start += irreps.dim
     if start != node_feats.shape[-1]:
-        raise ValueError(f"node_feats has {node_feats.shape[-1]} columns, the layers' irreps {describe(irreps_list)} give {start}")
+        raise ValueError(
+            f"node_feats has {node_feats.shape[-1]} columns, the layers' irreps {describe(irreps_list)} give {start}"
+        )
     return NodeFeatures(
         layers=layers,
         scalars=torch.cat(scalars, dim=-1),

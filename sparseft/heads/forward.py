@@ -21,8 +21,9 @@ from .features import split_features
 def _derivatives(energy, positions, displacement, cell, *, training: bool, last: bool):
     """Forces ``-dE/dr`` and, with a displacement, stress ``-(1/V) dE/dε`` (mace's convention)."""
     inputs = [positions] + ([displacement] if displacement is not None else [])
-    grads = torch.autograd.grad([energy.sum()], inputs, retain_graph=training or not last, create_graph=training,
-                                allow_unused=True)
+    grads = torch.autograd.grad(
+        [energy.sum()], inputs, retain_graph=training or not last, create_graph=training, allow_unused=True
+    )
     forces = -grads[0] if grads[0] is not None else torch.zeros_like(positions)
     stress = None
     if displacement is not None:
@@ -33,8 +34,18 @@ def _derivatives(energy, positions, displacement, cell, *, training: bool, last:
     return forces, stress
 
 
-def forward_with_heads(trunk, heads, irreps_list, data: dict, *, training: bool = False, compute_force: bool = True,
-                       compute_stress: bool = False, derivative_heads=None, **_ignored) -> dict:
+def forward_with_heads(
+    trunk,
+    heads,
+    irreps_list,
+    data: dict,
+    *,
+    training: bool = False,
+    compute_force: bool = True,
+    compute_stress: bool = False,
+    derivative_heads=None,
+    **_ignored,
+) -> dict:
     """Run ``trunk`` (a mace model, possibly parametrized) and ``heads`` (name -> Head) on a batch.
 
     ``derivative_heads`` limits forces/stress to those energy heads (``None`` in it = the
@@ -45,7 +56,9 @@ def forward_with_heads(trunk, heads, irreps_list, data: dict, *, training: bool 
     displacement = None
     if compute_stress:
         num_graphs = int(data["ptr"].numel() - 1)
-        displacement = torch.zeros((num_graphs, 3, 3), dtype=positions.dtype, device=positions.device, requires_grad=True)
+        displacement = torch.zeros(
+            (num_graphs, 3, 3), dtype=positions.dtype, device=positions.device, requires_grad=True
+        )
         data["displacement"] = displacement
     out = dict(trunk(data, training=training, compute_force=False, compute_displacement=compute_stress))
     features = split_features(out["node_feats"], irreps_list)
@@ -63,8 +76,9 @@ def forward_with_heads(trunk, heads, irreps_list, data: dict, *, training: bool 
     for i, name in enumerate(names):
         if not want:
             break
-        forces, stress = _derivatives(energies[name], positions, displacement, data["cell"], training=training,
-                                      last=i == len(names) - 1)
+        forces, stress = _derivatives(
+            energies[name], positions, displacement, data["cell"], training=training, last=i == len(names) - 1
+        )
         target = out if name is None else results[name]
         target["forces"] = forces
         target["stress"] = stress
@@ -85,7 +99,7 @@ class HeadedModel(WrapsMaceModel):
         self.model = model
         self.output_heads = torch.nn.ModuleDict()
         self.irreps_list = feature_irreps(self.base)
-        for head in (heads.values() if isinstance(heads, (dict, torch.nn.ModuleDict)) else heads or []):
+        for head in heads.values() if isinstance(heads, (dict, torch.nn.ModuleDict)) else heads or []:
             self.add_head(head)
 
     @property
@@ -114,11 +128,25 @@ class HeadedModel(WrapsMaceModel):
         """The adapted trunk merged into a plain mace model, with copies of the heads."""
         return HeadedModel(self.model.merge(), copy.deepcopy(self.output_heads))
 
-    def forward(self, data: dict, training: bool = False, compute_force: bool = True, compute_stress: bool = False,
-                derivative_heads=None, **kwargs) -> dict:
-        return forward_with_heads(self.model, self.output_heads, self.irreps_list, data, training=training,
-                                  compute_force=compute_force, compute_stress=compute_stress,
-                                  derivative_heads=derivative_heads)
+    def forward(
+        self,
+        data: dict,
+        training: bool = False,
+        compute_force: bool = True,
+        compute_stress: bool = False,
+        derivative_heads=None,
+        **kwargs,
+    ) -> dict:
+        return forward_with_heads(
+            self.model,
+            self.output_heads,
+            self.irreps_list,
+            data,
+            training=training,
+            compute_force=compute_force,
+            compute_stress=compute_stress,
+            derivative_heads=derivative_heads,
+        )
 
 
 def split_heads(model: torch.nn.Module) -> tuple[torch.nn.Module, dict]:

@@ -14,8 +14,9 @@ def label_keys(config: HeadConfig) -> Keys | MagmomKeys:
     """The label set of one head (:mod:`sparseft.labels`)."""
     if config.kind == "energy":
         return Keys(config.energy_key, config.forces_key, config.stress_key, config.virials_key)
-    return MagmomKeys(config.magmom_key, config.total_key if config.kind == "magmom" else None,
-                      vector=config.kind == "vector_magmom")
+    return MagmomKeys(
+        config.magmom_key, config.total_key if config.kind == "magmom" else None, vector=config.kind == "vector_magmom"
+    )
 
 
 def label_sets(heads: list[HeadConfig], calculator_labels: str) -> list:
@@ -61,8 +62,13 @@ def task_weights(configs: list[HeadConfig], train) -> dict:
     weights = {"energy": train.energy_weight, "forces": train.forces_weight, "stress": train.stress_weight}
     for h in configs:
         if h.kind == "energy":
-            weights.update({f"{h.name}.energy": h.energy_weight, f"{h.name}.forces": h.forces_weight,
-                            f"{h.name}.stress": h.stress_weight})
+            weights.update(
+                {
+                    f"{h.name}.energy": h.energy_weight,
+                    f"{h.name}.forces": h.forces_weight,
+                    f"{h.name}.stress": h.stress_weight,
+                }
+            )
         else:
             weights[f"{h.name}.magmoms"] = h.magmoms_weight
     return weights
@@ -72,12 +78,14 @@ def differentiated_heads(weights: dict, stress_counts: dict, force_counts: dict)
     """Energy heads (``None``: the foundation's) whose forces or stress train, i.e. have a
     positive weight and training labels; the others need no backward pass in a training step.
     ``*_counts`` map head -> number of training frames with that label."""
+
     def trained(head, quantity, counts):
         task = quantity if head is None else f"{head}.{quantity}"
         return weights.get(task, 0.0) > 0 and counts.get(head, 0) > 0
 
-    return [head for head in force_counts
-            if trained(head, "forces", force_counts) or trained(head, "stress", stress_counts)]
+    return [
+        head for head in force_counts if trained(head, "forces", force_counts) or trained(head, "stress", stress_counts)
+    ]
 
 
 @torch.no_grad()

@@ -59,13 +59,17 @@ def load_checkpoint(output: Path, trainer: Trainer) -> TrainState:
     meta = json.loads((d / "state.json").read_text())
     tensors = load_file(str(d / "tensors.safetensors"))
     if meta["num_params"] != len(trainer.params):
-        raise ValueError(f"{d}: checkpoint has {meta['num_params']} parameter tensors, the recipe builds "
-                         f"{len(trainer.params)}; was the recipe changed since the run started?")
+        raise ValueError(
+            f"{d}: checkpoint has {meta['num_params']} parameter tensors, the recipe builds "
+            f"{len(trainer.params)}; was the recipe changed since the run started?"
+        )
     for i, p in enumerate(trainer.params):
         saved = tensors[f"param/{i}"]
         if saved.shape != p.shape:
-            raise ValueError(f"{d}: parameter {i} has shape {tuple(saved.shape)}, expected {tuple(p.shape)}; "
-                             "was the recipe changed since the run started?")
+            raise ValueError(
+                f"{d}: parameter {i} has shape {tuple(saved.shape)}, expected {tuple(p.shape)}; "
+                "was the recipe changed since the run started?"
+            )
         p.copy_(saved.to(p))
         state = {k.split("/", 2)[2]: v.to(p.device) for k, v in tensors.items() if k.startswith(f"optim/{i}/")}
         if state:
@@ -81,7 +85,7 @@ def load_checkpoint(output: Path, trainer: Trainer) -> TrainState:
         trainer.best_params = [tensors[f"best/{i}"].to(p) for i, p in enumerate(trainer.params)]
     for key, value in tensors.items():
         if key.startswith("buffer/"):
-            trainer.adapted.set_buffer(key[len("buffer/"):], value)
+            trainer.adapted.set_buffer(key[len("buffer/") :], value)
     state = TrainState.from_dict(meta["state"])
     state.interrupted = False
     return state

@@ -45,14 +45,24 @@ def _energy_views(prefix: str, out: dict, batch, labels: dict, weight) -> list[V
         views.append(View(prefix + "forces", prefix + "forces", out["forces"], ref, _per_atom(weight * w, batch, ref)))
     if "stress" in labels and out.get("stress") is not None:
         ref, w = labels["stress"]
-        views.append(View(prefix + "stress", prefix + "stress", out["stress"], ref,
-                          (weight * w).view(-1, 1, 1).expand_as(out["stress"])))
+        views.append(
+            View(
+                prefix + "stress",
+                prefix + "stress",
+                out["stress"],
+                ref,
+                (weight * w).view(-1, 1, 1).expand_as(out["stress"]),
+            )
+        )
     return views
 
 
 def _labels(batch, prefix: str, names) -> dict:
-    return {n: (batch[prefix + n], batch[prefix + n + "_weight"]) for n in names
-            if prefix + n in batch and prefix + n + "_weight" in batch}
+    return {
+        n: (batch[prefix + n], batch[prefix + n + "_weight"])
+        for n in names
+        if prefix + n in batch and prefix + n + "_weight" in batch
+    }
 
 
 def views(batch, out) -> list[View]:
@@ -66,11 +76,15 @@ def views(batch, out) -> list[View]:
             labels = _labels(batch, prefix, ["magmoms"])
             if labels:
                 ref, w = labels["magmoms"]
-                result.append(View(f"{name}.magmoms", f"{name}.magmoms", values["magmoms"], ref,
-                                   _per_atom(weight * w, batch, ref)))
+                result.append(
+                    View(
+                        f"{name}.magmoms", f"{name}.magmoms", values["magmoms"], ref, _per_atom(weight * w, batch, ref)
+                    )
+                )
         else:
-            result += _energy_views(f"{name}.", values, batch, _labels(batch, prefix, ["energy", "forces", "stress"]),
-                                    weight)
+            result += _energy_views(
+                f"{name}.", values, batch, _labels(batch, prefix, ["energy", "forces", "stress"]), weight
+            )
     return result
 
 

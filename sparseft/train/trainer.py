@@ -79,9 +79,20 @@ class Trainer:
     """Fits an :class:`AdaptedModel` (or a :class:`~sparseft.heads.HeadedModel` around one) on mace
     ``AtomicData`` lists with a ``TrainSection`` config."""
 
-    def __init__(self, model: torch.nn.Module, train_data: list, valid_data: list, config, *,
-                 device: str | torch.device, compute_stress: bool, log=print, progress: bool = False,
-                 task_weights: dict | None = None, derivative_heads: list | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        train_data: list,
+        valid_data: list,
+        config,
+        *,
+        device: str | torch.device,
+        compute_stress: bool,
+        log=print,
+        progress: bool = False,
+        task_weights: dict | None = None,
+        derivative_heads: list | None = None,
+    ):
         self.model = model
         self.adapted: AdaptedModel = split_heads(model)[0]  # the adapter side: after-step hooks, supports, E0s
         self._heads_kwargs = {"derivative_heads": derivative_heads} if self.adapted is not model else {}
@@ -93,10 +104,15 @@ class Trainer:
         self.derivative_heads = derivative_heads  # energy heads whose forces/stress train (None: all)
         self.log = log
         self.progress = progress
-        self.weights = dict(task_weights) if task_weights is not None else {
-            "energy": config.energy_weight, "forces": config.forces_weight,
-            "stress": config.stress_weight if compute_stress else 0.0,
-        }
+        self.weights = (
+            dict(task_weights)
+            if task_weights is not None
+            else {
+                "energy": config.energy_weight,
+                "forces": config.forces_weight,
+                "stress": config.stress_weight if compute_stress else 0.0,
+            }
+        )
         self.params = model.trainable_parameters()
         self.optimizer = make_optimizer(self.params, config)
         self.ema = EMA(self.params, config.ema_decay) if config.ema_decay else None
@@ -207,8 +223,13 @@ class Trainer:
         epoch = state.epoch
         batches = loader(self.train_data, self.config.batch_size, shuffle=True, seed=self.config.seed * 100_003 + epoch)
         sums = dict(state.epoch_sums) or {"loss": 0.0, "frames": 0}
-        bar = tqdm(total=self.steps_per_epoch, initial=state.step_in_epoch, desc=f"epoch {epoch + 1}",
-                   disable=not self.progress, leave=False)
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            initial=state.step_in_epoch,
+            desc=f"epoch {epoch + 1}",
+            disable=not self.progress,
+            leave=False,
+        )
         self.model.train()
         for i, batch in enumerate(batches):
             if i < state.step_in_epoch:
@@ -257,8 +278,9 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        out = self.model(batch, training=True, compute_force=True, compute_stress=self.compute_stress,
-                         **self._heads_kwargs)
+        out = self.model(
+            batch, training=True, compute_force=True, compute_stress=self.compute_stress, **self._heads_kwargs
+        )
         loss = total_loss(loss_terms(batch, out), self.weights_at(state.step))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"step {state.step}: the loss is {float(loss)}; lower train.lr or check the data")
@@ -287,7 +309,9 @@ class Trainer:
                     state.plateau_bad = 0
         # best = lowest validation loss; once the support is fixed only post-fix epochs qualify
         eligible = self.fix_at_step is None or state.support_fixed
-        if eligible and metric < state.best_valid - 1e-6 * abs(state.best_valid if math.isfinite(state.best_valid) else 0):
+        if eligible and metric < state.best_valid - 1e-6 * abs(
+            state.best_valid if math.isfinite(state.best_valid) else 0
+        ):
             state.best_valid, state.best_epoch, state.bad_epochs = metric, state.epoch, 0
             self.best_params = self.snapshot()
         elif eligible:
@@ -321,7 +345,7 @@ def _summary(row: dict, epochs: int) -> str:
     heads = ""
     for key in row:
         if key.startswith("valid_") and "." in key and row[key] is not None:
-            head, _, metric = key[len("valid_"):].partition(".")
+            head, _, metric = key[len("valid_") :].partition(".")
             if metric == "forces_mae":
                 heads += f"  [{head}] F {scaled(key):.1f} meV/Å"
             elif metric == "energy_per_atom_mae":

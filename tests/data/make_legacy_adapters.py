@@ -1,4 +1,5 @@
 """Write adapter directories with the pre-refactor code (tests/data/legacy_adapter*)."""
+
 import os
 
 import sparseft as sf
@@ -9,11 +10,14 @@ from sparseft.heads import build_head
 os.chdir(os.path.join(os.path.dirname(__file__), "..", ".."))
 base = load_foundation(dtype="float64")
 torch.manual_seed(0)
-adapted = sf.wrap(base, [
-    sf.SparseConfig(name="s", select=sf.Selector(kinds=["skip"], layers=[0]), l1=0.1),
-    sf.LoRAConfig(name="l", select=sf.Selector(kinds=["linear"], layers=[1]), rank=2),
-    sf.FreezeConfig(name="f", select=sf.Selector(kinds=["readout"])),
-])
+adapted = sf.wrap(
+    base,
+    [
+        sf.SparseConfig(name="s", select=sf.Selector(kinds=["skip"], layers=[0]), l1=0.1),
+        sf.LoRAConfig(name="l", select=sf.Selector(kinds=["linear"], layers=[1]), rank=2),
+        sf.FreezeConfig(name="f", select=sf.Selector(kinds=["readout"])),
+    ],
+)
 with torch.no_grad():
     for p in adapted.trainable_parameters():
         p.add_(0.01 * torch.randn_like(p))

@@ -107,8 +107,10 @@ def test_check_cli_covers_the_heads_of_a_merged_file(headed, capsys):
     from sparseft.cli import main
 
     d, _ = headed
-    for args in (["check", str(d / "merged_with_heads.model")],
-                 ["check", str(d / "base.model"), "--adapter", str(d / "adapter")]):
+    for args in (
+        ["check", str(d / "merged_with_heads.model")],
+        ["check", str(d / "base.model"), "--adapter", str(d / "adapter")],
+    ):
         assert main(args) == 0
         out = capsys.readouterr().out
         assert "inversion        spin.magmoms" in out and "lj.forces" in out

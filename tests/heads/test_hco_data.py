@@ -28,17 +28,29 @@ def test_spin_populations_sum_to_the_total_moment(split):
 
 def test_tiny_model_head_beats_the_per_element_mean(tmp_path):
     torch.save(tiny_mace(atomic_numbers=(1, 6, 8), hidden_irreps="16x0e", r_max=4.0), tmp_path / "hco.model")
-    recipe = recipe_from_dict({
-        "base": {"model": str(tmp_path / "hco.model")},
-        "data": {"train": str(DATA / "train.xyz"), "valid": str(DATA / "valid.xyz"), "test": str(DATA / "test.xyz"),
-                 "energy_key": None, "forces_key": None, "stress_key": None, "virials_key": None},
-        "adapters": [],
-        "heads": [{"name": "spin", "kind": "magmom", "constrain_total": True}],
-        "train": {"lr": 0.01, "epochs": 20, "batch_size": 16},
-        "output": {"directory": str(tmp_path / "out")},
-    })
+    recipe = recipe_from_dict(
+        {
+            "base": {"model": str(tmp_path / "hco.model")},
+            "data": {
+                "train": str(DATA / "train.xyz"),
+                "valid": str(DATA / "valid.xyz"),
+                "test": str(DATA / "test.xyz"),
+                "energy_key": None,
+                "forces_key": None,
+                "stress_key": None,
+                "virials_key": None,
+            },
+            "adapters": [],
+            "heads": [{"name": "spin", "kind": "magmom", "constrain_total": True}],
+            "train": {"lr": 0.01, "epochs": 20, "batch_size": 16},
+            "output": {"directory": str(tmp_path / "out")},
+        }
+    )
     metrics = run(recipe, quiet=True)
-    test, baseline = metrics["splits"]["test"]["spin.magmoms_mae"], metrics["base_zero_shot"]["test"]["spin.magmoms_mae"]
+    test, baseline = (
+        metrics["splits"]["test"]["spin.magmoms_mae"],
+        metrics["base_zero_shot"]["test"]["spin.magmoms_mae"],
+    )
     assert 0.15 < baseline < 0.3  # the per-element mean (constrained to 2S)
     assert test < 0.75 * baseline
     assert np.isfinite(test)

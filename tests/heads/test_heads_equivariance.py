@@ -27,8 +27,11 @@ def _with_heads(model, kinds=("energy", "magmom", "vector_magmom")):
 def test_head_rules_follow_declared_irreps(make_model):
     rules, floors = head_rules(_with_heads(make_model("l1")))
     assert rules == {
-        "h_energy.energy": "global_0e", "h_energy.forces": "atom_1o", "h_energy.stress": "global_tensor2",
-        "h_magmom.magmoms": "atom_0e", "h_vector_magmom.magmoms": "atom_1e",
+        "h_energy.energy": "global_0e",
+        "h_energy.forces": "atom_1o",
+        "h_energy.stress": "global_tensor2",
+        "h_magmom.magmoms": "atom_0e",
+        "h_vector_magmom.magmoms": "atom_1e",
     }
     assert floors["h_vector_magmom.magmoms"] < 1e-6
 

@@ -43,7 +43,9 @@ def _adapted(cuau):
 def test_masked_multitask_loss_uses_only_labelled_frames(cuau):
     frames = multitask_frames(8)
     adapted = _adapted(cuau)
-    labelled = attach_labels(Frames("mt.xyz", frames, list(range(8))), Keys(), extra=[(HEAD_KEYS[0][1], False), HEAD_KEYS[1][1]])
+    labelled = attach_labels(
+        Frames("mt.xyz", frames, list(range(8))), Keys(), extra=[(HEAD_KEYS[0][1], False), HEAD_KEYS[1][1]]
+    )
     data = to_atomic_data(labelled, adapted, Keys(), heads=HEAD_KEYS)
     batch = next(iter(loader(data, 8, shuffle=False))).to_dict()
     out = adapted(batch, training=False, compute_force=True)
@@ -62,7 +64,7 @@ def test_masked_multitask_loss_uses_only_labelled_frames(cuau):
     m_pred = out["heads"]["spin"]["magmoms"].detach().numpy()
     rows = [i for i in range(8) if has(i, "REF_magmoms", "arrays")]
     assert 0 < len(rows) < 8
-    diffs = np.concatenate([m_pred[ptr[i]:ptr[i + 1]] - frames[i].arrays["REF_magmoms"] for i in rows])
+    diffs = np.concatenate([m_pred[ptr[i] : ptr[i + 1]] - frames[i].arrays["REF_magmoms"] for i in rows])
     assert float(terms["spin.magmoms"]) == pytest.approx(np.mean(diffs**2), rel=1e-10)
 
     e_rows = [i for i in range(8) if has(i, "REF_energy", "info")]
@@ -100,8 +102,14 @@ def multitask_run(tmp_path_factory, cuau):
 
 def test_multitask_finetune_outputs_cover_every_head(multitask_run):
     out, metrics = multitask_run
-    for name in ("merged.model", "merged_with_heads.model", "parity_lj_energy.png", "parity_lj_forces.png",
-                 "parity_spin_magmoms.png", "parity_forces.png"):
+    for name in (
+        "merged.model",
+        "merged_with_heads.model",
+        "parity_lj_energy.png",
+        "parity_lj_forces.png",
+        "parity_spin_magmoms.png",
+        "parity_forces.png",
+    ):
         assert (out / name).is_file(), name
     saved = json.loads((out / "metrics.json").read_text())
     assert [h["name"] for h in saved["heads"]] == ["lj", "spin"]
@@ -139,16 +147,23 @@ def _recipe_dict(**heads_and_data):
     return {"data": data, "adapters": [{"method": "sparse"}], **heads_and_data}
 
 
-@pytest.mark.parametrize("heads, data, message", [
-    ([{"name": "spin", "kind": "magmom", "forces_key": "F"}], {}, r"heads\[0\]: key\(s\) \['forces_key'\] do not apply to kind magmom"),
-    ([{"name": "2x", "kind": "magmom"}], {}, r"heads\[0\]\.name"),
-    ([{"name": "foundation", "kind": "energy"}], {}, r"heads\[0\]\.name"),
-    ([{"name": "s", "kind": "spin"}], {}, r"heads\[0\]\.kind: 'spin' is not one of"),
-    ([{"name": "s", "kind": "magmom"}, {"name": "s", "kind": "energy"}], {}, "repeated"),
-    ([{"name": "s", "kind": "magmom", "magmoms_weight": -1}], {}, r"heads\[0\]\.magmoms_weight"),
-    ([{"name": "e", "kind": "energy", "E0s": "guess"}], {}, r"heads\[0\]\.E0s"),
-    ([{"name": "e", "kind": "energy"}], {"calculator_labels": "dft"}, "data.calculator_labels: 'dft'"),
-])
+@pytest.mark.parametrize(
+    "heads, data, message",
+    [
+        (
+            [{"name": "spin", "kind": "magmom", "forces_key": "F"}],
+            {},
+            r"heads\[0\]: key\(s\) \['forces_key'\] do not apply to kind magmom",
+        ),
+        ([{"name": "2x", "kind": "magmom"}], {}, r"heads\[0\]\.name"),
+        ([{"name": "foundation", "kind": "energy"}], {}, r"heads\[0\]\.name"),
+        ([{"name": "s", "kind": "spin"}], {}, r"heads\[0\]\.kind: 'spin' is not one of"),
+        ([{"name": "s", "kind": "magmom"}, {"name": "s", "kind": "energy"}], {}, "repeated"),
+        ([{"name": "s", "kind": "magmom", "magmoms_weight": -1}], {}, r"heads\[0\]\.magmoms_weight"),
+        ([{"name": "e", "kind": "energy", "E0s": "guess"}], {}, r"heads\[0\]\.E0s"),
+        ([{"name": "e", "kind": "energy"}], {"calculator_labels": "dft"}, "data.calculator_labels: 'dft'"),
+    ],
+)
 def test_bad_head_recipes_name_the_path(heads, data, message):
     with pytest.raises(RecipeError, match=message):
         recipe_from_dict(_recipe_dict(heads=heads, data=data))
@@ -168,7 +183,9 @@ def test_bad_moment_labels_name_file_and_frame(tmp_path, cuau):
     (tmp_path / "r.yaml").write_text(recipe_text("tiny.model", "bad.xyz", "out") + MULTITASK_HEADS)
     from sparseft.data import DataError
 
-    with pytest.raises(DataError, match=r"data.train: .*bad.xyz: frame 2: REF_magmoms has shape \(4, 3\), expected \(4,\)"):
+    with pytest.raises(
+        DataError, match=r"data.train: .*bad.xyz: frame 2: REF_magmoms has shape \(4, 3\), expected \(4,\)"
+    ):
         run(load_recipe(tmp_path / "r.yaml"), quiet=True)
     assert not (tmp_path / "out" / "metrics.json").exists()
 
@@ -197,7 +214,9 @@ def test_train_may_list_several_files_with_different_labels(tmp_path, cuau):
     ase.io.write(tmp_path / "new.xyz", new)
     ase.io.write(tmp_path / "replay.xyz", replay)
     torch.save(cuau, tmp_path / "tiny.model")
-    text = recipe_text("tiny.model", "[new.xyz, replay.xyz]", "out", epochs=1) + "heads:\n  - {name: spin, kind: magmom}\n"
+    text = (
+        recipe_text("tiny.model", "[new.xyz, replay.xyz]", "out", epochs=1) + "heads:\n  - {name: spin, kind: magmom}\n"
+    )
     (tmp_path / "r.yaml").write_text(text)
     recipe = load_recipe(tmp_path / "r.yaml")
     assert recipe.data.train == [str(tmp_path / "new.xyz"), str(tmp_path / "replay.xyz")]
@@ -222,15 +241,24 @@ def test_untrained_derivatives_are_skipped_without_changing_training(cuau):
     frames = multitask_frames(8)
     for atoms in frames:  # no LJ forces anywhere: the lj head trains on energies only
         atoms.arrays.pop("LJ_forces", None)
-    labelled = attach_labels(Frames("mt.xyz", frames, list(range(8))), Keys(), extra=[(HEAD_KEYS[0][1], False), HEAD_KEYS[1][1]])
+    labelled = attach_labels(
+        Frames("mt.xyz", frames, list(range(8))), Keys(), extra=[(HEAD_KEYS[0][1], False), HEAD_KEYS[1][1]]
+    )
     params = []
     for derivative_heads in (None, [None]):
         torch.manual_seed(0)  # _adapted perturbs the moment head randomly
         adapted = _adapted(cuau)
         data = to_atomic_data(labelled, adapted, Keys(), heads=HEAD_KEYS)
-        trainer = Trainer(adapted, data, [], TrainSection(epochs=1, batch_size=4), device="cpu", compute_stress=False,
-                          task_weights={"energy": 1.0, "forces": 10.0, "lj.energy": 1.0, "lj.forces": 10.0,
-                                        "spin.magmoms": 1.0}, derivative_heads=derivative_heads)
+        trainer = Trainer(
+            adapted,
+            data,
+            [],
+            TrainSection(epochs=1, batch_size=4),
+            device="cpu",
+            compute_stress=False,
+            task_weights={"energy": 1.0, "forces": 10.0, "lj.energy": 1.0, "lj.forces": 10.0, "spin.magmoms": 1.0},
+            derivative_heads=derivative_heads,
+        )
         batch = next(iter(loader(data, 8, shuffle=False))).to_dict()
         out = adapted(batch, training=True, compute_force=True, derivative_heads=derivative_heads)
         assert ("forces" in out["heads"]["lj"]) == (derivative_heads is None)  # really skipped

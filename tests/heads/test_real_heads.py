@@ -41,8 +41,9 @@ def test_nio_vector_moments_are_read_as_1e_labels(nio_frames, nio_model):
     norms = np.linalg.norm(atoms.arrays["spin"], axis=1)
     assert np.all((norms[atoms.numbers == 28] > 1.2) & (norms[atoms.numbers == 28] < 1.3))
     assert np.allclose(norms[atoms.numbers == 8], 0.0)
-    data = to_atomic_data(nio_frames.__class__(nio_frames.path, nio_frames.atoms[:2], [0, 1]), nio_model, Keys(),
-                          heads=[("spin", SPIN)])
+    data = to_atomic_data(
+        nio_frames.__class__(nio_frames.path, nio_frames.atoms[:2], [0, 1]), nio_model, Keys(), heads=[("spin", SPIN)]
+    )
     assert data[0]["spin__magmoms"].shape == (32, 3)
     assert float(data[0]["spin__magmoms_weight"]) == 1.0
 

@@ -39,9 +39,19 @@ def _recipe(workdir, name, **train):
 def test_finetune_writes_every_output_and_improves_forces(workdir):
     metrics = run(load_recipe(_recipe(workdir, "basic", epochs=6)), quiet=True)
     out = workdir / "basic"
-    for name in ("recipe.yaml", "adapter/sparseft.json", "adapter/adapter.safetensors", "merged.model",
-                 "metrics.json", "history.csv", "learning_curves.png", "parity_energy.png", "parity_forces.png",
-                 "sparsity_map.png", "sparsity.json"):
+    for name in (
+        "recipe.yaml",
+        "adapter/sparseft.json",
+        "adapter/adapter.safetensors",
+        "merged.model",
+        "metrics.json",
+        "history.csv",
+        "learning_curves.png",
+        "parity_energy.png",
+        "parity_forces.png",
+        "sparsity_map.png",
+        "sparsity.json",
+    ):
         assert (out / name).is_file(), name
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["splits"]["test"]["forces_mae"] < saved["base_zero_shot"]["test"]["forces_mae"]
@@ -66,8 +76,13 @@ def _adapter_tensors(directory):
 
 def _start(workdir, recipe, *extra):
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    return subprocess.Popen([sys.executable, "-m", "sparseft.cli", "finetune", str(recipe), "--quiet", *extra],
-                            cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "sparseft.cli", "finetune", str(recipe), "--quiet", *extra],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _wait_for_epoch(workdir, name, proc, epoch, timeout=120):
@@ -126,7 +141,9 @@ def test_data_errors_come_before_training(workdir):
     ase.io.write(workdir / "bad.xyz", frames)
     path = workdir / "bad.yaml"
     path.write_text(recipe_text("tiny.model", "bad.xyz", "bad_out"))
-    with pytest.raises(ValueError, match=r"data.train: .*bad.xyz: elements the base model does not know: Ag \(frames 3\)"):
+    with pytest.raises(
+        ValueError, match=r"data.train: .*bad.xyz: elements the base model does not know: Ag \(frames 3\)"
+    ):
         run(load_recipe(path), quiet=True)
     assert not (workdir / "bad_out" / "checkpoint").exists()
     np.testing.assert_equal(len(ase.io.read(workdir / "bad.xyz", ":")), 4)
