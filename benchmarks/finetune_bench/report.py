@@ -91,12 +91,11 @@ def lc_table(info: dict) -> list[str]:
             f = [r["test"]["forces_mae"] for r in rs]
             e = [r["test"]["energy_mae"] for r in rs]
             g = [r["forget"]["forces_mae"] for r in rs]
-            spread = lambda xs, s: (
-                f"{1000 * statistics.mean(xs):{s}}"
-                + (  # noqa: E731
-                    f" ({1000 * min(xs):{s}}-{1000 * max(xs):{s}})" if len(xs) > 1 else ""
-                )
-            )
+
+            def spread(xs, s):
+                extra = f" ({1000 * min(xs):{s}}-{1000 * max(xs):{s}})" if len(xs) > 1 else ""
+                return f"{1000 * statistics.mean(xs):{s}}" + extra
+
             lines.append(
                 f"| {rs[0]['label']} | {n} | {rs[0]['epochs']} | {len(rs)} | {spread(f, '.1f')} | "
                 f"{spread(e, '.2f')} | {spread(g, '.1f')} |"
