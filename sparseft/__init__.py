@@ -12,7 +12,7 @@ from .fingerprint import fingerprint
 from .heads import HeadConfig, HeadedModel, HeadError, build_head
 from .io import AdapterFileError, load_adapter, save_adapter
 from .labels import DataError
-from .loading import ModelLoadError, load_model
+from .loading import ModelLoadError, UntrustedModelWarning, load_model
 from .model import AdaptedModel, AdapterConflictError, wrap
 from .predict import predict
 from .recipe import RecipeError
@@ -44,7 +44,7 @@ __all__ = [
     "HeadConfig",
     "HeadedModel",
     "build_head",
-    # errors
+    # errors and warnings
     "AdapterConflictError",
     "AdapterFileError",
     "DataError",
@@ -53,4 +53,5 @@ __all__ = [
     "RecipeError",
     "SelectionError",
     "UnsupportedLayoutError",
+    "UntrustedModelWarning",
 ]

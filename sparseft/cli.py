@@ -59,24 +59,44 @@ def cmd_check(args) -> int:
         label += f" + adapter {args.adapter}"
     structures = None
     if args.structures:
-        import ase.io
-
-        structures = ase.io.read(args.structures, index=":")
+        structures = _read_structures(args.structures, model)
     report = check_equivariance(model, structures, seed=args.seed)
     print(f"equivariance of {label}")
     print(report.format_table())
     return 0 if report.passed else 1
 
 
+def _read_structures(path, model) -> list:
+    """Structures for ``check --structures``, refused (file and frame named) when no model can
+    evaluate them."""
+    from .data import read_frames
+    from .geometry import StructureError, check_structure
+    from .labels import DataError
+
+    frames = read_frames(path)
+    zs = [int(z) for z in model.atomic_numbers]
+    for i, atoms in zip(frames.indices, frames.atoms):
+        try:
+            check_structure(atoms, zs)
+        except StructureError as exc:
+            raise DataError(f"{frames.path}: frame {i}: {exc}") from exc
+    return frames.atoms
+
+
 def cmd_finetune(args) -> int:
     from .finetune import Interrupted, run
-    from .recipe import load_recipe
+    from .recipe import RecipeError, load_recipe
 
+    if args.resume and args.overwrite:
+        raise RecipeError("--resume and --overwrite exclude each other: continue the run, or replace it")
+    if args.accept_recipe_changes and not args.resume:
+        raise RecipeError("--accept-recipe-changes only applies with --resume")
     recipe = load_recipe(args.recipe, overrides=args.set)
     if recipe.base.model != "embedded":
         print(f"note: {TRUST_WARNING}", file=sys.stderr)
     try:
-        run(recipe, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
+        run(recipe, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet,
+            accept_recipe_changes=args.accept_recipe_changes)
     except Interrupted as exc:
         print(f"sparseft: {exc}", file=sys.stderr)
         return 130
@@ -85,32 +105,40 @@ def cmd_finetune(args) -> int:
 
 def cmd_tiny_model(args) -> int:
     from ._compat import torch
-    from .files import write_file_atomically
+    from pathlib import Path
+
+    from .files import check_writable, save_torch, write_file_atomically
     from .precision import parse_dtype
     from .testing.tiny import tiny_mace
 
-    hidden = "8x0e" if args.scalar else "8x0e+8x1o"
-    model = tiny_mace(hidden_irreps=hidden, dtype=parse_dtype(args.dtype) or torch.float64)
-    from pathlib import Path
-
     out = Path(args.output)
+    if out.is_dir():
+        raise IsADirectoryError(f"tiny-model: {out} is a directory; give a file name such as {out / 'tiny.model'}")
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    write_file_atomically(out, lambda tmp: torch.save(model, tmp))
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"tiny-model: the directory {out.parent} does not exist")
+    check_writable(out.parent, "tiny-model")
+    hidden = "8x0e" if args.scalar else "8x0e+8x1o"
+    model = tiny_mace(hidden_irreps=hidden, dtype=parse_dtype(args.dtype) or torch.float64)
+    write_file_atomically(out, lambda tmp: save_torch(model, tmp))
     print(f"wrote {out}: tiny ScaleShiftMACE ({hidden}, H and O, random weights) for demos and tests")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sparseft", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="print the traceback of an error")
+    parser = _Parser(prog="sparseft", description=__doc__, parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def model_args(p):
         p.add_argument("model", help="mace-torch .model file (a pickle: it runs code, so only use trusted files)")
         p.add_argument("--dtype", choices=["float32", "float64"], default=None, help="convert the model")
         p.add_argument("--head", default=None, help="head of a multi-head model")
 
-    p = sub.add_parser("inspect", help="print the weight catalogue and what a selector resolves to")
+    p = sub.add_parser("inspect", parents=[common], help="print the weight catalogue and what a selector resolves to")
     model_args(p)
     p.add_argument("--select", default=None, help="selector, e.g. 'kinds=skip,contraction layers=1 l=0'")
     p.add_argument(
@@ -121,14 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("check", help="equivariance report; exits 1 when a check fails")
+    p = sub.add_parser("check", parents=[common], help="equivariance report; exits 1 when a check fails")
     model_args(p)
     p.add_argument("--adapter", default=None, help="adapter directory to apply first")
     p.add_argument("--structures", default=None, help="extxyz file of structures (default: built-in ones)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("finetune", help="fine-tune a base model as a recipe says")
+    p = sub.add_parser("finetune", parents=[common], help="fine-tune a base model as a recipe says")
     p.add_argument("recipe", help="recipe YAML file")
     p.add_argument(
         "--set",
@@ -139,10 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resume", action="store_true", help="continue the run in the output directory")
     p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run")
+    p.add_argument("--accept-recipe-changes", action="store_true",
+                   help="with --resume: continue although the recipe differs from the saved one (the "
+                        "differences are recorded in recipe_changes.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     p.set_defaults(func=cmd_finetune)
 
-    p = sub.add_parser("tiny-model", help="write a tiny random-weight MACE model (demos, tests)")
+    p = sub.add_parser("tiny-model", parents=[common], help="write a tiny random-weight MACE model (demos, tests)")
     p.add_argument("output")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
     p.add_argument("--scalar", action="store_true", help="scalar-only features (8x0e)")
@@ -151,28 +182,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in the one-line ``sparseft: error: ...`` form (exit 2)."""
+
+    def error(self, message):
+        raise SystemExit(_report(f"{message} (see {self.prog} --help)", 2))
+
+
+def _report(message: str, code: int) -> int:
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    print(f"sparseft: error: {'; '.join(lines) or 'unknown error'}", file=sys.stderr)
+    return code
+
+
+def exit_code_and_message(exc: BaseException) -> tuple[int, str]:
+    """How the command line reports an exception: 2 for bad input (every sparseft input error
+    is a ``ValueError``; files that exist, are missing, or are not writable), 1 for a run or check
+    that failed (training diverged, disk full, anything unexpected)."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        where = exc.filename or "the output directory"
+        return 1, f"no space left on device while writing {where}; the last complete checkpoint is kept"
+    if isinstance(exc, OSError) and exc.strerror:
+        message = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    else:
+        message = str(exc)
+    if isinstance(exc, (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+                        PermissionError)):
+        return 2, message
+    if isinstance(exc, OSError):
+        return 1, message
+    if isinstance(exc, FloatingPointError):
+        return 1, str(exc)
+    return 1, f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
+
+
 def main(argv=None) -> int:
-    from .data import DataError
-    from .io import AdapterFileError
-    from .loading import ModelLoadError
-    from .recipe import RecipeError
-    from .select import SelectionError
+    """Run one command; every exception ends as one ``sparseft: error: ...`` line (with
+    ``--debug``: the traceback too) and exit code 2 (bad input) or 1 (a failed run or check)."""
+    import warnings
+
+    from .loading import UntrustedModelWarning
 
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except (
-        ModelLoadError,
-        SelectionError,
-        AdapterFileError,
-        RecipeError,
-        DataError,
-        FileExistsError,
-        FileNotFoundError,
-        ValueError,
-    ) as exc:
-        print(f"sparseft: error: {exc}", file=sys.stderr)
-        return 2
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UntrustedModelWarning)  # the commands print their own note
+            return args.func(args)
+    except KeyboardInterrupt:
+        print("sparseft: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place where errors become messages
+        if getattr(args, "debug", False):  # before or after the command name
+            import traceback
+
+            traceback.print_exc()
+        code, message = exit_code_and_message(exc)
+        return _report(message, code)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import numpy as np
 from ase.data import chemical_symbols
 
 from ._compat import torch
+from .geometry import StructureError, check_structure
 from .labels import DataError, Keys, MagmomKeys  # noqa: F401  (re-exported)
 from .predict import atomic_data
 
@@ -27,6 +28,12 @@ class Frames:
     path: str
     atoms: list
     indices: list[int]
+    sources: list[str] | None = None  # each frame's file, when the frames come from several
+
+    def names(self) -> list[str]:
+        """``"<file>: frame <i>"`` for each frame, for messages."""
+        files = self.sources or [self.path] * len(self.atoms)
+        return [f"{f}: frame {i}" for f, i in zip(files, self.indices)]
 
 
 def read_frames(path) -> Frames:
@@ -34,12 +41,21 @@ def read_frames(path) -> Frames:
     import ase.io
 
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a data file")
     if not path.is_file():
         raise DataError(f"{path}: no such data file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: contains no frames (empty file)")
+    atoms = []
     try:
-        atoms = ase.io.read(path, index=":")
+        for frame in ase.io.iread(path, index=":"):  # frame by frame, so that an error can name its frame
+            atoms.append(frame)
     except Exception as exc:  # noqa: BLE001 - ASE raises many types for unreadable files
-        raise DataError(f"{path}: cannot read as structures ({type(exc).__name__}: {exc})") from exc
+        reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+        if atoms:
+            raise DataError(f"{path}: frame {len(atoms)}: cannot read ({reason})") from exc
+        raise DataError(f"{path}: cannot read as structures (frame 0: {reason})") from exc
     if not atoms:
         raise DataError(f"{path}: contains no frames")
     return Frames(str(path), atoms, list(range(len(atoms))))
@@ -63,7 +79,7 @@ def attach_labels(frames: Frames, keys: Keys, *, use_calculator: bool = True, ex
         for label_set, use_calc in sets:
             label_set.attach(atoms, copy, use_calc)
         out.append(copy)
-    return Frames(frames.path, out, frames.indices)
+    return Frames(frames.path, out, frames.indices, frames.sources)
 
 
 def validate(frames: Frames, zs: list[int], keys: Keys, extra=()) -> None:
@@ -85,31 +101,27 @@ def validate(frames: Frames, zs: list[int], keys: Keys, extra=()) -> None:
         )
     sets = [keys] + [label_set for label_set, _ in _pairs(extra)]
     for i, atoms in zip(frames.indices, frames.atoms):
-        checks = [("positions", atoms.positions), ("cell", atoms.cell.array)]
+        where = f"{frames.path}: frame {i}"
+        try:
+            check_structure(atoms)
+        except StructureError as exc:
+            raise DataError(f"{where}: {exc}") from exc
         for label_set in sets:
-            checks += label_set.validate(atoms, f"{frames.path}: frame {i}")
-        for name, value in checks:
-            try:
-                array = np.asarray(value, dtype=float)
-            except (TypeError, ValueError) as exc:
-                raise DataError(f"{frames.path}: frame {i}: {name} is not numeric ({value!r})") from exc
-            if not np.all(np.isfinite(array)):
-                raise DataError(f"{frames.path}: frame {i}: {name} contains NaN or inf")
-        if atoms.pbc.any() and abs(atoms.cell.volume) < 1e-6:
-            raise DataError(f"{frames.path}: frame {i}: periodic but the cell has zero volume")
+            label_set.validate(atoms, where)
 
 
 def split(frames: Frames, fraction: float, seed: int) -> tuple[Frames, Frames]:
     """Seeded random split into (rest, held-out ``fraction``)."""
     n = len(frames.atoms)
     n_out = int(round(fraction * n))
-    if fraction > 0 and n_out == 0 and n > 1:
+    if fraction > 0 and n_out == 0:
         n_out = 1
     if n_out >= n:
         raise DataError(f"{frames.path}: {n} frames are too few to hold out a fraction of {fraction}")
     order = np.random.default_rng(seed).permutation(n)
     keep, out = sorted(order[n_out:]), sorted(order[:n_out])
-    pick = lambda idx: Frames(frames.path, [frames.atoms[i] for i in idx], [frames.indices[i] for i in idx])  # noqa: E731
+    pick = lambda idx: Frames(frames.path, [frames.atoms[i] for i in idx], [frames.indices[i] for i in idx],  # noqa: E731
+                              None if frames.sources is None else [frames.sources[i] for i in idx])
     return pick(keep), pick(out)
 
 
@@ -129,7 +141,8 @@ def to_atomic_data(frames: Frames, model, keys: Keys, head: str | None = None, h
     )
     items = atomic_data(frames.atoms, model, key_specification=spec, head=head)
     dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
-    for atoms, item in zip(frames.atoms, items):
+    for k, (atoms, item) in enumerate(zip(frames.atoms, items)):
+        item["source_frame"] = torch.tensor([k])  # position in ``frames``, for messages (a name with "index" would be offset when batched)
         for name, head_keys in heads:
             for key, value in head_keys.tensors(atoms, name, dtype).items():
                 item[key] = value

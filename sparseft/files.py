@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -19,14 +20,56 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+TEMP_PATTERNS = (".*.tmp", ".*.tmp-*")  # what the atomic writers below leave behind when killed
+
+
+def os_error(exc: BaseException, path: str | Path) -> BaseException:
+    """``exc`` as an ``OSError`` naming ``path`` when it is one (or a library's wrapped "no space
+    left on device"), so that the command line can say what happened where; else ``exc``."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return OSError(exc.errno, exc.strerror, str(path))
+    text = str(exc)
+    if "No space left on device" in text or "os error 28" in text:
+        return OSError(errno.ENOSPC, "No space left on device", str(path))
+    return exc
+
+
+def check_writable(directory: str | Path, where: str) -> None:
+    """Refuse (``PermissionError`` naming ``where``) a directory where no file can be created;
+    a directory that does not exist yet is judged by its nearest existing parent."""
+    directory = Path(directory)
+    probe = directory
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(f"{where}: {directory}: {probe} is a file, not a directory")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".sparseft-probe.tmp-", dir=probe)
+    except OSError as exc:
+        raise PermissionError(f"{where}: {directory} is not writable ({exc.strerror or exc})") from exc
+    os.close(fd)
+    os.unlink(name)
+
+
+def save_torch(obj: object, path: str | Path) -> None:
+    """``torch.save`` through a Python file, so that a full disk raises ``OSError(ENOSPC)``
+    (torch's own file writer raises an opaque ``RuntimeError``)."""
+    import torch
+
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+
+
 def write_file_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Run ``write(tmp_path)`` then rename the result onto ``path``: a reader sees the old file
-    or the complete new one, never a half-written one."""
+    or the complete new one, never a half-written one. Write errors name ``path``."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)
+    except Exception as exc:
+        raise os_error(exc, path) from exc
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -47,14 +90,17 @@ def write_directory_atomically(directory: str | Path, write: Callable[[Path], ob
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())) and not overwrite:
         raise FileExistsError(f"{directory} exists and is not empty; pass overwrite=True to replace it")
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except Exception as exc:
+            raise os_error(exc, directory) from exc
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         if directory.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-old-", dir=directory.parent))
             os.replace(directory, old / "x")
             os.replace(tmp, directory)
             shutil.rmtree(old, ignore_errors=True)

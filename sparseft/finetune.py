@@ -18,32 +18,18 @@ from ase.data import chemical_symbols
 from ._compat import torch
 from .data import DataError, Frames, Keys, attach_labels, label_counts, read_frames, split, to_atomic_data, validate
 from .e0s import current_e0s, resolve_e0s, set_e0s
-from .files import write_file_atomically, write_text_atomically
+from .files import save_torch, write_file_atomically, write_text_atomically
 from .heads import HeadedModel, split_heads
 from .heads import setup as head_setup
 from .io import save_adapter
-from .loading import load_base_model
+from .loading import HeadNotFoundError, ModelLoadError, load_base_model
 from .model import wrap
+from .outputs import RECIPE_CHANGES, check_output, check_resumed_recipe, clear_outputs, record_changes, remove_temporary
 from .predict import model_dtype
 from .recipe import Recipe, RecipeError, save_recipe
-from .train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from .train.checkpoint import has_checkpoint, load_checkpoint, remove_stale, save_checkpoint
 from .train.losses import ErrorAccumulator
 from .train.trainer import Trainer
-
-OUTPUT_FILES = (
-    "recipe.yaml",
-    "adapter",
-    "merged.model",
-    "merged_with_heads.model",
-    "metrics.json",
-    "history.csv",
-    "sparsity.json",
-    "learning_curves.png",
-    "sparsity_map.png",
-    "checkpoint",
-)
-PARITY_GLOB = "parity_*.png"
-
 
 class Interrupted(Exception):
     """Training stopped by Ctrl-C after writing a checkpoint."""
@@ -59,9 +45,14 @@ def _device(name: str) -> str:
 
 def load_base(recipe: Recipe):
     """The base model named by the recipe (``embedded`` -> the shipped mini-foundation)."""
-    return load_base_model(
-        recipe.base.model, dtype=recipe.base.dtype, device=_device(recipe.base.device), head=recipe.base.head
-    )
+    try:
+        return load_base_model(
+            recipe.base.model, dtype=recipe.base.dtype, device=_device(recipe.base.device), head=recipe.base.head
+        )
+    except HeadNotFoundError as exc:
+        raise HeadNotFoundError(f"base.head: {exc}") from exc
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"base.model: {exc}") from exc
 
 
 def _embedded_path(value: str | None) -> str | None:
@@ -106,6 +97,7 @@ def load_splits(recipe: Recipe, zs: list[int]) -> dict[str, Frames]:
             " + ".join(p.path for p in parts),
             [a for p in parts for a in p.atoms],
             [i for p in parts for i in p.indices],
+            [p.path for p in parts for _ in p.atoms],
         )
 
     train, valid, test = (read(name, getattr(d, name)) for name in ("train", "valid", "test"))
@@ -133,27 +125,6 @@ def load_splits(recipe: Recipe, zs: list[int]) -> dict[str, Frames]:
     if not has_any:
         raise DataError(f"{train.path}: no frame has {keys.energy} or {keys.forces} labels (nor ASE calculator values)")
     return splits
-
-
-def _prepare_output(directory: Path, *, resume: bool, overwrite: bool) -> None:
-    if resume:
-        if not has_checkpoint(directory):
-            raise RecipeError(f"--resume: {directory} holds no checkpoint to resume from")
-        return
-    if directory.exists() and any(directory.iterdir()):
-        if not overwrite:
-            raise FileExistsError(
-                f"{directory} is not empty; use --resume to continue its run or --overwrite to replace it"
-            )
-        for name in OUTPUT_FILES:
-            target = directory / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-        for target in directory.glob(PARITY_GLOB):
-            target.unlink()
-    directory.mkdir(parents=True, exist_ok=True)
 
 
 PARITY_METRICS = ("energy_per_atom", "forces", "magmoms")  # quantities with parity plots (any head)
@@ -244,17 +215,34 @@ class Setup:
     derivative_heads: list
 
 
-def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quiet: bool = False, log=None) -> dict:
-    """Run one fine-tune; returns the metrics dict that is also written to ``metrics.json``."""
+def run(
+    recipe: Recipe,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    quiet: bool = False,
+    log=None,
+    accept_recipe_changes: bool = False,
+) -> dict:
+    """Run one fine-tune; returns the metrics dict that is also written to ``metrics.json``.
+
+    Nothing is written before training starts, and a run that fails before its first checkpoint
+    leaves nothing behind. ``resume`` refuses a recipe that differs from the saved one unless
+    ``accept_recipe_changes`` (the differences are then recorded in ``recipe_changes.json``)."""
     if log is None:
         log = (lambda _msg: None) if quiet else print
     started = time.perf_counter()
     out_dir = Path(recipe.output.directory)
-    _prepare_output(out_dir, resume=resume, overwrite=overwrite)
+    check_output(out_dir, resume=resume, overwrite=overwrite)
+    changes = check_resumed_recipe(out_dir, recipe, accept=accept_recipe_changes) if resume else []
+    existed = out_dir.exists()
     setup = _set_up(recipe, log)
-    if not resume:
-        save_recipe(recipe, out_dir / "recipe.yaml")
-    state = _train(recipe, setup, out_dir, resume=resume, quiet=quiet, log=log)
+    try:
+        state = _train(recipe, setup, out_dir, resume=resume, changes=changes, quiet=quiet, log=log)
+    except BaseException:
+        if not resume and not has_checkpoint(out_dir):  # never started: leave nothing behind
+            shutil.rmtree(out_dir, ignore_errors=True) if not existed else clear_outputs(out_dir)
+        raise
     metrics, parity_data, rows = _evaluate(recipe, setup, state)
     metrics["wall_time_s"] = time.perf_counter() - started
     metrics["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -309,8 +297,9 @@ def _set_up(recipe: Recipe, log) -> Setup:
     return Setup(base, splits, e0s, model, datasets, initial_heads, weights, has_stress, derivative_heads)
 
 
-def _train(recipe: Recipe, setup: Setup, out_dir: Path, *, resume: bool, quiet: bool, log):
-    """Training step: the trainer, resumed from the checkpoint when asked; checkpoints every epoch."""
+def _train(recipe: Recipe, setup: Setup, out_dir: Path, *, resume: bool, changes: list, quiet: bool, log):
+    """Training step: the trainer, resumed from the checkpoint when asked; checkpoints every epoch
+    (the first one also saves ``recipe.yaml``: from then on the run exists)."""
     model = setup.model
     device = next(model.parameters()).device
     trainer = Trainer(
@@ -324,20 +313,44 @@ def _train(recipe: Recipe, setup: Setup, out_dir: Path, *, resume: bool, quiet: 
         progress=not quiet and sys.stderr.isatty(),
         task_weights=setup.weights,
         derivative_heads=setup.derivative_heads,
+        frame_names=setup.splits["train"].names(),
     )
-    state = load_checkpoint(out_dir, trainer) if resume else None
-    if state is not None:
-        log(f"resuming after epoch {state.epoch} (step {state.step})")
+    state = _start(out_dir, trainer, recipe, resume=resume, changes=changes, log=log)
+
+    def checkpoint(s):
+        if not has_checkpoint(out_dir):  # the run's first checkpoint
+            out_dir.mkdir(parents=True, exist_ok=True)
+            save_recipe(recipe, out_dir / "recipe.yaml")
+        save_checkpoint(out_dir, trainer, s)
 
     def on_interrupt(s):
-        save_checkpoint(out_dir, trainer, s)
+        checkpoint(s)
         raise Interrupted(
             f"interrupted at step {s.step}; checkpoint written to {out_dir / 'checkpoint'}; continue with --resume"
         )
 
-    state = trainer.fit(state, on_epoch_end=lambda s: save_checkpoint(out_dir, trainer, s), on_interrupt=on_interrupt)
+    state = trainer.fit(state, on_epoch_end=checkpoint, on_interrupt=on_interrupt)
     trainer.load_best()
     model.eval()
+    return state
+
+
+def _start(out_dir: Path, trainer: Trainer, recipe: Recipe, *, resume: bool, changes: list, log):
+    """The state training starts from: the checkpoint (--resume: accepted recipe changes are
+    recorded, leftovers of killed writes deleted), or a fresh one (--overwrite: the earlier
+    run's outputs are deleted now, once the model and data are known to be good)."""
+    if not resume:
+        if out_dir.exists():
+            clear_outputs(out_dir)
+        return None
+    state = load_checkpoint(out_dir, trainer)
+    remove_stale(out_dir)
+    remove_temporary(out_dir)
+    if changes:
+        state.done = trainer.finished(state)  # e.g. more epochs for a finished run
+        record_changes(out_dir, recipe, changes, state)
+        log(f"recipe changes accepted and recorded in {out_dir / RECIPE_CHANGES}: {'; '.join(changes)}")
+    log(f"resuming after epoch {state.epoch} (step {state.step})")
     return state
 
 
@@ -397,10 +410,10 @@ def _write_outputs(
     adapted, heads = split_heads(setup.model)
     save_adapter(setup.model, out_dir / "adapter", overwrite=True, extra={"recipe": recipe.to_dict()})
     merged = adapted.merge()
-    write_file_atomically(out_dir / "merged.model", lambda tmp: torch.save(merged, tmp))
+    write_file_atomically(out_dir / "merged.model", lambda tmp: save_torch(merged, tmp))
     if heads:  # the merged model with its heads, for sparseft.Calculator(head=...)
         with_heads = setup.model.merge()
-        write_file_atomically(out_dir / "merged_with_heads.model", lambda tmp: torch.save(with_heads, tmp))
+        write_file_atomically(out_dir / "merged_with_heads.model", lambda tmp: save_torch(with_heads, tmp))
     write_text_atomically(out_dir / "history.csv", _history_csv(state.history))
     write_text_atomically(out_dir / "sparsity.json", json.dumps(rows, indent=1))
     plots.learning_curves(state.history, out_dir / "learning_curves.png")

@@ -117,10 +117,36 @@ def read_metadata(directory) -> dict:
         raise AdapterFileError(
             f"{path}: format version {meta.get('format_version')} is not supported (this sparseft reads {FORMAT_VERSION})"
         )
-    for key in ("adapters", "base", "tensors_sha256", "reference"):
+    for key, kind in (("adapters", list), ("base", dict), ("tensors_sha256", str), ("reference", dict)):
         if key not in meta:
             raise AdapterFileError(f"{path}: required key {key!r} is missing; the file is damaged")
+        if not isinstance(meta[key], kind):
+            raise AdapterFileError(f"{path}: {key}: expected a {kind.__name__}, got {_json_name(meta[key])}; "
+                                   "the file is damaged")
+    if not isinstance(meta.get("heads") or [], list):
+        raise AdapterFileError(f"{path}: heads: expected a list, got {_json_name(meta['heads'])}; the file is damaged")
+    _check_reference_values(meta["reference"], path)
     return meta
+
+
+def _json_name(value) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _check_reference_values(reference: dict, path: Path) -> None:
+    """The stored reference prediction must be finite numbers of the right shapes."""
+    energy = reference.get("energy")
+    if isinstance(energy, bool) or not isinstance(energy, (int, float)) or not np.isfinite(energy):
+        raise AdapterFileError(f"{path}: reference.energy: expected a finite number, got {energy!r}; the file is damaged")
+    try:
+        forces = np.asarray(reference.get("forces"), dtype=float)
+    except (TypeError, ValueError):
+        forces = None
+    if forces is None or forces.ndim != 2 or forces.shape[1] != 3 or not np.all(np.isfinite(forces)):
+        raise AdapterFileError(f"{path}: reference.forces: expected an (atoms, 3) list of finite numbers; "
+                               "the file is damaged")
+    if not isinstance(reference.get("heads") or {}, dict):
+        raise AdapterFileError(f"{path}: reference.heads: expected a mapping; the file is damaged")
 
 
 def _read_tensors(directory: Path, meta: dict) -> dict[str, torch.Tensor]:
@@ -132,9 +158,13 @@ def _read_tensors(directory: Path, meta: dict) -> dict[str, torch.Tensor]:
             f"{path}: content does not match the sha256 recorded in {META_FILE}; the file was truncated or edited"
         )
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise AdapterFileError(f"{path}: unreadable safetensors file ({exc})") from exc
+    for key, value in tensors.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise AdapterFileError(f"{path}: tensor {key} holds NaN or inf values; the file is damaged")
+    return tensors
 
 
 def load_adapter(
@@ -225,11 +255,12 @@ def _check_reference(model: torch.nn.Module, reference: dict, directory: Path) -
     f_ref, f_got = np.asarray(reference["forces"]), np.asarray(got["forces"])
     scale_e = max(abs(e_ref), 1.0)
     scale_f = max(float(np.abs(f_ref).max()) if f_ref.size else 0.0, 1.0)
-    if (
-        f_ref.shape != f_got.shape
-        or abs(e_ref - e_got) > rtol * scale_e
-        or np.abs(f_ref - f_got).max() > rtol * scale_f
-    ):
+    close = (
+        f_ref.shape == f_got.shape
+        and abs(e_ref - e_got) <= rtol * scale_e
+        and bool(np.all(np.abs(f_ref - f_got) <= rtol * scale_f))  # NaN compares false: not close
+    )
+    if not close:
         raise AdapterFileError(
             f"{directory}: the loaded adapter does not reproduce the reference prediction stored in {META_FILE} "
             f"(energy {e_got:.8g} vs {e_ref:.8g}); the files were edited or are inconsistent"

@@ -26,12 +26,36 @@ def _calc_value(atoms, name):
     return results.get(name)
 
 
-def full_stress(stress: np.ndarray) -> np.ndarray:
-    """A 3x3 stress from Voigt (6) or flat (9) form."""
+def full_stress(value):
+    """A 3x3 stress from Voigt (6) or flat (9) form; anything else (a string, a boolean, another
+    shape) is returned unchanged for ``validate`` to report."""
+    try:
+        stress = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        return value
+    if isinstance(value, (bool, np.bool_)) or np.asarray(value).dtype == bool:
+        return value
     if stress.shape == (6,):
         xx, yy, zz, yz, xz, xy = stress
         return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
-    return stress.reshape(3, 3) if stress.size == 9 else stress
+    return stress.reshape(3, 3) if stress.size == 9 else value
+
+
+def check_label(name: str, value, shape: tuple | None, where: str, hint: str = "") -> None:
+    """Raise :class:`DataError` (``where``: file and frame) unless ``value`` is finite numbers of
+    ``shape`` (``None``: one number; a boolean, e.g. extxyz's ``T``, is not a number)."""
+    if isinstance(value, (bool, np.bool_)) or np.asarray(value).dtype == bool:
+        raise DataError(f"{where}: {name} is a boolean ({value!r}), not a number")
+    try:
+        array = np.asarray(value, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{where}: {name} is not numeric ({value!r})") from exc
+    if shape is None and array.ndim != 0:
+        raise DataError(f"{where}: {name} must be one number, got shape {array.shape}")
+    if shape is not None and array.shape != shape:
+        raise DataError(f"{where}: {name} has shape {array.shape}, expected {shape}{hint}")
+    if not np.all(np.isfinite(array)):
+        raise DataError(f"{where}: {name} contains NaN or inf")
 
 
 def _entry(value, shape, dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,21 +106,24 @@ class Keys:
                 if value is not None:
                     store[key] = np.array(value) if where == "arrays" else value
         if _has(copy.info, self.stress):
-            copy.info[self.stress] = full_stress(np.asarray(copy.info[self.stress], dtype=float))
+            copy.info[self.stress] = full_stress(copy.info[self.stress])
         elif self.stress is not None and _has(copy.info, self.virials) and copy.pbc.all() and copy.cell.volume > 0:
-            virials = full_stress(np.asarray(copy.info[self.virials], dtype=float))
-            copy.info[self.stress] = -virials / copy.cell.volume
+            virials = full_stress(copy.info[self.virials])
+            if np.shape(virials) == (3, 3):  # otherwise validate() names the bad virials
+                copy.info[self.stress] = -virials / copy.cell.volume
 
-    def validate(self, atoms, where: str) -> list[tuple[str, object]]:
-        """Shape errors raise :class:`DataError` (``where``: file and frame); returns the
-        (name, value) pairs to check for NaN/inf."""
-        checks = [(key, atoms.info[key]) for key in (self.energy, self.stress, self.virials) if _has(atoms.info, key)]
-        if _has(atoms.arrays, self.forces):
-            shape = np.shape(atoms.arrays[self.forces])
-            if shape != (len(atoms), 3):
-                raise DataError(f"{where}: {self.forces} has shape {shape}, expected ({len(atoms)}, 3)")
-            checks.append((self.forces, atoms.arrays[self.forces]))
-        return checks
+    def validate(self, atoms, where: str) -> None:
+        """Raise :class:`DataError` (``where``: file and frame) for a label that is not finite
+        numbers of its shape: one energy, (atoms, 3) forces, 3x3 (6 Voigt or 9) stress/virials."""
+        voigt = " (6 Voigt or 9 numbers)"
+        for key, store, shape, hint in (
+            (self.energy, atoms.info, None, ""),
+            (self.stress, atoms.info, (3, 3), voigt),
+            (self.virials, atoms.info, (3, 3), voigt),
+            (self.forces, atoms.arrays, (len(atoms), 3), ""),
+        ):
+            if _has(store, key):
+                check_label(key, full_stress(store[key]) if shape == (3, 3) else store[key], shape, where, hint)
 
     def count(self, frames_atoms: list) -> dict[str, int]:
         """How many frames carry each label."""
@@ -149,19 +176,14 @@ class MagmomKeys:
             if value is not None:
                 copy.info[self.total] = float(value)
 
-    def validate(self, atoms, where: str) -> list[tuple[str, object]]:
-        """As :meth:`Keys.validate`: one collinear moment, or one vector, per atom."""
-        checks = []
+    def validate(self, atoms, where: str) -> None:
+        """As :meth:`Keys.validate`: one collinear moment, or one vector, per atom; one total."""
         if self.magmoms in atoms.arrays:
-            shape = np.shape(atoms.arrays[self.magmoms])
             want = (len(atoms), 3) if self.vector else (len(atoms),)
-            if shape != want:
-                kind = "vector (x, y, z) moments" if self.vector else "one collinear moment per atom"
-                raise DataError(f"{where}: {self.magmoms} has shape {shape}, expected {want} ({kind})")
-            checks.append((self.magmoms, atoms.arrays[self.magmoms]))
+            kind = " (vector (x, y, z) moments)" if self.vector else " (one collinear moment per atom)"
+            check_label(self.magmoms, atoms.arrays[self.magmoms], want, where, kind)
         if _has(atoms.info, self.total):
-            checks.append((self.total, atoms.info[self.total]))
-        return checks
+            check_label(self.total, atoms.info[self.total], None, where)
 
     def count(self, frames_atoms: list) -> dict[str, int]:
         return {

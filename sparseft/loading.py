@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from ._compat import default_dtype, torch
@@ -19,11 +20,32 @@ class ModelLoadError(ValueError):
     """A model file that cannot be used as a base model (one line: file and reason)."""
 
 
+class HeadNotFoundError(ModelLoadError):
+    """The head asked for is not one of the model's heads."""
+
+
+class UntrustedModelWarning(UserWarning):
+    """Loading a pickled ``.model`` file runs code from it. Emitted once per file and process;
+    for files you trust: ``warnings.filterwarnings("ignore", category=sparseft.UntrustedModelWarning)``."""
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_untrusted(path: Path) -> None:
+    key = str(path.resolve())
+    if key not in _WARNED:
+        _WARNED.add(key)
+        warnings.warn(f"{path}: {TRUST_WARNING}", UntrustedModelWarning, stacklevel=3)
+
+
 def load_base_model(name, *, dtype=None, device="cpu", head: str | None = None) -> torch.nn.Module:
     """``load_model(name)``, or the shipped mini-foundation when ``name`` is ``"embedded"``."""
     if str(name) == "embedded":
         from .embedded import load_foundation
 
+        if head not in (None, "Default"):
+            raise HeadNotFoundError(f"embedded: head {head!r} not found; the model's heads are ['Default']")
         return load_foundation(dtype=dtype, device=device)
     return load_model(name, dtype=dtype, device=device, head=head)
 
@@ -44,8 +66,11 @@ def load_model(path, *, dtype=None, device="cpu", head: str | None = None) -> to
     from mace.modules.models import MACE
 
     path = Path(path)
+    if path.is_dir():
+        raise ModelLoadError(f"{path}: is a directory, not a model file")
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such file")
+    _warn_untrusted(path)
     try:
         obj = torch.load(path, map_location=device, weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a model file"
@@ -58,7 +83,7 @@ def load_model(path, *, dtype=None, device="cpu", head: str | None = None) -> to
     if isinstance(obj, HeadedModel):  # a sparseft fine-tune's merged_with_heads.model
         names = list(obj.output_heads)
         if head is not None and head not in names and head not in mace_heads(obj.model):
-            raise ModelLoadError(
+            raise HeadNotFoundError(
                 f"{path}: head {head!r} not found; the model's heads are {mace_heads(obj.model) + names}"
             )
         obj.model = _prepare_mace(
@@ -76,7 +101,7 @@ def _prepare_mace(model, path, *, dtype, device, head):
     heads = mace_heads(model)
     if head is not None:
         if head not in heads:
-            raise ModelLoadError(f"{path}: head {head!r} not found; the model's heads are {heads}")
+            raise HeadNotFoundError(f"{path}: head {head!r} not found; the model's heads are {heads}")
         if len(heads) > 1:
             from mace.tools.scripts_utils import remove_pt_head
 

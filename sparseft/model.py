@@ -206,16 +206,20 @@ def wrap(model: torch.nn.Module, adapters, *, copy_model: bool = True, allow_emp
     all_blocks = catalogue(target)
     claims: dict[str, str] = {}
     plan = []
-    for config in configs:
-        chosen = _resolve(config, all_blocks)
+    for i, config in enumerate(configs):
+        try:
+            chosen = _resolve(config, all_blocks)
+        except SelectionError as exc:
+            raise SelectionError(f"adapters[{i}] ({config.name!r}): {exc}") from exc
         clashes = [b.name for b in chosen if b.name in claims]
         if clashes:
+            j = claims[clashes[0]]
             raise AdapterConflictError(
-                f"adapters {claims[clashes[0]]!r} and {config.name!r} both claim {len(clashes)} block(s), "
-                f"e.g. {clashes[:3]}; give them disjoint selectors"
+                f"adapters[{i}] ({config.name!r}) and adapters[{j}] ({configs[j].name!r}) both claim "
+                f"{len(clashes)} block(s), e.g. {clashes[:3]}; give them disjoint selectors"
             )
         for b in chosen:
-            claims[b.name] = config.name
+            claims[b.name] = i
         plan.append((config, chosen))
 
     for p in target.parameters():

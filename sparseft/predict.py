@@ -47,14 +47,34 @@ def atomic_data(atoms_list, model: torch.nn.Module, *, key_specification=None, h
         ]
 
 
+def check_structures(atoms_list, model: torch.nn.Module) -> None:
+    """Refuse structures no model can evaluate (:func:`sparseft.geometry.check_structure`: no
+    atoms, NaN/inf positions or cell, elements the model lacks; coincident atoms are checked on
+    the built graph); the error names the structure (``structure 3: ...``) when there are several."""
+    from .geometry import StructureError, check_structure
+
+    zs = [int(z) for z in model.atomic_numbers]
+    for k, atoms in enumerate(atoms_list):
+        try:
+            check_structure(atoms, zs, distances=False)
+        except StructureError as exc:
+            raise StructureError(f"structure {k}: {exc}" if len(atoms_list) > 1 else str(exc)) from exc
+
+
 def atoms_to_batch(atoms_list, model: torch.nn.Module, *, head: str | None = None) -> dict:
-    """Build one mace batch (as a dict of tensors on the model's device and dtype)."""
+    """Build one mace batch (as a dict of tensors on the model's device and dtype); structures
+    are checked first (:func:`check_structures`)."""
     from mace.tools import torch_geometric
 
+    from .geometry import check_graph_distances
+
+    check_structures(atoms_list, model)
     items = atomic_data(atoms_list, model, head=head)
     with default_dtype(model_dtype(model)):
         batch = torch_geometric.batch.Batch.from_data_list(items)
-    return batch.to(model_device(model)).to_dict()
+    batch = batch.to(model_device(model)).to_dict()
+    check_graph_distances(batch)
+    return batch
 
 
 @dataclass

@@ -18,6 +18,7 @@ from .adapters import AdapterConfig, config_from_dict
 from .heads.base import HeadError
 from .heads.config import HeadConfig, head_config_from_dict
 from .mace_facts import check_e0s_option
+from .ranges import as_number, check_field, ranged
 
 
 class RecipeError(ValueError):
@@ -45,9 +46,9 @@ class DataSection:
     train: typing.Union[str, list] = ""
     valid: typing.Union[str, list, None] = None
     test: typing.Union[str, list, None] = None
-    valid_fraction: float = 0.1
-    test_fraction: float = 0.0
-    split_seed: int = 0
+    valid_fraction: float = field(default=0.1, metadata=ranged(ge=0, lt=1))
+    test_fraction: float = field(default=0.0, metadata=ranged(ge=0, lt=1))
+    split_seed: int = field(default=0, metadata=ranged(ge=0))
     energy_key: typing.Optional[str] = "REF_energy"
     forces_key: typing.Optional[str] = "REF_forces"
     stress_key: typing.Optional[str] = "REF_stress"
@@ -62,24 +63,24 @@ class TrainSection:
     """Optimiser, schedule, loss weights, sparsity schedule, EMA, clipping, early stopping."""
 
     optimizer: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    lr: float = field(default=1e-3, metadata=ranged(gt=0))
+    weight_decay: float = field(default=0.0, metadata=ranged(ge=0))
     scheduler: str = "cosine"
-    warmup_epochs: int = 0
-    epochs: int = 20
-    max_steps: typing.Optional[int] = None
-    batch_size: int = 4
-    energy_weight: float = 1.0
-    forces_weight: float = 10.0
-    stress_weight: float = 1.0
+    warmup_epochs: int = field(default=0, metadata=ranged(ge=0))
+    epochs: int = field(default=20, metadata=ranged(ge=1))
+    max_steps: typing.Optional[int] = field(default=None, metadata=ranged(ge=1))  # null: epochs decide
+    batch_size: int = field(default=4, metadata=ranged(ge=1))
+    energy_weight: float = field(default=1.0, metadata=ranged(ge=0))
+    forces_weight: float = field(default=10.0, metadata=ranged(ge=0))
+    stress_weight: float = field(default=1.0, metadata=ranged(ge=0))
     loss_weighting: str = "fixed"
     l1_schedule: str = "constant"
-    target_density: typing.Optional[float] = None
-    retrain_fraction: float = 0.3
-    ema_decay: typing.Optional[float] = None
-    clip_grad: typing.Optional[float] = 10.0
-    patience: typing.Optional[int] = None
-    seed: int = 0
+    target_density: typing.Optional[float] = field(default=None, metadata=ranged(gt=0, le=1))
+    retrain_fraction: float = field(default=0.3, metadata=ranged(ge=0, lt=1))
+    ema_decay: typing.Optional[float] = field(default=None, metadata=ranged(ge=0, lt=1))  # null: no EMA
+    clip_grad: typing.Optional[float] = field(default=10.0, metadata=ranged(gt=0))  # null: no clipping
+    patience: typing.Optional[int] = field(default=None, metadata=ranged(ge=0))
+    seed: int = field(default=0, metadata=ranged(ge=0))
 
 
 @dataclass
@@ -137,19 +138,8 @@ def _check_type(value, annotation, where: str):
         if value is not None:
             raise RecipeError(f"{where}: expected null")
         return None
-    if hint is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise RecipeError(f"{where}: expected a number, got {type(value).__name__} ({value!r})")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise RecipeError(f"{where}: expected an integer, got {type(value).__name__} ({value!r})")
-        return value
+    if hint in (float, int):  # floats must be finite; YAML 1.1 reads 1e-3 (no dot) as a string
+        return as_number(value, hint, where, RecipeError)
     if hint is str:
         if not isinstance(value, str):
             raise RecipeError(f"{where}: expected a string, got {type(value).__name__} ({value!r})")
@@ -180,6 +170,7 @@ def _section(cls, data, where: str):
         if f.name in data:
             path = f"{where}.{f.name}"
             values[f.name] = _check_type(data[f.name], hints[f.name], path)
+            check_field(f, values[f.name], path, RecipeError)
             if path in _CHOICES and values[f.name] not in _CHOICES[path]:
                 raise RecipeError(f"{path}: {values[f.name]!r} is not one of {', '.join(_CHOICES[path])}")
     return cls(**values)
@@ -223,7 +214,7 @@ def _heads(data, where: str = "heads") -> list[HeadConfig]:
 def recipe_from_dict(data: dict, *, source: str | None = None) -> Recipe:
     """Build and validate a :class:`Recipe` from a parsed YAML mapping."""
     if not isinstance(data, dict):
-        raise RecipeError(f"{source or 'recipe'}: expected a mapping at the top level")
+        raise RecipeError(f"expected a YAML mapping of sections at the top level, got {type(data).__name__}")
     names = ["base", "data", "adapters", "heads", "train", "output"]
     unknown = sorted(set(data) - set(names))
     if unknown:
@@ -260,23 +251,13 @@ def _validate(recipe: Recipe) -> None:
             raise RecipeError(
                 f"data.evaluate: expected {{name: file}} with names other than train/valid/test, got {name!r}: {path!r}"
             )
-    t = recipe.train
-    if t.lr <= 0:
-        raise RecipeError(f"train.lr: must be > 0, got {t.lr}")
-    if t.epochs < 1:
-        raise RecipeError(f"train.epochs: must be >= 1, got {t.epochs}")
-    if t.batch_size < 1:
-        raise RecipeError(f"train.batch_size: must be >= 1, got {t.batch_size}")
-    if t.target_density is not None and not 0 < t.target_density <= 1:
-        raise RecipeError(f"train.target_density: must be in (0, 1], got {t.target_density}")
-    if not 0 <= t.retrain_fraction < 1:
-        raise RecipeError(f"train.retrain_fraction: must be in [0, 1), got {t.retrain_fraction}")
-    for name in ("valid_fraction", "test_fraction"):
-        value = getattr(recipe.data, name)
-        if not 0 <= value < 1:
-            raise RecipeError(f"data.{name}: must be in [0, 1), got {value}")
-    e0s = recipe.data.E0s
-    problem = check_e0s_option(e0s, "data.E0s") if isinstance(e0s, str) else None
+    d = recipe.data
+    if d.valid_fraction + d.test_fraction >= 1:
+        raise RecipeError(
+            f"data.test_fraction: data.valid_fraction + data.test_fraction must be < 1, got "
+            f"{d.valid_fraction} + {d.test_fraction}"
+        )
+    problem = check_e0s_option(d.E0s, "data.E0s")
     if problem:
         raise RecipeError(problem)
 
@@ -292,7 +273,12 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         if len(keys) != 2:
             raise RecipeError(f"--set {item!r}: expected section.key=value, e.g. train.lr=1e-3")
         section, key = keys
-        value = yaml.safe_load(raw)
+        if not keys[0] or not keys[1]:
+            raise RecipeError(f"--set {item!r}: expected section.key=value, e.g. train.lr=1e-3")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"--set {item!r}: not valid YAML ({_yaml_problem(exc)})") from exc
         current = data.get(section) or {}
         if not isinstance(current, dict):
             raise RecipeError(f"--set {item!r}: section {section!r} is not a mapping")
@@ -306,9 +292,16 @@ def load_recipe(path, overrides: list[str] | None = None) -> Recipe:
     if not path.is_file():
         raise RecipeError(f"{path}: no such recipe file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path}: binary content, not YAML text; expected a YAML mapping of sections") from exc
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise RecipeError(f"{path}: not valid YAML ({exc})") from exc
+        raise RecipeError(f"{path}: not valid YAML ({_yaml_problem(exc)}); expected a YAML mapping of sections") from exc
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: expected a YAML mapping of sections at the top level, got {type(data).__name__}")
     data = apply_overrides(data, overrides or [])
     try:
         recipe = recipe_from_dict(data, source=str(path))
@@ -316,6 +309,13 @@ def load_recipe(path, overrides: list[str] | None = None) -> Recipe:
         raise RecipeError(f"{path}: {exc}") from exc
     _resolve_paths(recipe, path.parent)
     return recipe
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: the problem and where (line, column)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
 def _resolve_paths(recipe: Recipe, folder: Path) -> None:
@@ -335,6 +335,33 @@ def _resolve_paths(recipe: Recipe, folder: Path) -> None:
         setattr(recipe.data, name, [resolve_data(v) for v in value] if isinstance(value, list) else resolve_data(value))
     recipe.data.evaluate = {k: v if v.startswith("embedded:") else resolve(v) for k, v in recipe.data.evaluate.items()}
     recipe.output.directory = resolve(recipe.output.directory)
+
+
+NOT_RESULTS = ("output.directory",)  # recipe paths whose change does not change a run's results
+
+
+def recipe_differences(saved, current, where: str = "") -> list[str]:
+    """``["train.lr: 0.01 -> 0.5", ...]``: where two recipe dicts differ, except in
+    :data:`NOT_RESULTS`."""
+    if where in NOT_RESULTS:
+        return []
+    if isinstance(saved, dict) and isinstance(current, dict):
+        out = []
+        for key in list(saved) + [k for k in current if k not in saved]:
+            path = f"{where}.{key}" if where else str(key)
+            if key not in current or key not in saved:
+                out.append(f"{path}: {saved.get(key, '(absent)')!r} -> {current.get(key, '(absent)')!r}")
+            else:
+                out += recipe_differences(saved[key], current[key], path)
+        return out
+    if isinstance(saved, list) and isinstance(current, list) and len(saved) == len(current):
+        return [d for i, (a, b) in enumerate(zip(saved, current)) for d in recipe_differences(a, b, f"{where}[{i}]")]
+    return [] if saved == current else [f"{where}: {_short(saved)} -> {_short(current)}"]
+
+
+def _short(value) -> str:
+    text = repr(value) if not isinstance(value, (int, float, str)) or isinstance(value, bool) else str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def save_recipe(recipe: Recipe, path) -> None:

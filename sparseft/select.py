@@ -25,12 +25,27 @@ class SelectionError(ValueError):
     """A selector that is malformed or matches nothing."""
 
 
-def _z(value) -> int:
-    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+def _field_error(name: str, message: str) -> SelectionError:
+    """An error about one filter; ``Selector.from_dict`` prefixes its recipe path."""
+    exc = SelectionError(f"{name}: {message}")
+    exc.field = name
+    return exc
+
+
+def _int(name: str, value) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)
-    if value in _SYMBOL_TO_Z:
+    raise _field_error(name, f"expected integers, got {value!r}")
+
+
+def _z(value) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) or (isinstance(value, str) and value.isdigit()):
+        return int(value)
+    if isinstance(value, str) and value in _SYMBOL_TO_Z:
         return _SYMBOL_TO_Z[value]
-    raise SelectionError(f"unknown element {value!r} (use a chemical symbol such as O or an atomic number)")
+    raise _field_error("elements", f"unknown element {value!r} (use a chemical symbol such as O or an atomic number)")
 
 
 @dataclass(frozen=True)
@@ -51,24 +66,29 @@ class Selector:
             if isinstance(value, (str, int)):
                 value = (value,)
             if value is not None:
+                if not isinstance(value, (list, tuple)):
+                    raise _field_error(f.name, f"expected a list, got {type(value).__name__} ({value!r})")
                 value = tuple(value)
             object.__setattr__(self, f.name, value)
         if self.exclude is None:
             object.__setattr__(self, "exclude", ())
-        if self.layers is not None:
-            object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
-        if self.l is not None:
-            object.__setattr__(self, "l", tuple(int(x) for x in self.l))
+        for name in ("layers", "l"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(_int(name, x) for x in getattr(self, name)))
         if self.elements is not None:
             object.__setattr__(self, "elements", tuple(_z(x) for x in self.elements))
+        for name in ("kinds", "parity", "include", "exclude"):
+            bad = [x for x in getattr(self, name) or () if not isinstance(x, str)]
+            if bad:
+                raise _field_error(name, f"expected strings, got {bad}")
         if self.kinds is not None:
             bad = [k for k in self.kinds if k not in KINDS]
             if bad:
-                raise SelectionError(f"unknown kind(s) {bad}; valid kinds: {', '.join(KINDS)}")
+                raise _field_error("kinds", f"unknown kind(s) {bad}; valid kinds: {', '.join(KINDS)}")
         if self.parity is not None:
             bad = [p for p in self.parity if p not in ("e", "o")]
             if bad:
-                raise SelectionError(f"parity must be 'e' or 'o', not {bad}")
+                raise _field_error("parity", f"parity must be 'e' or 'o', not {bad}")
 
     @classmethod
     def parse(cls, text: str) -> "Selector":
@@ -86,7 +106,10 @@ class Selector:
             if key not in names:
                 raise SelectionError(f"unknown selector key {key!r}; valid keys: {', '.join(sorted(names))}")
             values.setdefault(key, []).extend(v for v in raw.split(",") if v)
-        return cls(**values)
+        try:
+            return cls(**values)
+        except SelectionError as exc:
+            raise SelectionError(f"selector '{text}': {exc}") from exc
 
     @classmethod
     def from_dict(cls, data: dict | None, where: str = "select") -> "Selector":
@@ -104,7 +127,7 @@ class Selector:
         try:
             return cls(**data)
         except SelectionError as exc:
-            raise SelectionError(f"{where}: {exc}") from exc
+            raise SelectionError(f"{where}.{exc}" if getattr(exc, "field", None) else f"{where}: {exc}") from exc
 
     def to_dict(self) -> dict:
         """Only the filters that are set, as JSON-friendly lists."""

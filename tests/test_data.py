@@ -47,7 +47,7 @@ def test_nan_labels_and_positions_name_file_and_frame(tmp_path):
     frames = emt_frames(5)
     frames[1].positions[0, 0] = np.inf
     data = read_frames(_write(tmp_path, frames, "p.xyz"))
-    with pytest.raises(DataError, match=r"p.xyz: frame 1: positions contains NaN or inf"):
+    with pytest.raises(DataError, match=r"p.xyz: frame 1: positions contain NaN or inf"):
         validate(data, [29, 79], KEYS)
 
 

@@ -24,11 +24,11 @@ def _with(**sections):
         (dict(train={"epochs": 2.5}), r"train.epochs: expected an integer"),
         (dict(train={"optimizer": "sgd"}), r"train.optimizer: 'sgd' is not one of adam, adamw"),
         (dict(data={"E0s": "guess"}), r"data.E0s: 'guess' is not one of"),
-        (dict(adapters=[{"method": "lora", "select": {"kinds": ["skp"]}}]), r"adapters\[0\].select: unknown kind"),
+        (dict(adapters=[{"method": "lora", "select": {"kinds": ["skp"]}}]), r"adapters\[0\].select.kinds: unknown kind"),
         (dict(adapters=[{"method": "lora", "rnk": 2}]), r"adapters\[0\]: unknown key"),
         (dict(adapters=[{"rank": 2}]), r"adapters\[0\]: an adapter needs a 'method'"),
         (dict(extra={"a": 1}), r"unknown section\(s\) \['extra'\]"),
-        (dict(train={"target_density": 2.0}), r"train.target_density: must be in"),
+        (dict(train={"target_density": 2.0}), r"train.target_density: must be > 0 and <= 1"),
     ],
 )
 def test_bad_recipes_name_the_path(sections, message):

@@ -14,11 +14,14 @@ derives from :class:`PrunablePart`.
 from __future__ import annotations
 
 import abc
+import math
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import ClassVar
 
 from .._compat import torch
 from ..blocks import WeightBlock
+from ..ranges import as_number, check_field
 from ..select import Selector
 
 
@@ -30,6 +33,15 @@ class AdapterConfig(abc.ABC):
     coverage: ClassVar[str] = ""  # what ``applicable`` admits, for error messages ("" = every block)
     name: str = ""
     select: Selector = field(default_factory=Selector)
+
+    def __post_init__(self):
+        """Numbers must be finite and within the ranges their fields declare (``ranged``)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{self.method}.{f.name}: expected a finite number, got {value!r}")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                check_field(f, value, f"{self.method}.{f.name}")
 
     def to_dict(self) -> dict:
         out = {"method": self.method}
@@ -46,6 +58,16 @@ class AdapterConfig(abc.ABC):
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"{where}: unknown key(s) {unknown} for method {cls.method!r}; valid: {sorted(names)}")
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            if f.name not in data or f.name == "select":
+                continue
+            path = f"{where}.{f.name}"
+            if hints[f.name] in (int, float):
+                data[f.name] = as_number(data[f.name], hints[f.name], path)
+                check_field(f, data[f.name], path)
+            elif hints[f.name] is str and not isinstance(data[f.name], str):
+                raise ValueError(f"{path}: expected a string, got {type(data[f.name]).__name__} ({data[f.name]!r})")
         if "select" in data:
             data["select"] = Selector.from_dict(data["select"], f"{where}.select")
         return cls(**data)

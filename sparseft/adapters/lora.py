@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .._compat import torch
+from ..ranges import ranged
 from .base import AdapterConfig, BlockPart
 
 LORA_KINDS = ("linear_up", "linear", "skip", "product_linear", "readout", "radial", "density")
@@ -34,13 +35,9 @@ class LoRAConfig(AdapterConfig):
     coverage = (
         f"LoRA covers matrix blocks of kinds {', '.join(LORA_KINDS)} (use a sparse or freeze adapter for the others)"
     )
-    rank: int = 4
+    rank: int = field(default=4, metadata=ranged(ge=1))
     scale: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.rank < 1:
-            raise ValueError(f"lora.rank must be >= 1, got {self.rank}")
+    seed: int = field(default=0, metadata=ranged(ge=0))
 
     def applicable(self, block) -> bool:
         """A matrix block of a covered kind."""

@@ -10,9 +10,10 @@ flagged by ``fixed_support`` and equals the stored indices.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .._compat import torch
+from ..ranges import ranged
 from .base import AdapterConfig, PrunablePart
 
 
@@ -26,11 +27,7 @@ class SparseConfig(AdapterConfig):
     """
 
     method = "sparse"
-    l1: float = 0.1
-
-    def __post_init__(self):
-        if self.l1 < 0:
-            raise ValueError(f"sparse.l1 must be >= 0, got {self.l1}")
+    l1: float = field(default=0.1, metadata=ranged(ge=0))
 
     def make_part(self, blocks, dtype, device) -> "SparsePart":
         return SparsePart(blocks, dtype, device, self.l1)

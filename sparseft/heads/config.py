@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, fields
 
@@ -97,8 +98,8 @@ def head_config_from_dict(data, where: str) -> HeadConfig:
                     value = float(value)
                 except ValueError:
                     pass
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise HeadError(f"{where}.{key}: expected a number >= 0, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise HeadError(f"{where}.{key}: expected a finite number >= 0, got {value!r}")
             value = float(value)
         elif expected in ("int", int):
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "seed" else 1):

@@ -232,13 +232,20 @@ def check_equivariance(
                 expected = transform_output(reference[name], rule, transform)
                 error = relative_error(output[name], expected, floor=floors.get(name, 1.0))
                 key = (transform.check, name)
-                if key not in worst or not error <= worst[key]:  # keeps NaN
-                    worst[key] = error
+                worst[key] = _worse(worst.get(key), error)
 
     order = {check: i for i, check in enumerate(CHECKS)}
     names = list(rules)
     keys = sorted(worst, key=lambda k: (order.get(k[0], len(order)), names.index(k[1])))
     return EquivarianceReport([Row(check, name, worst[(check, name)], rtol) for check, name in keys])
+
+
+def _worse(current: float | None, error: float) -> float:
+    """The larger of two errors; NaN (an output that is not a number) is worse than any number
+    and, once seen, stays."""
+    if current is None or np.isnan(error):
+        return error
+    return current if np.isnan(current) or current >= error else error
 
 
 def relative_error(actual, expected, *, floor: float = 1.0) -> float:

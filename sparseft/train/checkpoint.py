@@ -1,26 +1,42 @@
-"""Checkpoints: ``checkpoint/state.json`` + ``checkpoint/tensors.safetensors``, written atomically.
+"""Checkpoints, crash-safe: a kill at any moment leaves a complete checkpoint to resume from.
 
-Holds the trainable values, the fixed supports (masks) of prunable parts, optimiser moments, EMA shadow, best values,
-E0 buffers and the :class:`TrainState`; no pickle. A run resumed from it continues exactly
-where the checkpoint was taken (data order is a pure function of seed and epoch).
+Layout under the output directory::
+
+    checkpoint/LATEST                  name of the newest complete checkpoint (replaced atomically)
+    checkpoint/step-000000120-0/       state.json (state, sha256 of the tensors) + tensors.safetensors
+    checkpoint/.tmp-*/                 a checkpoint being written
+
+A new checkpoint is written into a temporary folder, renamed to its own numbered name, and
+only then does ``LATEST`` point to it (one atomic rename of a small file); older checkpoints
+are deleted last. Resuming takes the checkpoint ``LATEST`` names when it is complete (its
+``state.json`` parses and the tensors match their recorded sha256), else the newest complete
+one found, and deletes temporary and damaged folders. Holds the trainable values, the fixed
+supports (masks) of prunable parts, optimiser moments, EMA shadow, best values, E0 buffers and
+the :class:`TrainState`; no pickle. A run resumed from it continues exactly where the
+checkpoint was taken (data order is a pure function of seed and epoch).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
 from .._compat import torch
-from ..files import write_directory_atomically
+from ..files import os_error, sha256_file
 from .trainer import EMA, Trainer, TrainState
 
 CHECKPOINT_DIR = "checkpoint"
+POINTER = "LATEST"
+TENSORS, STATE = "tensors.safetensors", "state.json"
 
 
-def save_checkpoint(output: Path, trainer: Trainer, state: TrainState) -> Path:
-    """Write the checkpoint directory under ``output`` (replacing the previous one atomically)."""
+def _tensors(trainer: Trainer) -> dict[str, torch.Tensor]:
+    """Everything a resumed trainer needs, keyed ``param/i``, ``optim/i/key``, ``mask/j``, ..."""
     tensors: dict[str, torch.Tensor] = {}
     for i, p in enumerate(trainer.params):
         tensors[f"param/{i}"] = p.detach().cpu().contiguous()
@@ -38,26 +54,113 @@ def save_checkpoint(output: Path, trainer: Trainer, state: TrainState) -> Path:
             tensors[f"best/{i}"] = b.detach().cpu().contiguous()
     for name, value in trainer.adapted.changed_buffers().items():
         tensors[f"buffer/{name}"] = value.cpu().contiguous()
-    meta = {"state": state.to_dict(), "num_params": len(trainer.params)}
+    return tensors
 
-    def write(tmp: Path):
-        save_file(tensors, str(tmp / "tensors.safetensors"))
-        (tmp / "state.json").write_text(json.dumps(meta))
 
-    return write_directory_atomically(Path(output) / CHECKPOINT_DIR, write, overwrite=True)
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(output: Path, trainer: Trainer, state: TrainState) -> Path:
+    """Write a new checkpoint under ``output/checkpoint`` and point ``LATEST`` to it; returns its folder."""
+    root = Path(output) / CHECKPOINT_DIR
+    tensors = _tensors(trainer)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+        try:
+            save_file(tensors, str(tmp / TENSORS))
+            meta = {"state": state.to_dict(), "num_params": len(trainer.params), "tensors_sha256": sha256_file(tmp / TENSORS)}
+            (tmp / STATE).write_text(json.dumps(meta))
+            for name in (TENSORS, STATE):
+                _fsync(tmp / name)
+            final = _new_name(root, state.step)
+            os.rename(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        pointer_tmp = root / f".{POINTER}.tmp"
+        pointer_tmp.write_text(final.name + "\n")
+        _fsync(pointer_tmp)
+        os.replace(pointer_tmp, root / POINTER)
+        _fsync(root)
+    except Exception as exc:
+        raise os_error(exc, root) from exc
+    remove_stale(output, keep=final)
+    return final
+
+
+def _new_name(root: Path, step: int) -> Path:
+    k = 0
+    while (root / f"step-{step:09d}-{k}").exists():
+        k += 1
+    return root / f"step-{step:09d}-{k}"
+
+
+def _complete(folder: Path) -> dict | None:
+    """The parsed ``state.json`` of a complete checkpoint folder, else None."""
+    try:
+        meta = json.loads((folder / STATE).read_text())
+        if not isinstance(meta, dict) or not isinstance(meta.get("state"), dict):
+            return None
+        if sha256_file(folder / TENSORS) != meta.get("tensors_sha256"):
+            return None
+        return meta
+    except (OSError, ValueError):
+        return None
+
+
+def find_checkpoint(output: Path) -> Path | None:
+    """The checkpoint to resume from: the one ``LATEST`` names when complete, else the newest
+    complete one (by step), else None."""
+    root = Path(output) / CHECKPOINT_DIR
+    if not root.is_dir():
+        return None
+    try:
+        named = root / (root / POINTER).read_text().strip()
+        if named.parent == root and named.name.startswith("step-") and _complete(named):
+            return named
+    except (OSError, ValueError):
+        pass
+    found = [(meta["state"].get("step", 0), meta["state"].get("epoch", 0), folder.name, folder)
+             for folder in root.glob("step-*") if (meta := _complete(folder)) is not None]
+    return max(found)[-1] if found else None
+
+
+def remove_stale(output: Path, keep: Path | None = None) -> None:
+    """Delete temporary, damaged and older checkpoint folders (all but ``keep``, default: the
+    one :func:`find_checkpoint` picks)."""
+    root = Path(output) / CHECKPOINT_DIR
+    if not root.is_dir():
+        return
+    keep = keep or find_checkpoint(output)
+    for entry in root.iterdir():
+        if entry.name == POINTER or (keep is not None and entry == keep):
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    if keep is not None and not (root / POINTER).is_file():
+        (root / POINTER).write_text(keep.name + "\n")
 
 
 def has_checkpoint(output: Path) -> bool:
-    d = Path(output) / CHECKPOINT_DIR
-    return (d / "state.json").is_file() and (d / "tensors.safetensors").is_file()
+    return find_checkpoint(output) is not None
 
 
 @torch.no_grad()
 def load_checkpoint(output: Path, trainer: Trainer) -> TrainState:
     """Restore a trainer (built from the same recipe) and return the saved state."""
-    d = Path(output) / CHECKPOINT_DIR
-    meta = json.loads((d / "state.json").read_text())
-    tensors = load_file(str(d / "tensors.safetensors"))
+    d = find_checkpoint(output)
+    if d is None:
+        raise ValueError(f"{Path(output) / CHECKPOINT_DIR}: no complete checkpoint to resume from")
+    meta = json.loads((d / STATE).read_text())
+    tensors = load_file(str(d / TENSORS))
     if meta["num_params"] != len(trainer.params):
         raise ValueError(
             f"{d}: checkpoint has {meta['num_params']} parameter tensors, the recipe builds "

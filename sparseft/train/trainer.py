@@ -92,6 +92,7 @@ class Trainer:
         progress: bool = False,
         task_weights: dict | None = None,
         derivative_heads: list | None = None,
+        frame_names: list[str] | None = None,
     ):
         self.model = model
         self.adapted: AdaptedModel = split_heads(model)[0]  # the adapter side: after-step hooks, supports, E0s
@@ -103,6 +104,7 @@ class Trainer:
         self.compute_stress = compute_stress
         self.derivative_heads = derivative_heads  # energy heads whose forces/stress train (None: all)
         self.log = log
+        self.frame_names = frame_names  # names of the training frames (by ``source_frame``), for messages
         self.progress = progress
         self.weights = (
             dict(task_weights)
@@ -283,7 +285,8 @@ class Trainer:
         )
         loss = total_loss(loss_terms(batch, out), self.weights_at(state.step))
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"step {state.step}: the loss is {float(loss)}; lower train.lr or check the data")
+            raise FloatingPointError(f"step {state.step}: the training loss is {float(loss)} on a batch of "
+                                     f"{self._batch_frames(batch)}; lower train.lr or check those frames")
         loss.backward()
         if self.config.clip_grad:
             torch.nn.utils.clip_grad_norm_(self.params, self.config.clip_grad)
@@ -295,6 +298,13 @@ class Trainer:
             self.ema.update()
         state.step += 1
         return float(loss.detach())
+
+    def _batch_frames(self, batch) -> str:
+        index = batch.get("source_frame")
+        if index is None or self.frame_names is None:
+            return f"{int(batch['ptr'].numel() - 1)} frames"
+        names = [self.frame_names[int(k)] for k in index.reshape(-1).tolist()]
+        return "frames " + ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
 
     def _after_epoch(self, state: TrainState, valid: dict):
         c = self.config
@@ -316,11 +326,15 @@ class Trainer:
             self.best_params = self.snapshot()
         elif eligible:
             state.bad_epochs += 1
-        budget_done = state.epoch >= c.epochs or (c.max_steps is not None and state.step >= c.max_steps)
-        patience_done = c.patience is not None and state.bad_epochs > c.patience
-        if patience_done:
+        state.done = self.finished(state)
+        if state.done and c.patience is not None and state.bad_epochs > c.patience:
             self.log(f"early stopping: no validation improvement for {state.bad_epochs} epochs")
-        state.done = budget_done or patience_done
+
+    def finished(self, state: TrainState) -> bool:
+        """Whether training is over: the epoch or step budget is spent, or patience ran out."""
+        c = self.config
+        budget_done = state.epoch >= c.epochs or (c.max_steps is not None and state.step >= c.max_steps)
+        return budget_done or (c.patience is not None and state.bad_epochs > c.patience)
 
     def snapshot(self) -> list[torch.Tensor]:
         """Copies of the trainable values as used for evaluation (EMA values when enabled)."""

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from sparseft._compat import torch
 from sparseft.finetune import run
 from sparseft.recipe import load_recipe
+from sparseft.train.checkpoint import find_checkpoint
 from sparseft.testing.tiny import tiny_mace
 
 from ..finetune_data import emt_frames, recipe_text
@@ -86,14 +87,14 @@ def _start(workdir, recipe, *extra):
 
 
 def _wait_for_epoch(workdir, name, proc, epoch, timeout=120):
-    state = workdir / name / "checkpoint" / "state.json"
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if state.is_file():
+        found = find_checkpoint(workdir / name)
+        if found is not None:
             try:
-                if json.loads(state.read_text())["state"]["epoch"] >= epoch:
+                if json.loads((found / "state.json").read_text())["state"]["epoch"] >= epoch:
                     return
-            except (ValueError, KeyError):
+            except (OSError, ValueError, KeyError):  # deleted meanwhile by the next checkpoint
                 pass
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.02)
@@ -124,7 +125,7 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_finishes(workdir):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err.decode()
     assert b"--resume" in err
-    state = json.loads((workdir / "interrupted" / "checkpoint" / "state.json").read_text())["state"]
+    state = json.loads((find_checkpoint(workdir / "interrupted") / "state.json").read_text())["state"]
     assert state["step"] > 0
     metrics = run(load_recipe(recipe), resume=True, quiet=True)
     assert metrics["epochs"] == 30
