@@ -95,8 +95,13 @@ def cmd_finetune(args) -> int:
     if recipe.base.model != "embedded":
         print(f"note: {TRUST_WARNING}", file=sys.stderr)
     try:
-        run(recipe, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet,
-            accept_recipe_changes=args.accept_recipe_changes)
+        run(
+            recipe,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            quiet=args.quiet,
+            accept_recipe_changes=args.accept_recipe_changes,
+        )
     except Interrupted as exc:
         print(f"sparseft: {exc}", file=sys.stderr)
         return 130
@@ -104,9 +109,9 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_tiny_model(args) -> int:
-    from ._compat import torch
     from pathlib import Path
 
+    from ._compat import torch
     from .files import check_writable, save_torch, write_file_atomically
     from .precision import parse_dtype
     from .testing.tiny import tiny_mace
@@ -128,8 +133,9 @@ def cmd_tiny_model(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="print the traceback of an error")
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="print the traceback of an error"
+    )
     parser = _Parser(prog="sparseft", description=__doc__, parents=[common])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -167,9 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resume", action="store_true", help="continue the run in the output directory")
     p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run")
-    p.add_argument("--accept-recipe-changes", action="store_true",
-                   help="with --resume: continue although the recipe differs from the saved one (the "
-                        "differences are recorded in recipe_changes.json)")
+    p.add_argument(
+        "--accept-recipe-changes",
+        action="store_true",
+        help="with --resume: continue although the recipe differs from the saved one (the "
+        "differences are recorded in recipe_changes.json)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     p.set_defaults(func=cmd_finetune)
 
@@ -208,8 +217,9 @@ def exit_code_and_message(exc: BaseException) -> tuple[int, str]:
         message = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
     else:
         message = str(exc)
-    if isinstance(exc, (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
-                        PermissionError)):
+    if isinstance(
+        exc, (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+    ):
         return 2, message
     if isinstance(exc, OSError):
         return 1, message

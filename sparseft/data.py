@@ -120,8 +120,11 @@ def split(frames: Frames, fraction: float, seed: int) -> tuple[Frames, Frames]:
         raise DataError(f"{frames.path}: {n} frames are too few to hold out a fraction of {fraction}")
     order = np.random.default_rng(seed).permutation(n)
     keep, out = sorted(order[n_out:]), sorted(order[:n_out])
-    pick = lambda idx: Frames(frames.path, [frames.atoms[i] for i in idx], [frames.indices[i] for i in idx],  # noqa: E731
-                              None if frames.sources is None else [frames.sources[i] for i in idx])
+
+    def pick(idx):
+        sources = None if frames.sources is None else [frames.sources[i] for i in idx]
+        return Frames(frames.path, [frames.atoms[i] for i in idx], [frames.indices[i] for i in idx], sources)
+
     return pick(keep), pick(out)
 
 
@@ -142,7 +145,9 @@ def to_atomic_data(frames: Frames, model, keys: Keys, head: str | None = None, h
     items = atomic_data(frames.atoms, model, key_specification=spec, head=head)
     dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
     for k, (atoms, item) in enumerate(zip(frames.atoms, items)):
-        item["source_frame"] = torch.tensor([k])  # position in ``frames``, for messages (a name with "index" would be offset when batched)
+        item["source_frame"] = torch.tensor(
+            [k]
+        )  # position in ``frames``, for messages (a name with "index" would be offset when batched)
         for name, head_keys in heads:
             for key, value in head_keys.tensors(atoms, name, dtype).items():
                 item[key] = value

@@ -31,6 +31,7 @@ from .train.checkpoint import has_checkpoint, load_checkpoint, remove_stale, sav
 from .train.losses import ErrorAccumulator
 from .train.trainer import Trainer
 
+
 class Interrupted(Exception):
     """Training stopped by Ctrl-C after writing a checkpoint."""
 

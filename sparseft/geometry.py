@@ -25,8 +25,9 @@ def closest_pair(atoms) -> tuple[int, int, float] | None:
     from mace.data.neighborhood import get_neighborhood
 
     cell = np.array(atoms.cell) if atoms.pbc.any() else None
-    edges, shifts, _, _ = get_neighborhood(atoms.positions, MIN_DISTANCE, pbc=tuple(bool(p) for p in atoms.pbc),
-                                           cell=cell)
+    edges, shifts, _, _ = get_neighborhood(
+        atoms.positions, MIN_DISTANCE, pbc=tuple(bool(p) for p in atoms.pbc), cell=cell
+    )
     return _closest(atoms.positions[edges[1]] - atoms.positions[edges[0]] + shifts, edges)
 
 
@@ -43,8 +44,10 @@ def _closest(vectors: np.ndarray, edges: np.ndarray) -> tuple[int, int, float] |
 
 def _pair_error(pair: tuple[int, int, float]) -> StructureError:
     i, j, distance = pair
-    return StructureError(f"atoms {i} and {j} are {distance:.3f} Å apart (coincident: closer than "
-                          f"{MIN_DISTANCE} Å, periodic images included)")
+    return StructureError(
+        f"atoms {i} and {j} are {distance:.3f} Å apart (coincident: closer than "
+        f"{MIN_DISTANCE} Å, periodic images included)"
+    )
 
 
 def check_graph_distances(batch: dict) -> None:
@@ -79,8 +82,10 @@ def check_structure(atoms, zs=None, *, distances: bool = True) -> None:
         for index, z in enumerate(atoms.numbers.tolist()):
             if z not in known:
                 names = " ".join(chemical_symbols[x] for x in zs)
-                raise StructureError(f"element {chemical_symbols[z]} (atom {index}) is not in the model; "
-                                     f"the model's elements are {names}")
+                raise StructureError(
+                    f"element {chemical_symbols[z]} (atom {index}) is not in the model; "
+                    f"the model's elements are {names}"
+                )
     pair = closest_pair(atoms) if distances else None
     if pair is not None:
         raise _pair_error(pair)

@@ -121,8 +121,9 @@ def read_metadata(directory) -> dict:
         if key not in meta:
             raise AdapterFileError(f"{path}: required key {key!r} is missing; the file is damaged")
         if not isinstance(meta[key], kind):
-            raise AdapterFileError(f"{path}: {key}: expected a {kind.__name__}, got {_json_name(meta[key])}; "
-                                   "the file is damaged")
+            raise AdapterFileError(
+                f"{path}: {key}: expected a {kind.__name__}, got {_json_name(meta[key])}; the file is damaged"
+            )
     if not isinstance(meta.get("heads") or [], list):
         raise AdapterFileError(f"{path}: heads: expected a list, got {_json_name(meta['heads'])}; the file is damaged")
     _check_reference_values(meta["reference"], path)
@@ -137,14 +138,17 @@ def _check_reference_values(reference: dict, path: Path) -> None:
     """The stored reference prediction must be finite numbers of the right shapes."""
     energy = reference.get("energy")
     if isinstance(energy, bool) or not isinstance(energy, (int, float)) or not np.isfinite(energy):
-        raise AdapterFileError(f"{path}: reference.energy: expected a finite number, got {energy!r}; the file is damaged")
+        raise AdapterFileError(
+            f"{path}: reference.energy: expected a finite number, got {energy!r}; the file is damaged"
+        )
     try:
         forces = np.asarray(reference.get("forces"), dtype=float)
     except (TypeError, ValueError):
         forces = None
     if forces is None or forces.ndim != 2 or forces.shape[1] != 3 or not np.all(np.isfinite(forces)):
-        raise AdapterFileError(f"{path}: reference.forces: expected an (atoms, 3) list of finite numbers; "
-                               "the file is damaged")
+        raise AdapterFileError(
+            f"{path}: reference.forces: expected an (atoms, 3) list of finite numbers; the file is damaged"
+        )
     if not isinstance(reference.get("heads") or {}, dict):
         raise AdapterFileError(f"{path}: reference.heads: expected a mapping; the file is damaged")
 

@@ -53,7 +53,9 @@ def check_output(directory: Path, *, resume: bool, overwrite: bool) -> None:
             )
         return
     if directory.exists() and any(directory.iterdir()) and not overwrite:
-        raise FileExistsError(f"{directory} is not empty; use --resume to continue its run or --overwrite to replace it")
+        raise FileExistsError(
+            f"{directory} is not empty; use --resume to continue its run or --overwrite to replace it"
+        )
 
 
 def remove_temporary(directory: Path) -> None:

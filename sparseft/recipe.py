@@ -298,7 +298,9 @@ def load_recipe(path, overrides: list[str] | None = None) -> Recipe:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise RecipeError(f"{path}: not valid YAML ({_yaml_problem(exc)}); expected a YAML mapping of sections") from exc
+        raise RecipeError(
+            f"{path}: not valid YAML ({_yaml_problem(exc)}); expected a YAML mapping of sections"
+        ) from exc
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: expected a YAML mapping of sections at the top level, got {type(data).__name__}")

@@ -193,30 +193,52 @@ RECIPE_VALUES = [  # (id, recipe path, value, expected where)
     ("select_bad_parity", "adapters.0.select", {"parity": ["x"]}, r"adapters\[0\]\.select.*parity"),
     ("select_unknown_key", "adapters.0.select", {"layer_index": 1}, r"adapters\[0\]\.select: unknown key"),
     ("select_matches_nothing", "adapters.0.select", {"layers": [7]}, r"adapters\[0\].*matches no block"),
-    ("select_element_not_in_model", "adapters.0.select", {"elements": ["O"], "kinds": ["skip"]},
-     r"adapters\[0\].*matches no block"),
+    (
+        "select_element_not_in_model",
+        "adapters.0.select",
+        {"elements": ["O"], "kinds": ["skip"]},
+        r"adapters\[0\].*matches no block",
+    ),
     ("select_not_mapping", "adapters.0.select", 5, r"adapters\[0\]\.select"),
     ("lora_rank_zero", "adapters.0", {"method": "lora", "rank": 0}, r"adapters\[0\]\.rank"),
     ("lora_rank_float", "adapters.0", {"method": "lora", "rank": 2.5}, r"adapters\[0\]\.rank"),
     ("lora_rank_string", "adapters.0", {"method": "lora", "rank": "four"}, r"adapters\[0\]\.rank"),
     ("lora_scale_inf", "adapters.0", {"method": "lora", "scale": float("inf")}, r"adapters\[0\]\.scale"),
-    ("two_adapters_one_block", "adapters", [{"method": "sparse"}, {"method": "freeze"}], r"adapters\[1\].*adapters\[0\]|claim"),
+    (
+        "two_adapters_one_block",
+        "adapters",
+        [{"method": "sparse"}, {"method": "freeze"}],
+        r"adapters\[1\].*adapters\[0\]|claim",
+    ),
     ("heads_not_list", "heads", {"name": "a"}, r"heads: expected a list"),
     ("head_bad_kind", "heads", [{"name": "spin", "kind": "charge"}], r"heads\[0\]\.kind"),
     ("head_bad_name", "heads", [{"name": "1x", "kind": "magmom"}], r"heads\[0\]\.name"),
-    ("head_weight_nan", "heads", [{"name": "spin", "kind": "magmom", "magmoms_weight": float("nan")}],
-     r"heads\[0\]\.magmoms_weight"),
-    ("head_weight_inf", "heads", [{"name": "spin", "kind": "magmom", "magmoms_weight": float("inf")}],
-     r"heads\[0\]\.magmoms_weight"),
+    (
+        "head_weight_nan",
+        "heads",
+        [{"name": "spin", "kind": "magmom", "magmoms_weight": float("nan")}],
+        r"heads\[0\]\.magmoms_weight",
+    ),
+    (
+        "head_weight_inf",
+        "heads",
+        [{"name": "spin", "kind": "magmom", "magmoms_weight": float("inf")}],
+        r"heads\[0\]\.magmoms_weight",
+    ),
     ("head_hidden_zero", "heads", [{"name": "spin", "kind": "magmom", "hidden": 0}], r"heads\[0\]\.hidden"),
     ("head_E0s_bad", "heads", [{"name": "dft", "kind": "energy", "E0s": "guess"}], r"heads\[0\]\.E0s"),
     ("head_E0s_value_string", "heads", [{"name": "dft", "kind": "energy", "E0s": {"Cu": "x"}}], r"heads\[0\]\.E0s\.Cu"),
-    ("head_duplicate_names", "heads", [{"name": "a", "kind": "magmom"}, {"name": "a", "kind": "magmom"}],
-     r"heads: .*unique"),
+    (
+        "head_duplicate_names",
+        "heads",
+        [{"name": "a", "kind": "magmom"}, {"name": "a", "kind": "magmom"}],
+        r"heads: .*unique",
+    ),
     ("head_no_labels", "heads", [{"name": "spin", "kind": "magmom"}], r"heads\[0\] \(spin\): no training frame"),
 ]
 
 for _id, _path, _value, _expect in RECIPE_VALUES:
+
     def _setup(folder, work, path=_path, value=_value):
         return finetune(folder, set_path(work.recipe(folder / "out"), path, value))
 
@@ -322,6 +344,7 @@ SET_CASES = [  # (id, --set value, expected)
 ]
 
 for _id, _value, _expect in SET_CASES:
+
     def _setup(folder, work, value=_value):
         return finetune(folder, work.recipe(folder / "out"), "--set", value)
 
@@ -378,36 +401,73 @@ data_case("energy_vector", rf"{DATA}: frame 1: REF_energy", lambda f: _edit(f, 1
 data_case("energy_string", rf"{DATA}: frame 3: REF_energy", lambda f: _edit(f, 3, _set_info("REF_energy", "high")))
 data_case("energy_nan", rf"{DATA}: frame 0: REF_energy", lambda f: _edit(f, 0, _set_info("REF_energy", float("nan"))))
 data_case("energy_inf", rf"{DATA}: frame 4: REF_energy", lambda f: _edit(f, 4, _set_info("REF_energy", float("inf"))))
-data_case("stress_two_values", rf"{DATA}: frame 1: REF_stress", lambda f: _edit(f, 1, _set_info("REF_stress", np.ones(2))))
-data_case("stress_four_values", rf"{DATA}: frame 2: REF_stress", lambda f: _edit(f, 2, _set_info("REF_stress", np.ones(4))))
+data_case(
+    "stress_two_values", rf"{DATA}: frame 1: REF_stress", lambda f: _edit(f, 1, _set_info("REF_stress", np.ones(2)))
+)
+data_case(
+    "stress_four_values", rf"{DATA}: frame 2: REF_stress", lambda f: _edit(f, 2, _set_info("REF_stress", np.ones(4)))
+)
 data_case("stress_string", rf"{DATA}: frame 2: REF_stress", lambda f: _edit(f, 2, _set_info("REF_stress", "x")))
-data_case("stress_nan", rf"{DATA}: frame 5: REF_stress", lambda f: _edit(f, 5, _set_info("REF_stress", np.full(9, np.nan))))
-data_case("virials_bad_shape", rf"{DATA}: frame 0: REF_virials", lambda f: _edit(f, 0, _set_info("REF_virials", np.ones(5))))
-data_case("forces_nan", rf"{DATA}: frame 6: REF_forces",
-          lambda f: _edit(f, 6, lambda a: a.arrays["REF_forces"].__setitem__((0, 0), np.nan)))
-data_case("forces_wrong_width", rf"{DATA}: frame 3: REF_forces",
-          lambda f: _edit(f, 3, lambda a: a.arrays.__setitem__("REF_forces", np.ones((len(a), 2)))))
-data_case("positions_nan", rf"{DATA}: frame 2: positions",
-          lambda f: _edit(f, 2, lambda a: a.positions.__setitem__((1, 1), np.nan)))
-data_case("positions_inf", rf"{DATA}: frame 7: positions",
-          lambda f: _edit(f, 7, lambda a: a.positions.__setitem__((0, 2), np.inf)))
-data_case("coincident_atoms", rf"{DATA}: frame 4: atoms 0 and 1 .*apart",
-          lambda f: _edit(f, 4, lambda a: a.positions.__setitem__(1, a.positions[0])))
-data_case("coincident_periodic_image", rf"{DATA}: frame 5: atoms 0 and 1 .*apart",
-          lambda f: _edit(f, 5, lambda a: a.positions.__setitem__(1, a.positions[0] + a.cell[0])))
-data_case("zero_volume_cell", rf"{DATA}: frame 1: .*zero volume",
-          lambda f: _edit(f, 1, lambda a: a.set_cell(np.diag([3.6, 3.6, 0.0]))))
+data_case(
+    "stress_nan", rf"{DATA}: frame 5: REF_stress", lambda f: _edit(f, 5, _set_info("REF_stress", np.full(9, np.nan)))
+)
+data_case(
+    "virials_bad_shape", rf"{DATA}: frame 0: REF_virials", lambda f: _edit(f, 0, _set_info("REF_virials", np.ones(5)))
+)
+data_case(
+    "forces_nan",
+    rf"{DATA}: frame 6: REF_forces",
+    lambda f: _edit(f, 6, lambda a: a.arrays["REF_forces"].__setitem__((0, 0), np.nan)),
+)
+data_case(
+    "forces_wrong_width",
+    rf"{DATA}: frame 3: REF_forces",
+    lambda f: _edit(f, 3, lambda a: a.arrays.__setitem__("REF_forces", np.ones((len(a), 2)))),
+)
+data_case(
+    "positions_nan",
+    rf"{DATA}: frame 2: positions",
+    lambda f: _edit(f, 2, lambda a: a.positions.__setitem__((1, 1), np.nan)),
+)
+data_case(
+    "positions_inf",
+    rf"{DATA}: frame 7: positions",
+    lambda f: _edit(f, 7, lambda a: a.positions.__setitem__((0, 2), np.inf)),
+)
+data_case(
+    "coincident_atoms",
+    rf"{DATA}: frame 4: atoms 0 and 1 .*apart",
+    lambda f: _edit(f, 4, lambda a: a.positions.__setitem__(1, a.positions[0])),
+)
+data_case(
+    "coincident_periodic_image",
+    rf"{DATA}: frame 5: atoms 0 and 1 .*apart",
+    lambda f: _edit(f, 5, lambda a: a.positions.__setitem__(1, a.positions[0] + a.cell[0])),
+)
+data_case(
+    "zero_volume_cell",
+    rf"{DATA}: frame 1: .*zero volume",
+    lambda f: _edit(f, 1, lambda a: a.set_cell(np.diag([3.6, 3.6, 0.0]))),
+)
 data_case("cell_nan", rf"{DATA}: frame 1: cell", lambda f: _edit(f, 1, lambda a: a.set_cell(np.full((3, 3), np.nan))))
 data_case("unknown_symbol", rf"{DATA}.*frame 3.*Xx", lambda f: _replace_symbol(f, 3, "Xx"))
-data_case("element_not_in_model", rf"{DATA}: elements the base model does not know: Ag \(frames 2\)",
-          lambda f: _edit(f, 2, lambda a: a.__getitem__(0).__setattr__("symbol", "Ag")))
+data_case(
+    "element_not_in_model",
+    rf"{DATA}: elements the base model does not know: Ag \(frames 2\)",
+    lambda f: _edit(f, 2, lambda a: a.__getitem__(0).__setattr__("symbol", "Ag")),
+)
 data_case("empty_file", rf"{DATA}: contains no frames", lambda f: "")
 data_case("binary_file", rf"{DATA}: cannot read", lambda f: bytes(range(256)) * 8)
 data_case("not_structures", rf"{DATA}: cannot read", lambda f: "hello world\nthis is not xyz\n")
 data_case("truncated_frame", rf"{DATA}.*frame 7", lambda f: "\n".join(_text(f).splitlines()[:-2]) + "\n")
-data_case("no_labels", rf"data\.xyz: no frame has REF_energy or REF_forces",
-          lambda f: [_edit(f, i, lambda a: (a.info.pop("REF_energy"), a.arrays.pop("REF_forces"),
-                                            a.info.pop("REF_stress"))) for i in range(len(f))][-1])
+data_case(
+    "no_labels",
+    r"data\.xyz: no frame has REF_energy or REF_forces",
+    lambda f: [
+        _edit(f, i, lambda a: (a.info.pop("REF_energy"), a.arrays.pop("REF_forces"), a.info.pop("REF_stress")))
+        for i in range(len(f))
+    ][-1],
+)
 data_case("too_few_for_split", r"data\.xyz: 1 frames are too few", lambda f: f[:1])
 
 
@@ -450,8 +510,9 @@ def _(folder, work):
     bad = [a.copy() for a in work.frames[:2]]
     bad[0].positions[0, 0] = np.nan
     ase.io.write(folder / "b.xyz", bad, format="extxyz")
-    return finetune(folder, set_path(work.recipe(folder / "out"), "data.train",
-                                     [str(folder / "a.xyz"), str(folder / "b.xyz")]))
+    return finetune(
+        folder, set_path(work.recipe(folder / "out"), "data.train", [str(folder / "a.xyz"), str(folder / "b.xyz")])
+    )
 
 
 # ---------------------------------------------------------------- model files
@@ -485,8 +546,7 @@ for _command in ("inspect", "check", "finetune"):
     model_case("text", rf"{_where}: not a readable torch model file", lambda p, w: p.write_text("hello"), _command)
     model_case("truncated", rf"{_where}: not a readable torch model file", _truncated, _command)
     model_case("state_dict", rf"{_where}: holds a dict", _pickle({"a": 1}), _command)
-    model_case("linear", rf"{_where}: holds a Linear",
-               _pickle(lambda: __import__("torch").nn.Linear(2, 2)), _command)
+    model_case("linear", rf"{_where}: holds a Linear", _pickle(lambda: __import__("torch").nn.Linear(2, 2)), _command)
     model_case("directory", rf"{_where}: (no such file|is a directory|not a file)", lambda p, w: p.mkdir(), _command)
 model_case("missing", r"base\.model: no such file", lambda p, w: None, "inspect")
 
@@ -539,46 +599,99 @@ ADAPTER = r".*adapter"
 adapter_case("values_nan", rf"{ADAPTER}.*values.*(NaN|non-finite)", _poison(float("nan")))
 adapter_case("values_inf", rf"{ADAPTER}.*values.*(NaN|non-finite)", _poison(float("inf")))
 adapter_case("values_huge", rf"{ADAPTER}: the loaded adapter does not reproduce", _poison(1e6))
-adapter_case("reference_null", rf"{ADAPTER}.*sparseft\.json: reference",
-             lambda d, m, t, w: m.__setitem__("reference", None))
-adapter_case("reference_energy_string", rf"{ADAPTER}.*sparseft\.json: reference\.energy",
-             lambda d, m, t, w: m["reference"].__setitem__("energy", "high"))
-adapter_case("reference_energy_nan", rf"{ADAPTER}.*sparseft\.json: reference\.energy",
-             lambda d, m, t, w: m["reference"].__setitem__("energy", float("nan")))
-adapter_case("reference_forces_null", rf"{ADAPTER}.*sparseft\.json: reference\.forces",
-             lambda d, m, t, w: m["reference"].__setitem__("forces", None))
-adapter_case("reference_forces_shape", rf"{ADAPTER}.*sparseft\.json: reference\.forces",
-             lambda d, m, t, w: m["reference"].__setitem__("forces", [[1.0, 2.0]]))
-adapter_case("reference_forces_nan", rf"{ADAPTER}.*sparseft\.json: reference\.forces",
-             lambda d, m, t, w: m["reference"]["forces"][0].__setitem__(0, float("nan")))
-adapter_case("reference_missing_energy", rf"{ADAPTER}.*sparseft\.json: reference\.energy",
-             lambda d, m, t, w: m["reference"].pop("energy"))
+adapter_case(
+    "reference_null", rf"{ADAPTER}.*sparseft\.json: reference", lambda d, m, t, w: m.__setitem__("reference", None)
+)
+adapter_case(
+    "reference_energy_string",
+    rf"{ADAPTER}.*sparseft\.json: reference\.energy",
+    lambda d, m, t, w: m["reference"].__setitem__("energy", "high"),
+)
+adapter_case(
+    "reference_energy_nan",
+    rf"{ADAPTER}.*sparseft\.json: reference\.energy",
+    lambda d, m, t, w: m["reference"].__setitem__("energy", float("nan")),
+)
+adapter_case(
+    "reference_forces_null",
+    rf"{ADAPTER}.*sparseft\.json: reference\.forces",
+    lambda d, m, t, w: m["reference"].__setitem__("forces", None),
+)
+adapter_case(
+    "reference_forces_shape",
+    rf"{ADAPTER}.*sparseft\.json: reference\.forces",
+    lambda d, m, t, w: m["reference"].__setitem__("forces", [[1.0, 2.0]]),
+)
+adapter_case(
+    "reference_forces_nan",
+    rf"{ADAPTER}.*sparseft\.json: reference\.forces",
+    lambda d, m, t, w: m["reference"]["forces"][0].__setitem__(0, float("nan")),
+)
+adapter_case(
+    "reference_missing_energy",
+    rf"{ADAPTER}.*sparseft\.json: reference\.energy",
+    lambda d, m, t, w: m["reference"].pop("energy"),
+)
 adapter_case("hash_mismatch", rf"{ADAPTER}.*does not match the sha256", _poison(0.5), rehash=False)
-adapter_case("truncated", rf"{ADAPTER}.*adapter\.safetensors: content does not match the sha256", lambda d, m, t, w: (
-    (d / "adapter.safetensors").write_bytes((d / "adapter.safetensors").read_bytes()[:100]), "raw")[1])
-adapter_case("tensor_file_missing", rf"{ADAPTER}.*adapter\.safetensors: missing",
-             lambda d, m, t, w: ((d / "adapter.safetensors").unlink(), "raw")[1])
-adapter_case("json_missing", rf"{ADAPTER}.*sparseft\.json: missing",
-             lambda d, m, t, w: ((d / "sparseft.json").unlink(), "raw")[1])
-adapter_case("json_garbage", rf"{ADAPTER}.*sparseft\.json: not valid JSON",
-             lambda d, m, t, w: ((d / "sparseft.json").write_text("{oops"), "raw")[1])
-adapter_case("json_list", rf"{ADAPTER}.*sparseft\.json: not a sparseft adapter file",
-             lambda d, m, t, w: ((d / "sparseft.json").write_text("[1, 2]"), "raw")[1])
-adapter_case("version_bump", rf"{ADAPTER}.*format version 99",
-             lambda d, m, t, w: m.__setitem__("format_version", 99))
+adapter_case(
+    "truncated",
+    rf"{ADAPTER}.*adapter\.safetensors: content does not match the sha256",
+    lambda d, m, t, w: ((d / "adapter.safetensors").write_bytes((d / "adapter.safetensors").read_bytes()[:100]), "raw")[
+        1
+    ],
+)
+adapter_case(
+    "tensor_file_missing",
+    rf"{ADAPTER}.*adapter\.safetensors: missing",
+    lambda d, m, t, w: ((d / "adapter.safetensors").unlink(), "raw")[1],
+)
+adapter_case(
+    "json_missing",
+    rf"{ADAPTER}.*sparseft\.json: missing",
+    lambda d, m, t, w: ((d / "sparseft.json").unlink(), "raw")[1],
+)
+adapter_case(
+    "json_garbage",
+    rf"{ADAPTER}.*sparseft\.json: not valid JSON",
+    lambda d, m, t, w: ((d / "sparseft.json").write_text("{oops"), "raw")[1],
+)
+adapter_case(
+    "json_list",
+    rf"{ADAPTER}.*sparseft\.json: not a sparseft adapter file",
+    lambda d, m, t, w: ((d / "sparseft.json").write_text("[1, 2]"), "raw")[1],
+)
+adapter_case("version_bump", rf"{ADAPTER}.*format version 99", lambda d, m, t, w: m.__setitem__("format_version", 99))
 adapter_case("missing_base_key", rf"{ADAPTER}.*required key 'base'", lambda d, m, t, w: m.pop("base"))
 adapter_case("other_base", rf"{ADAPTER}: this adapter was made for another base model", lambda d, m, t, w: "other")
-adapter_case("extra_tensor", rf"{ADAPTER}.*belong to no adapter",
-             lambda d, m, t, w: t.__setitem__("ghost/x/values", __import__("torch").zeros(3)))
-adapter_case("unknown_method", rf"{ADAPTER}.*adapters\[0\]\.method",
-             lambda d, m, t, w: m["adapters"][0].__setitem__("method", "dora"))
-adapter_case("config_l1_string", rf"{ADAPTER}.*adapters\[0\]\.l1",
-             lambda d, m, t, w: m["adapters"][0].__setitem__("l1", "abc"))
-adapter_case("indices_out_of_range", rf"{ADAPTER}.*indices", lambda d, m, t, w: t.__setitem__(
-    next(k for k in t if k.endswith("/indices")), t[next(k for k in t if k.endswith("/indices"))] + 10**6))
+adapter_case(
+    "extra_tensor",
+    rf"{ADAPTER}.*belong to no adapter",
+    lambda d, m, t, w: t.__setitem__("ghost/x/values", __import__("torch").zeros(3)),
+)
+adapter_case(
+    "unknown_method",
+    rf"{ADAPTER}.*adapters\[0\]\.method",
+    lambda d, m, t, w: m["adapters"][0].__setitem__("method", "dora"),
+)
+adapter_case(
+    "config_l1_string", rf"{ADAPTER}.*adapters\[0\]\.l1", lambda d, m, t, w: m["adapters"][0].__setitem__("l1", "abc")
+)
+adapter_case(
+    "indices_out_of_range",
+    rf"{ADAPTER}.*indices",
+    lambda d, m, t, w: t.__setitem__(
+        next(k for k in t if k.endswith("/indices")), t[next(k for k in t if k.endswith("/indices"))] + 10**6
+    ),
+)
 adapter_case("heads_damaged", rf"{ADAPTER}.*heads\[0\]", lambda d, m, t, w: m.__setitem__("heads", [{"name": "x"}]))
-adapter_case("buffer_nan", rf"{ADAPTER}.*buffers/.*(NaN|non-finite)", lambda d, m, t, w: t.__setitem__(
-    "buffers/atomic_energies_fn.atomic_energies", __import__("torch").full((2,), float("nan"), dtype=__import__("torch").float64)))
+adapter_case(
+    "buffer_nan",
+    rf"{ADAPTER}.*buffers/.*(NaN|non-finite)",
+    lambda d, m, t, w: t.__setitem__(
+        "buffers/atomic_energies_fn.atomic_energies",
+        __import__("torch").full((2,), float("nan"), dtype=__import__("torch").float64),
+    ),
+)
 
 
 @case("adapter.not_a_directory", r"nothere: not an adapter directory")
@@ -645,8 +758,11 @@ def _finished_copy(folder, work):
     return yaml.safe_load((work.finished / "recipe.yaml").read_text())
 
 
-@case("output.resume_changed_lr", r"--resume: the recipe differs from .*recipe\.yaml.*train\.lr: 0\.01 -> 0\.5",
-      keep=("out",))
+@case(
+    "output.resume_changed_lr",
+    r"--resume: the recipe differs from .*recipe\.yaml.*train\.lr: 0\.01 -> 0\.5",
+    keep=("out",),
+)
 def _(folder, work):
     recipe = _finished_copy(folder, work)
     recipe["output"]["directory"] = str(folder / "out")
@@ -707,10 +823,21 @@ def structures_case(id, expect, make):
 
 structures_case("empty_file", r"s\.xyz: contains no frames", lambda f: "")
 structures_case("binary_file", r"s\.xyz: cannot read", lambda f: bytes(range(256)) * 8)
-structures_case("positions_nan", r"s\.xyz: frame 1: positions", lambda f: _edit(f, 1, lambda a: a.positions.__setitem__((0, 0), np.nan)))
-structures_case("coincident", r"s\.xyz: frame 2: atoms 0 and 1", lambda f: _edit(f, 2, lambda a: a.positions.__setitem__(1, a.positions[0])))
-structures_case("unknown_element", r"s\.xyz: frame 0: .*O.*the model's elements are Cu Au",
-                lambda f: _edit(f, 0, lambda a: a.__getitem__(0).__setattr__("symbol", "O")))
+structures_case(
+    "positions_nan",
+    r"s\.xyz: frame 1: positions",
+    lambda f: _edit(f, 1, lambda a: a.positions.__setitem__((0, 0), np.nan)),
+)
+structures_case(
+    "coincident",
+    r"s\.xyz: frame 2: atoms 0 and 1",
+    lambda f: _edit(f, 2, lambda a: a.positions.__setitem__(1, a.positions[0])),
+)
+structures_case(
+    "unknown_element",
+    r"s\.xyz: frame 0: .*O.*the model's elements are Cu Au",
+    lambda f: _edit(f, 0, lambda a: a.__getitem__(0).__setattr__("symbol", "O")),
+)
 structures_case("empty_structure", r"s\.xyz: frame 0: no atoms", lambda f: [f[0][[]], *f[1:]])
 
 
@@ -787,7 +914,7 @@ def api_case(id, expect):
     """A Python call that must raise a ValueError (sparseft's error classes) matching ``expect``."""
 
     def register(fn):
-        CASES.append(Case(f"api.{id}", lambda folder, work: (lambda: fn(folder, work)), expect))
+        CASES.append(Case(f"api.{id}", lambda folder, work: lambda: fn(folder, work), expect))
         return fn
 
     return register
@@ -915,9 +1042,9 @@ def _(folder, work):
 
 @api_case("load_adapter_nan_values", r"values.*(NaN|non-finite)")
 def _(folder, work):
-    import sparseft as sf
     from safetensors.torch import load_file, save_file
 
+    import sparseft as sf
     from sparseft.io import sha256_file
 
     target = folder / "adapter"
@@ -944,5 +1071,6 @@ def _(folder, work):
     import sparseft as sf
 
     model = sf.load_model(work.model)
-    return sf.wrap(model, [sf.SparseConfig(select=sf.Selector(kinds=["skip"])),
-                           sf.LoRAConfig(select=sf.Selector(layers=[5]))])
+    return sf.wrap(
+        model, [sf.SparseConfig(select=sf.Selector(kinds=["skip"])), sf.LoRAConfig(select=sf.Selector(layers=[5]))]
+    )

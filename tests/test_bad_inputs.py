@@ -45,8 +45,9 @@ def work(tmp_path_factory):
         for p in adapted.trainable_parameters():
             p.copy_(torch.randn_like(p) * 0.01 * (torch.rand_like(p) < 0.2))
     sf.save_adapter(adapted, root / "adapter")
-    w = Work(root, root / "tiny.model", root / "other.model", root / "data.xyz", root / "adapter",
-             root / "finished", frames)
+    w = Work(
+        root, root / "tiny.model", root / "other.model", root / "data.xyz", root / "adapter", root / "finished", frames
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         run(load_recipe(write_recipe(root, w.recipe(root / "finished"), "finished.yaml")), quiet=True)
@@ -127,7 +128,9 @@ def _check_cli(case, argv):
     errors = [line for line in err.splitlines() if line.startswith("sparseft: error: ")]
     others = [line for line in err.splitlines() if line and not line.startswith(("sparseft: error: ", "note: "))]
     assert len(errors) == 1 and not others, f"expected one error line, got:\n{err}"
-    assert re.search(case.expect, errors[0][len("sparseft: error: "):]), f"{errors[0]!r} does not match {case.expect!r}"
+    assert re.search(case.expect, errors[0][len("sparseft: error: ") :]), (
+        f"{errors[0]!r} does not match {case.expect!r}"
+    )
     assert code == case.code, f"exit code {code}, expected {case.code}: {errors[0]}"
 
 

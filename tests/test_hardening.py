@@ -40,7 +40,7 @@ def test_debug_prints_the_traceback_and_still_ends_with_one_error_line(workdir, 
     (workdir / "bad.yaml").write_text("train: {lr: -1}\ndata: {train: data.xyz}\nadapters: [{method: sparse}]\n")
     assert main(["finetune", str(workdir / "bad.yaml")]) == 2
     plain = capsys.readouterr().err
-    assert "Traceback" not in plain and plain.strip() == "sparseft: error: " + plain.strip()[len("sparseft: error: "):]
+    assert "Traceback" not in plain and plain.strip() == "sparseft: error: " + plain.strip()[len("sparseft: error: ") :]
     assert main(["finetune", str(workdir / "bad.yaml"), "--debug"]) == 2
     debug = capsys.readouterr().err
     assert "Traceback (most recent call last)" in debug and "RecipeError" in debug
@@ -100,10 +100,13 @@ def _resume_copy(workdir, name, **train):
 def test_resume_with_a_changed_recipe_is_refused_with_the_differences(workdir, capsys):
     recipe = _resume_copy(workdir, "changed")
     before = sorted(p.name for p in (workdir / "changed").rglob("*"))
-    assert main(["finetune", str(recipe), "--resume", "--quiet", "--set", "train.lr=0.5", "--set",
-                 "train.epochs=3"]) == 2
+    assert (
+        main(["finetune", str(recipe), "--resume", "--quiet", "--set", "train.lr=0.5", "--set", "train.epochs=3"]) == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "--resume: the recipe differs from" in err and "train.lr: 0.01 -> 0.5" in err and "train.epochs: 1 -> 3" in err
+    assert (
+        "--resume: the recipe differs from" in err and "train.lr: 0.01 -> 0.5" in err and "train.epochs: 1 -> 3" in err
+    )
     assert "--accept-recipe-changes" in err
     assert sorted(p.name for p in (workdir / "changed").rglob("*")) == before
     assert main(["finetune", str(recipe), "--resume", "--quiet"]) == 0  # the same recipe resumes
@@ -111,8 +114,10 @@ def test_resume_with_a_changed_recipe_is_refused_with_the_differences(workdir, c
 
 def test_an_accepted_recipe_change_is_recorded(workdir):
     recipe = _resume_copy(workdir, "accepted")
-    assert main(["finetune", str(recipe), "--resume", "--quiet", "--set", "train.epochs=2",
-                 "--accept-recipe-changes"]) == 0
+    assert (
+        main(["finetune", str(recipe), "--resume", "--quiet", "--set", "train.epochs=2", "--accept-recipe-changes"])
+        == 0
+    )
     records = json.loads((workdir / "accepted" / "recipe_changes.json").read_text())
     assert records == [{"resumed_after_epoch": 1, "step": records[0]["step"], "changes": ["train.epochs: 1 -> 2"]}]
     assert yaml.safe_load((workdir / "accepted" / "recipe.yaml").read_text())["train"]["epochs"] == 2

@@ -24,7 +24,10 @@ def _with(**sections):
         (dict(train={"epochs": 2.5}), r"train.epochs: expected an integer"),
         (dict(train={"optimizer": "sgd"}), r"train.optimizer: 'sgd' is not one of adam, adamw"),
         (dict(data={"E0s": "guess"}), r"data.E0s: 'guess' is not one of"),
-        (dict(adapters=[{"method": "lora", "select": {"kinds": ["skp"]}}]), r"adapters\[0\].select.kinds: unknown kind"),
+        (
+            dict(adapters=[{"method": "lora", "select": {"kinds": ["skp"]}}]),
+            r"adapters\[0\].select.kinds: unknown kind",
+        ),
         (dict(adapters=[{"method": "lora", "rnk": 2}]), r"adapters\[0\]: unknown key"),
         (dict(adapters=[{"rank": 2}]), r"adapters\[0\]: an adapter needs a 'method'"),
         (dict(extra={"a": 1}), r"unknown section\(s\) \['extra'\]"),

@@ -74,7 +74,11 @@ def save_checkpoint(output: Path, trainer: Trainer, state: TrainState) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
         try:
             save_file(tensors, str(tmp / TENSORS))
-            meta = {"state": state.to_dict(), "num_params": len(trainer.params), "tensors_sha256": sha256_file(tmp / TENSORS)}
+            meta = {
+                "state": state.to_dict(),
+                "num_params": len(trainer.params),
+                "tensors_sha256": sha256_file(tmp / TENSORS),
+            }
             (tmp / STATE).write_text(json.dumps(meta))
             for name in (TENSORS, STATE):
                 _fsync(tmp / name)
@@ -126,8 +130,11 @@ def find_checkpoint(output: Path) -> Path | None:
             return named
     except (OSError, ValueError):
         pass
-    found = [(meta["state"].get("step", 0), meta["state"].get("epoch", 0), folder.name, folder)
-             for folder in root.glob("step-*") if (meta := _complete(folder)) is not None]
+    found = [
+        (meta["state"].get("step", 0), meta["state"].get("epoch", 0), folder.name, folder)
+        for folder in root.glob("step-*")
+        if (meta := _complete(folder)) is not None
+    ]
     return max(found)[-1] if found else None
 
 

@@ -285,8 +285,10 @@ class Trainer:
         )
         loss = total_loss(loss_terms(batch, out), self.weights_at(state.step))
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"step {state.step}: the training loss is {float(loss)} on a batch of "
-                                     f"{self._batch_frames(batch)}; lower train.lr or check those frames")
+            raise FloatingPointError(
+                f"step {state.step}: the training loss is {float(loss)} on a batch of "
+                f"{self._batch_frames(batch)}; lower train.lr or check those frames"
+            )
         loss.backward()
         if self.config.clip_grad:
             torch.nn.utils.clip_grad_norm_(self.params, self.config.clip_grad)

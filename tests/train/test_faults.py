@@ -10,6 +10,7 @@ before the call runs, or, for a file opened for writing or a tensor file, after 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import copy
 import io
 import json
@@ -17,8 +18,6 @@ import os
 import shutil
 import sys
 import traceback
-
-import contextlib
 
 import ase.io
 import pytest
@@ -55,6 +54,7 @@ def _arm(kill_at: int) -> list[int]:
             if hit():
                 os._exit(KILLED)
             return fn(*args, **kwargs)
+
         return wrapped
 
     for name in MUTATING:
@@ -120,8 +120,9 @@ def trainers():
     for _ in range(2):
         adapted = wrap(copy.deepcopy(base), [SparseConfig(l1=0.1)])
         data = to_atomic_data(Frames("emt", emt_frames(8, stress=False), list(range(8))), adapted, Keys())
-        made.append(Trainer(adapted, data[:6], data[6:], config, device="cpu", compute_stress=False,
-                            log=lambda _m: None))
+        made.append(
+            Trainer(adapted, data[:6], data[6:], config, device="cpu", compute_stress=False, log=lambda _m: None)
+        )
     writer, reader = made
     state_a = TrainState()
     writer._run_epoch(state_a)
@@ -152,7 +153,7 @@ def test_a_kill_at_every_step_of_a_checkpoint_write_leaves_a_complete_one(traine
     for k in range(1, steps + 2):
         folder = tmp_path / f"kill{k}"
         shutil.copytree(pristine, folder)
-        code, _ = in_child(lambda: save_checkpoint(folder, writer, state_b), k)
+        code, _ = in_child(lambda folder=folder: save_checkpoint(folder, writer, state_b), k)
         assert code == (KILLED if k <= steps else 0), (k, code)
         found = find_checkpoint(folder)
         assert found is not None, f"kill at step {k}: no complete checkpoint in {_listing(folder)}"
@@ -214,7 +215,10 @@ def finished(tmp_path_factory):
 
 
 def _same_outputs(reference, other):
-    ref, got = load_file(str(reference / "adapter" / "adapter.safetensors")), load_file(str(other / "adapter" / "adapter.safetensors"))
+    ref, got = (
+        load_file(str(reference / "adapter" / "adapter.safetensors")),
+        load_file(str(other / "adapter" / "adapter.safetensors")),
+    )
     assert ref.keys() == got.keys()
     for key in ref:
         assert torch.equal(ref[key], got[key]), key
@@ -231,6 +235,7 @@ def _same_outputs(reference, other):
 def _output_kills(finished, tmp_path, which):
     """Kill the output phase of a resumed, finished run at the steps ``which(n)`` picks, resume
     in this process, and compare with the uninterrupted outputs."""
+
     def copy_run(name):
         target = finished / name
         shutil.rmtree(target, ignore_errors=True)
@@ -244,7 +249,7 @@ def _output_kills(finished, tmp_path, which):
     assert code == 0 and steps >= 10, (code, steps)
     for k in which(steps):
         recipe = copy_run(f"kill{k}")
-        code, _ = in_child(lambda: run(recipe, resume=True, quiet=True), k)
+        code, _ = in_child(lambda recipe=recipe: run(recipe, resume=True, quiet=True), k)
         assert code == KILLED, (k, code)
         run(recipe, resume=True, quiet=True)
         _same_outputs(finished / "ref", finished / f"kill{k}")
@@ -263,22 +268,21 @@ def test_a_kill_at_every_step_of_the_output_writes_is_recovered_by_resume(finish
 def test_disk_full_while_writing_outputs_names_the_file_and_keeps_the_checkpoint(finished, monkeypatch, capsys):
     import errno
 
-    import sparseft.io
+    import sparseft.finetune
 
     target = finished / "full"
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(finished / "ref", target)
     (finished / "full.yaml").write_text(recipe_text("tiny.model", "data.xyz", "full", epochs=2))
     kept = find_checkpoint(target)
-    real = sparseft.io.save_torch
+    real = sparseft.finetune.save_torch
 
     def full(obj, path):
         with open(path, "wb") as f:
             f.write(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(sparseft.io, "save_torch", full)
-    monkeypatch.setattr("sparseft.finetune.save_torch", full)
+    monkeypatch.setattr(sparseft.finetune, "save_torch", full)
     from sparseft.cli import main
 
     assert main(["finetune", str(finished / "full.yaml"), "--resume", "--quiet"]) == 1
@@ -296,7 +300,9 @@ def test_a_run_that_fails_in_its_first_epoch_leaves_nothing(finished, monkeypatc
     ase.io.write(finished / "d6.xyz", frames)
     (finished / "nan.yaml").write_text(recipe_text("tiny.model", "d6.xyz", "nan_out", epochs=2))
     monkeypatch.setattr("sparseft.train.trainer.total_loss", lambda terms, weights: torch.tensor(float("nan")))
-    with pytest.raises(FloatingPointError, match=r"step 0: the training loss is nan on a batch of frames .*d6\.xyz: frame \d"):
+    with pytest.raises(
+        FloatingPointError, match=r"step 0: the training loss is nan on a batch of frames .*d6\.xyz: frame \d"
+    ):
         run(load_recipe(finished / "nan.yaml"), quiet=True)
     assert not (finished / "nan_out").exists()
 
@@ -320,8 +326,13 @@ def test_real_full_disk(finished, tmp_path):
 
     mount = tmp_path / "small"
     mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mount)],
-                                           capture_output=True).returncode != 0:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mount)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("needs root to mount a small tmpfs")
     try:
         from sparseft.cli import main
@@ -336,7 +347,9 @@ def test_real_full_disk(finished, tmp_path):
         assert not [p for p in mount.rglob(".*tmp*")], _listing(mount)
         if find_checkpoint(mount / "run") is not None:  # the disk filled after a checkpoint: it resumes elsewhere
             shutil.copytree(mount / "run", tmp_path / "moved")
-            (finished / "moved.yaml").write_text(recipe_text("tiny.model", "data.xyz", str(tmp_path / "moved"), epochs=2))
+            (finished / "moved.yaml").write_text(
+                recipe_text("tiny.model", "data.xyz", str(tmp_path / "moved"), epochs=2)
+            )
             assert main(["finetune", str(finished / "moved.yaml"), "--resume", "--quiet"]) == 0
             assert (tmp_path / "moved" / "metrics.json").is_file()
     finally:

@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 from sparseft._compat import torch
 from sparseft.finetune import run
 from sparseft.recipe import load_recipe
-from sparseft.train.checkpoint import find_checkpoint
 from sparseft.testing.tiny import tiny_mace
+from sparseft.train.checkpoint import find_checkpoint
 
 from ..finetune_data import emt_frames, recipe_text
 
