@@ -175,3 +175,17 @@ def test_calculator_refuses_bad_structures_before_the_model_runs(make_model):
         atoms.get_potential_energy()
     atoms.positions[1] = [0, 0, 1.0]
     assert np.isfinite(atoms.get_potential_energy())
+
+
+def test_overwrite_and_resume_delete_what_killed_writes_left(workdir):
+    for flag in ("--overwrite", "--resume"):
+        recipe = _resume_copy(workdir, "litter")
+        out = workdir / "litter"
+        (out / ".merged.model.tmp").write_bytes(b"half")
+        (out / ".adapter.tmp-abc").mkdir()
+        (out / "checkpoint" / ".tmp-xyz").mkdir()
+        (out / "mine.txt").write_text("user data")
+        assert main(["finetune", str(recipe), flag, "--quiet"]) == 0
+        assert not [p for p in out.rglob(".*") if p.name != ".gitkeep"], sorted(out.rglob(".*"))
+        assert (out / "mine.txt").read_text() == "user data"
+        assert sorted(p.name for p in (out / "checkpoint").iterdir())[0] == "LATEST"
