@@ -99,6 +99,15 @@ def parse_args(argv=None):
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--quick", action="store_true", help="a few minutes: tiny splits, 2 epochs, 5 methods")
+    p.add_argument(
+        "--protocol",
+        choices=("fixed", "converged"),
+        default="fixed",
+        help="fixed: the epoch budgets below; converged: early stopping, lr search, 3 seeds "
+        "(finetune_bench/converged.py; data sets ecemc, domain, aspirin, acac)",
+    )
+    p.add_argument("--lr-grid", default=None, help="converged: comma list of learning rates (default 1e-3,3e-3,1e-2)")
+    p.add_argument("--seeds", default=None, help="converged: comma list of seeds (default 0,1,2)")
     p.add_argument("--name", default=None, help="report name: results/<name>.md (default finetune, or finetune-quick)")
     p.add_argument("--datasets", default="ecemc,domain,magnetic", help="comma list of ecemc, domain, magnetic")
     p.add_argument(
@@ -144,6 +153,10 @@ def parse_args(argv=None):
     p.add_argument("--rerun", action="store_true", help="ignore cached runs")
     p.add_argument("--report-only", action="store_true", help="rebuild the report from cached runs only")
     args = p.parse_args(argv)
+    if args.protocol == "converged":
+        args.name = args.name or ("converged-quick" if args.quick else "converged")
+        if args.datasets == p.get_default("datasets"):
+            args.datasets = "ecemc,domain,aspirin,acac"
     args.name = args.name or ("finetune-quick" if args.quick else "finetune")
     args.work_dir = Path(args.work_dir or Path(tempfile.gettempdir()) / "sparseft-bench" / args.name)
     return args
@@ -175,6 +188,8 @@ def main(argv=None) -> int:
             b["n_train"] = args.train_size
         if args.lr:
             b["lr"] = args.lr
+    if args.protocol == "converged":
+        return converged_main(args, started, sparseft_path)
     methods = selected_methods(args)
     head_methods = selected_head_methods(args)
     runner = Runner(args, sparseft_path)
@@ -242,6 +257,69 @@ def main(argv=None) -> int:
         )
         write_json(session_file, sessions)
     path = write_report(state, args, final, Path(args.output_dir))
+    log(f"report: {path} ({(time.perf_counter() - started) / 60:.1f} min this invocation)")
+    return 0
+
+
+def converged_main(args, started: float, sparseft_path: str | None) -> int:
+    """``--protocol converged``: early stopping, lr chosen on validation, seeds; cached runs resume."""
+    from finetune_bench.converged import (
+        BUDGETS,
+        CONVERGED_METHODS,
+        PROTOCOL,
+        QUICK_BUDGETS,
+        QUICK_PROTOCOL,
+        run_converged,
+    )
+    from finetune_bench.converged_report import write_converged_report
+    from finetune_bench.data import prepare_molecule
+
+    protocol = dict(QUICK_PROTOCOL if args.quick else PROTOCOL)
+    if args.lr_grid:
+        protocol["lr_grid"] = tuple(float(x) for x in args.lr_grid.split(","))
+    if args.seeds:
+        protocol["seeds"] = tuple(int(x) for x in args.seeds.split(","))
+    budgets = copy.deepcopy(QUICK_BUDGETS if args.quick else BUDGETS)
+    keys = args.methods.split(",") if args.methods else list(CONVERGED_METHODS)
+    unknown = [k for k in keys if k not in CONVERGED_METHODS]
+    if unknown:
+        raise SystemExit(f"--methods: unknown {unknown}; valid: {', '.join(CONVERGED_METHODS)}")
+    methods = [CONVERGED_METHODS[k] for k in keys]
+    runner = Runner(args, sparseft_path)
+    names = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    state: dict = {}
+    loads = [os.getloadavg()[0]]
+    path = Path(args.output_dir) / f"{args.name}.md"
+
+    def report():
+        loads.append(os.getloadavg()[0])
+        meta = {
+            "date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+            "machine": machine_info(args.threads),
+            "command": "benchmarks/run.py " + shlex.join(sys.argv[1:]),
+            "load_min": min(loads),
+            "load_max": max(loads),
+            "protocol": f"epoch cap {protocol['max_epochs']}, patience {protocol['patience']}, lr grid "
+            f"{list(protocol['lr_grid'])}, seeds {list(protocol['seeds'])}; "
+            + "; ".join(
+                f"{n}: {budgets[n]['n_train']} training structures, batch {budgets[n]['batch_size']}" for n in names
+            ),
+        }
+        write_converged_report(state, meta, {n: keys for n in names}, path, len(protocol["seeds"]))
+
+    for name in names:
+        if name not in budgets:
+            raise SystemExit(f"--datasets: unknown {name!r} (converged: {', '.join(budgets)})")
+        budget = budgets[name]
+        if name == "ecemc":
+            task = prepare_ecemc(args, budget, args.work_dir)
+        elif name == "domain":
+            task = prepare_domain(args, budget, args.work_dir)
+        else:
+            task = prepare_molecule(args, budget, args.work_dir, name)
+        run_converged(task, runner, methods, protocol, state, on_method=report)
+        report()
+    report()
     log(f"report: {path} ({(time.perf_counter() - started) / 60:.1f} min this invocation)")
     return 0
 

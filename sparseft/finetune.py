@@ -30,6 +30,7 @@ from .recipe import Recipe, RecipeError, save_recipe
 from .train.checkpoint import has_checkpoint, load_checkpoint, remove_stale, save_checkpoint
 from .train.losses import ErrorAccumulator
 from .train.trainer import Trainer
+from .zero_shot import regression_warning, zero_shot_check
 
 
 class Interrupted(Exception):
@@ -126,6 +127,19 @@ def load_splits(recipe: Recipe, zs: list[int]) -> dict[str, Frames]:
     if not has_any:
         raise DataError(f"{train.path}: no frame has {keys.energy} or {keys.forces} labels (nor ASE calculator values)")
     return splits
+
+
+def _with_replay(recipe: Recipe, train: Frames, base, e0s: dict, log) -> Frames:
+    """The training frames followed by the replay frames of ``data.replay``."""
+    from .replay import ReplayConfig, replay_frames
+
+    zs = [int(z) for z in base.atomic_numbers]
+    config = ReplayConfig.from_dict(recipe.data.replay)
+    try:
+        frames = replay_frames(config, train, base, e0s, foundation_keys(recipe), zs, _embedded_path, log)
+    except DataError as exc:
+        raise DataError(f"data.replay: {exc}") from exc
+    return Frames(f"{train.path} + {frames.path}", train.atoms + frames.atoms, train.indices + frames.indices)
 
 
 PARITY_METRICS = ("energy_per_atom", "forces", "magmoms")  # quantities with parity plots (any head)
@@ -247,8 +261,11 @@ def run(
     metrics, parity_data, rows = _evaluate(recipe, setup, state)
     metrics["wall_time_s"] = time.perf_counter() - started
     metrics["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    metrics["zero_shot_check"] = zero_shot_check(metrics, state.history)
     _write_outputs(recipe, setup, state, out_dir, metrics, parity_data, rows)
     log(_final_summary(metrics))
+    if metrics["zero_shot_check"]["worse_than_zero_shot"]:
+        log(regression_warning(metrics["zero_shot_check"]))
     return metrics
 
 
@@ -258,6 +275,8 @@ def _set_up(recipe: Recipe, log) -> Setup:
     splits = load_splits(recipe, [int(z) for z in base.atomic_numbers])
     keys = foundation_keys(recipe)
     e0s = resolve_e0s(recipe.data.E0s, base, splits["train"], keys)
+    if recipe.data.replay is not None:  # after the E0s: those come from the new data alone
+        splits["train"] = _with_replay(recipe, splits["train"], base, e0s, log)
     log(
         f"base: {recipe.base.model} ({type(base).__name__}, {model_dtype(base)}); "
         + ", ".join(f"{k}: {len(v.atoms)} frames" for k, v in splits.items())

@@ -95,7 +95,7 @@ class AdaptedModel(WrapsMaceModel):
         returns entries kept."""
         groups = defaultdict(list)
         for name, _, part in self.all_parts():
-            if isinstance(part, PrunablePart):
+            if isinstance(part, PrunablePart) and getattr(part, "support", None) is None:  # compacted: fixed
                 groups[name].append(part)
         return fix_support(list(groups.values()), density=density, threshold=threshold, curvature=curvature)
 

@@ -56,6 +56,7 @@ class DataSection:
     calculator_labels: str = "foundation"
     E0s: typing.Union[str, dict] = "foundation"
     evaluate: dict = field(default_factory=dict)
+    replay: typing.Union[str, dict, None] = None  # see sparseft.replay.ReplayConfig
 
 
 @dataclass
@@ -251,6 +252,13 @@ def _validate(recipe: Recipe) -> None:
             raise RecipeError(
                 f"data.evaluate: expected {{name: file}} with names other than train/valid/test, got {name!r}: {path!r}"
             )
+    if recipe.data.replay is not None:
+        from .replay import ReplayConfig
+
+        try:
+            ReplayConfig.from_dict(recipe.data.replay)
+        except (ValueError, TypeError) as exc:
+            raise RecipeError(str(exc)) from exc
     d = recipe.data
     if d.valid_fraction + d.test_fraction >= 1:
         raise RecipeError(
@@ -336,6 +344,11 @@ def _resolve_paths(recipe: Recipe, folder: Path) -> None:
         value = getattr(recipe.data, name)
         setattr(recipe.data, name, [resolve_data(v) for v in value] if isinstance(value, list) else resolve_data(value))
     recipe.data.evaluate = {k: v if v.startswith("embedded:") else resolve(v) for k, v in recipe.data.evaluate.items()}
+    replay = recipe.data.replay
+    if isinstance(replay, str) and replay != "generate":
+        recipe.data.replay = resolve_data(replay)
+    elif isinstance(replay, dict) and replay.get("source", "generate") != "generate":
+        recipe.data.replay = {**replay, "source": resolve_data(replay["source"])}
     recipe.output.directory = resolve(recipe.output.directory)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -25,6 +27,11 @@ CONFIGS["mixed"] = lambda: [
     sf.FreezeConfig(select=sf.Selector(kinds=["readout"])),
 ]
 CONFIGS["headed"] = CONFIGS["mixed"]
+# sparse modes whose parts differ in shape from the default: learnable thresholds in use (str),
+# and a support fixed up front with only its values as parameters (fisher, compacted)
+SELECTED = sf.Selector(kinds=["skip", "contraction", "linear"])
+CONFIGS["sparse-str"] = lambda: [sf.SparseConfig(select=SELECTED, mode="str")]
+CONFIGS["sparse-compact"] = lambda: [sf.SparseConfig(select=SELECTED, mode="fisher")]
 HEAD_KINDS = ("energy", "magmom", "vector_magmom")
 CASES = [
     (m, f, d)
@@ -39,12 +46,24 @@ RTOL = {"float64": 1e-10, "float32": 1e-5}
 
 def _build(base, method):
     """The adapted model of one case: ``wrap`` of its configs, with heads for "headed"."""
-    adapted = sf.wrap(base, CONFIGS[method]())
+    adapted = _prepare(sf.wrap(base, CONFIGS[method]()), method)
     if method != "headed":
         return adapted
     return HeadedModel(
         adapted, [build_head(f"h_{k}", k, {"hidden": 4}, adapted.base, seed=i) for i, k in enumerate(HEAD_KINDS)]
     )
+
+
+def _prepare(adapted, method):
+    """The state a sparse mode's training puts its parts in (see CONFIGS)."""
+    for i, part in enumerate(adapted.prunable_parts()):
+        if method == "sparse-str":
+            part.offset.fill_(math.log(0.003))  # thresholds ~0.003: random deltas of scale 0.05 lose ~5 %
+        elif method == "sparse-compact":
+            keep = torch.zeros(part.index.numel(), dtype=torch.bool)
+            keep[i % 3 :: 3] = True
+            part.compact(keep)
+    return adapted
 
 
 def _trunk(model):

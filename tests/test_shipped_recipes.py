@@ -21,3 +21,12 @@ def test_recipe_parses_and_its_adapters_apply(path, make_model):
     for config in recipe.heads:
         adapted.add_head(build_from_config(config, adapted.base))
     assert adapted.num_trainable() > 0
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
+def test_sparse_l1_is_on_the_step_scale(path):
+    """``l1`` is a fraction of an Adam step (scale-free): a value far below 0.01 does nothing
+    (a MACE-MP-0 recipe once shipped 1e-4), far above 1 leaves almost nothing."""
+    for adapter in load_recipe(path).adapters:
+        if adapter.method == "sparse" and adapter.mode == "two_phase":
+            assert 0.01 <= adapter.l1 <= 1.0, f"{path.name}: sparse l1 {adapter.l1} is off the step scale"

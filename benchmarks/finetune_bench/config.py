@@ -111,6 +111,7 @@ class Method:
     adapters: tuple = ()  # sparseft adapter dicts (JSON strings, to stay hashable)
     train: tuple = ()  # sparseft train-section overrides, (key, value) pairs
     mace_args: tuple = ()  # extra mace_run_train flags
+    data: tuple = ()  # sparseft data-section overrides, (key, JSON value) pairs (e.g. replay)
     scratch: bool = False
     optional: bool = False  # not in the default list (name it in --methods)
 

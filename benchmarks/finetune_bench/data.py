@@ -343,13 +343,110 @@ def prepare_magnetic(args, budget: dict, work: Path) -> Task:
     )
 
 
-def train_file_for(task: Task, n: int) -> Path:
+def train_file_for(task: Task, n: int, subset_seed: int | None = None) -> Path:
+    """The first ``n`` frames of the pool (nested subsets), or with ``subset_seed`` the first ``n``
+    of the pool shuffled by that seed (a different subset per seed; seed 0 is the pool's order)."""
     import ase.io
 
-    path = task.dir / "splits" / f"train_{n}.xyz"
+    tag = "" if subset_seed is None else f"_subset{subset_seed}"
+    path = task.dir / "splits" / f"train_{n}{tag}.xyz"
     if not path.is_file():
         frames = ase.io.read(task.pool, ":")
         if n > len(frames):
             raise ValueError(f"{task.name}: asked for {n} training frames, the pool has {len(frames)}")
+        if subset_seed:
+            order = np.random.default_rng(1000 + subset_seed).permutation(len(frames))
+            frames = [frames[i] for i in order]
         _write_xyz(path, frames[:n])
     return path
+
+
+MOLECULES = {  # name -> (folder under data/, train file, test file, extra test files, title, level of theory)
+    "aspirin": (
+        "rMD17_aspirin",
+        "rmd17_aspirin_train.xyz",
+        "rmd17_aspirin_test.xyz",
+        {},
+        "rMD17 aspirin: xTB-trained MACE fine-tuned on PBE/def2-SVP aspirin MD",
+        "PBE/def2-SVP (rMD17)",
+    ),
+    "acac": (
+        "BOTNet_acac",
+        "train_300K.xyz",
+        "test_MD_300K.xyz",
+        {"test_600K": "test_MD_600K.xyz"},
+        "BOTNet acac: xTB-trained MACE fine-tuned on acetylacetone at 300 K (tested at 300 K and 600 K)",
+        "DFT (BOTNet acac, 300 K MD)",
+    ),
+}
+
+
+def prepare_molecule(args, budget: dict, work: Path, name: str) -> Task:
+    """A molecular data set with the ECEMC xTB model as the base (same elements C H O, another
+    level of theory); forgetting on the xTB solvent clusters, as for ecemc."""
+    import ase.io
+
+    folder, train_name, test_name, extra_names, title, theory = MOLECULES[name]
+    real = Path(args.real_dir)
+    model = Path(args.ecemc_model or real / "models" / "mace_tutorial_ECEMC_xtb_mace01_swa.model")
+    source = real / "data" / folder
+    forget = Path(args.ecemc_forget or real / "data" / "mace_tutorial_solvent" / "solvent_xtb_test.xyz")
+    for p in (model, source / train_name, source / test_name, forget):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: not found (set --real-dir)")
+    d = work / name
+    files = {k: d / "splits" / f"{k}.xyz" for k in ("pool", "valid", "test", "forget", *extra_names)}
+    meta_path = d / "splits" / "meta.json"
+    key = {
+        "source": str(source),
+        "forget": str(forget),
+        "seed": args.split_seed,
+        "budget": {k: budget[k] for k in ("n_valid", "n_test", "n_forget", "n_pool")},
+    }
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    if meta.get("key") != key or not all(f.is_file() for f in files.values()):
+        rng = np.random.default_rng(args.split_seed)
+        label = lambda fs: [_labelled(a, a.get_potential_energy(), a.get_forces()) for a in fs]  # noqa: E731
+        train = ase.io.read(source / train_name, ":")
+        train = [train[i] for i in rng.permutation(len(train))]
+        nv = budget["n_valid"]
+        _write_xyz(files["valid"], label(train[:nv]))
+        _write_xyz(files["pool"], label(train[nv : nv + budget["n_pool"]]))
+        for split, file_name in (("test", test_name), *extra_names.items()):
+            frames = ase.io.read(source / file_name, ":")
+            pick = sorted(rng.choice(len(frames), size=min(budget["n_test"], len(frames)), replace=False))
+            _write_xyz(files[split], label([frames[i] for i in pick]))
+        xtb = [a for a in ase.io.read(forget, ":") if len(a) > 1]
+        pick = np.random.default_rng(args.split_seed + 1).choice(
+            len(xtb), size=min(budget["n_forget"], len(xtb)), replace=False
+        )
+        _write_xyz(
+            files["forget"],
+            [_labelled(xtb[i], xtb[i].info["energy_xtb"], xtb[i].arrays["forces_xtb"]) for i in sorted(pick)],
+        )
+        meta = {
+            "key": key,
+            "n_pool": min(budget["n_pool"], len(train) - nv),
+            "atoms": len(train[0]),
+            "elements": sorted({s for a in train for s in a.get_chemical_symbols()}),
+        }
+        write_json(meta_path, meta)
+    return Task(
+        name,
+        title,
+        model,
+        f"`{model.name}` (ScaleShiftMACE, float64, trained on GFN2-xTB EC/EMC clusters)",
+        "float64",
+        f"`{folder}/{train_name}` ({theory}): {meta['atoms']}-atom molecule, train pool {meta['n_pool']}, "
+        f"valid {budget['n_valid']} (from the training file), test {budget['n_test']} random frames of `{test_name}`"
+        + "".join(f", {k} {budget['n_test']} of `{v}`" for k, v in extra_names.items()),
+        f"{budget['n_forget']} random frames of `{forget.name}` (GFN2-xTB solvent clusters)",
+        d,
+        files["pool"],
+        files["valid"],
+        files["test"],
+        files["forget"],
+        meta["n_pool"],
+        budget,
+        {"meta": meta, "tests": {k: str(files[k]) for k in extra_names}},
+    )

@@ -20,6 +20,9 @@ class Evaluator:
 
         self.task = task
         self.frames = {name: ase.io.read(getattr(task, name), ":") for name in ("valid", "test", "forget")}
+        self.extra_tests = dict(task.extra.get("tests", {}))  # more test sets, e.g. acac at 600 K
+        for name, path in self.extra_tests.items():
+            self.frames[name] = ase.io.read(path, ":")
         import sparseft
 
         self.base = sparseft.load_model(task.base_model)

@@ -31,7 +31,17 @@ def base_with_e0s(task: Task, e0s: dict, run_dir: Path) -> Path:
 
 
 def mace_command(
-    args, task: Task, method: Method, train_file: Path, e0s: dict, epochs: int, seed: int, work: Path, base_model: Path
+    args,
+    task: Task,
+    method: Method,
+    train_file: Path,
+    e0s: dict,
+    epochs: int,
+    seed: int,
+    work: Path,
+    base_model: Path,
+    patience: int | None = None,
+    lr: float | None = None,
 ) -> list[str]:
     b = task.budget
     e0_text = "{" + ", ".join(f"{z}: {v!r}" for z, v in sorted(e0s.items())) + "}"
@@ -70,7 +80,7 @@ def mace_command(
         "--valid_batch_size",
         str(b["batch_size"]),
         "--lr",
-        str(b["lr"]),
+        str(lr if lr is not None else b["lr"]),
         "--weight_decay",
         "0.0",
         "--clip_grad",
@@ -78,9 +88,9 @@ def mace_command(
         "--max_num_epochs",
         str(epochs),
         "--patience",
-        str(epochs + 1),
-        "--eval_interval",
-        "1",
+        str(
+            patience + 1 if patience is not None else epochs + 1
+        ),  # mace stops after P bad epochs, sparseft after P+1 "--eval_interval", "1",
         "--error_table",
         "PerAtomMAE",
         "--default_dtype",

@@ -26,14 +26,20 @@ class Runner:
         self.session_runs = 0
         self.session_train_s = 0.0
 
-    def run(self, task: Task, ev: Evaluator, method: Method, n: int, seed: int, main_n: int) -> dict:
+    def run(
+        self, task: Task, ev: Evaluator, method: Method, n: int, seed: int, main_n: int, protocol: dict | None = None
+    ) -> dict:
+        """One run; ``protocol`` (the converged protocol) sets ``lr``, ``epochs`` (the cap),
+        ``patience`` and a per-seed training subset, and tags the run directory with the lr."""
         args = self.args
-        run_id = f"{method.key}_n{n}_s{seed}"
-        run_dir = task.dir / "runs" / run_id
+        protocol = protocol or {}
+        run_id = f"{method.key}_n{n}_s{seed}" + (f"_lr{protocol['lr']:g}" if protocol else "")
+        run_dir = task.dir / ("runs-converged" if protocol else "runs") / run_id
         result_path = run_dir / "result.json"
-        train_file = train_file_for(task, n)
-        epochs = epochs_for(task, n, main_n)
-        lr = SCRATCH_LR if method.scratch else task.budget["lr"]
+        train_file = train_file_for(task, n, seed if protocol else None)
+        epochs = protocol.get("epochs") or epochs_for(task, n, main_n)
+        lr = protocol.get("lr") or (SCRATCH_LR if method.scratch else task.budget["lr"])
+        patience = protocol.get("patience")
         settings = {
             "method": dataclasses.asdict(method),
             "n": n,
@@ -46,6 +52,8 @@ class Runner:
             "sparseft": args.sparseft_source,
             "split_meta": task.extra.get("meta", {}).get("key"),
         }
+        if protocol:
+            settings["patience"] = patience
         key = spec_hash(settings)
         cached = self.cached(result_path, key)
         if cached is not None:
@@ -77,12 +85,14 @@ class Runner:
             "lr": lr,
             "E0s": {str(z): v for z, v in e0s.items()},
             "steps_per_epoch": math.ceil(n / task.budget["batch_size"]),
+            "patience": patience,
+            "train_file": str(train_file),
             "started": now_iso(),
         }
         if method.tool == "sparseft":
             out = run_dir / "sparseft"
             recipe = sparseft_runner.sparseft_recipe(
-                task, method, train_file, e0s, epochs, seed, out, base_model, n_layers, lr
+                task, method, train_file, e0s, epochs, seed, out, base_model, n_layers, lr, patience
             )
             cmd = sparseft_runner.worker_command(run_dir, recipe, args.threads)
             pattern = sparseft_runner.EPOCH_PATTERN
@@ -90,7 +100,9 @@ class Runner:
         else:
             out = run_dir / "mace"
             out.mkdir()
-            cmd = mace_runner.mace_command(args, task, method, train_file, e0s, epochs, seed, out, base_model)
+            cmd = mace_runner.mace_command(
+                args, task, method, train_file, e0s, epochs, seed, out, base_model, patience, lr
+            )
             pattern = mace_runner.EPOCH_PATTERN
         result["command"] = shlex.join(cmd)
         log(f"{task.name}: {run_id} ({method.label}, n={n}, {epochs} epochs, seed {seed}) ...")
@@ -115,6 +127,9 @@ class Runner:
         result["valid"] = ev.errors(model, "valid")
         result["forget"] = ev.errors(model, "forget", ev.base_e0s)
         result["forget_subsets"] = ev.forget_subsets(model)
+        for name in ev.extra_tests:
+            result[name] = ev.errors(model, name)
+        result["epochs_run"] = len(result.get("epoch_stamps_s") or [])
         finish(result, result_path)
         log(
             f"  done in {proc['wall_s']:.0f}s: test F MAE {1000 * result['test']['forces_mae']:.1f} meV/Å, "

@@ -28,6 +28,7 @@ def sparseft_recipe(
     base_model: Path,
     n_layers: int,
     lr: float,
+    patience: int | None = None,
 ) -> dict:
     from ase.data import chemical_symbols
 
@@ -44,20 +45,22 @@ def sparseft_recipe(
         "stress_weight": 0.0,
         "clip_grad": 10.0,
         "ema_decay": None,
-        "patience": None,
+        "patience": patience,
         "seed": seed,
     }
     train.update(dict(method.train))
+    data = {
+        "train": str(train_file),
+        "valid": str(task.valid),
+        "valid_fraction": 0.0,
+        "energy_key": "REF_energy",
+        "forces_key": "REF_forces",
+        "E0s": {chemical_symbols[z]: v for z, v in sorted(e0s.items())},
+    }
+    data.update({k: json.loads(v) for k, v in getattr(method, "data", ())})
     return {
         "base": {"model": str(base_model), "dtype": task.dtype, "device": "cpu"},
-        "data": {
-            "train": str(train_file),
-            "valid": str(task.valid),
-            "valid_fraction": 0.0,
-            "energy_key": "REF_energy",
-            "forces_key": "REF_forces",
-            "E0s": {chemical_symbols[z]: v for z, v in sorted(e0s.items())},
-        },
+        "data": data,
         "adapters": method.adapter_dicts(n_layers),
         "train": train,
         "output": {"directory": str(out)},

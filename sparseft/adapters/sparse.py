@@ -1,20 +1,26 @@
-"""L1-promoted sparse delta: most selected weights stay exactly at their pretrained value.
+"""Sparse delta: most selected weights stay exactly at their pretrained value.
 
-Training adds ``l1 * |delta|`` through a proximal (soft-threshold) step after each
-optimiser step (:meth:`SparsePart.proximal_step`, the part's ``after_step``), which sets
-small entries to exact zeros. :func:`sparseft.adapters.support.fix_support` then fixes the
-support (a mask) for retraining only the surviving entries. Files store only the non-zero (or in-support) entries as
-parameter-flat indices (int32) + values; a fixed support is
-flagged by ``fixed_support`` and equals the stored indices.
+How the support is reached is the config's ``mode`` (the schedule is in :mod:`.sparse_modes`):
+the default ``two_phase`` adds ``l1 * |delta|`` through a proximal (soft-threshold) step
+after each optimiser step (:meth:`SparsePart.proximal_step`, the part's ``after_step``),
+which sets small entries to exact zeros, then fixes the support (a mask) for retraining only
+the surviving entries; ``str`` parts (:class:`ThresholdPart`) have learnable thresholds. A part
+can be *compacted* to a fixed support (:meth:`SparsePart.compact`): its parameter then holds
+only the support's values, so the optimiser keeps state for those alone. Files store only the
+non-zero (or in-support) entries as parameter-flat indices (int32) + values; a fixed support
+is flagged by ``fixed_support`` and equals the stored indices.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from .._compat import torch
 from ..ranges import ranged
 from .base import AdapterConfig, PrunablePart
+
+MODES = ("two_phase", "gradual", "fisher", "str")  # how the support is reached: see .sparse_modes
 
 
 @dataclass(frozen=True)
@@ -23,31 +29,70 @@ class SparseConfig(AdapterConfig):
 
     With Adam each step moves an entry by about ``lr``, so ``l1`` is the fraction of that
     step an entry loses each time: 0.1-0.5 gives clear sparsity, 1 or more keeps only
-    entries pushed the same way on almost every step.
+    entries pushed the same way on almost every step. The scale does not depend on the loss,
+    the gradients or the model: the same ``l1`` means the same in every recipe (``two_phase``
+    mode only; the other modes reach the target density without it).
+
+    ``mode``: how the support is reached (``two_phase``, ``gradual``, ``fisher``, ``str``; see
+    :mod:`sparseft.adapters.sparse_modes`); every mode but ``two_phase`` needs
+    ``train.target_density``. ``fisher_frames``: structures whose squared gradients rank the
+    entries in ``fisher`` mode. ``threshold_lr_scale``: learning rate of the learnable
+    thresholds in ``str`` mode, relative to ``train.lr``.
     """
 
     method = "sparse"
     l1: float = field(default=0.1, metadata=ranged(ge=0))
+    mode: str = "two_phase"
+    fisher_frames: int = field(default=256, metadata=ranged(ge=1))
+    threshold_lr_scale: float = field(default=10.0, metadata=ranged(gt=0))
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.mode not in MODES:
+            raise ValueError(f"sparse.mode: {self.mode!r} is not one of {', '.join(MODES)}")
 
     def make_part(self, blocks, dtype, device) -> "SparsePart":
-        return SparsePart(blocks, dtype, device, self.l1)
+        cls = ThresholdPart if self.mode == "str" else SparsePart
+        return cls(blocks, dtype, device, self.l1, self.mode)
 
 
 class SparsePart(PrunablePart):
     """A delta entry per selected weight, kept sparse by proximal steps or a fixed mask."""
 
-    def __init__(self, blocks, dtype, device, l1: float):
+    def __init__(self, blocks, dtype, device, l1: float, mode: str = "two_phase"):
         super().__init__(blocks)
         self.l1 = l1
+        self.mode = mode
         self.delta = torch.nn.Parameter(torch.zeros(self.index.numel(), dtype=dtype, device=device))
         self.register_buffer("mask", None, persistent=False)
+        self.register_buffer("support", None, persistent=False)  # positions of a compacted part
 
     def values(self) -> torch.Tensor:
+        if self.support is not None:
+            full = torch.zeros(self.index.numel(), dtype=self.delta.dtype, device=self.delta.device)
+            return full.index_put((self.support,), self.delta)
         return self.delta if self.mask is None else self.delta * self.mask
+
+    @property
+    def fixed(self) -> bool:
+        """Whether the support is fixed (a mask or a compacted part)."""
+        return self.mask is not None or self.support is not None
+
+    @torch.no_grad()
+    def compact(self, keep: torch.Tensor) -> None:
+        """Fix the support to ``keep`` and hold only its values as the parameter (a new
+        ``torch.nn.Parameter``: build the optimiser afterwards)."""
+        positions = torch.nonzero(keep.to(self.delta.device)).reshape(-1)
+        values = self.values().detach()[positions].clone()
+        self.mask = None
+        self.support = positions
+        self.delta = torch.nn.Parameter(values)
 
     @torch.no_grad()
     def proximal_step(self, lr: float, l1: float | None = None) -> None:
         """Soft-threshold: ``delta <- sign(delta) * max(|delta| - lr*l1, 0)``; re-applies the mask."""
+        if self.support is not None:
+            return
         threshold = lr * (self.l1 if l1 is None else l1)
         if threshold > 0 and self.mask is None:
             self.delta.copy_(torch.nn.functional.softshrink(self.delta, threshold))
@@ -55,8 +100,9 @@ class SparsePart(PrunablePart):
             self.delta.mul_(self.mask)
 
     def after_step(self, lr: float, penalty_scale: float = 1.0) -> None:
-        """The proximal step of ``penalty_scale * l1`` (0: only re-apply a fixed mask)."""
-        self.proximal_step(lr, self.l1 * penalty_scale)
+        """The proximal step of ``penalty_scale * l1`` in ``two_phase`` mode (0, or another mode:
+        only re-apply a fixed mask)."""
+        self.proximal_step(lr, self.l1 * penalty_scale if self.mode == "two_phase" else 0.0)
 
     def nonzero(self) -> torch.Tensor:
         """Bool vector: which entries differ from the pretrained weight."""
@@ -64,13 +110,17 @@ class SparsePart(PrunablePart):
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Only the entries that are non-zero or inside a fixed support: positions + values."""
-        keep = self.nonzero() if self.mask is None else self.mask.bool()
+        if self.support is not None:
+            keep = torch.zeros(self.index.numel(), dtype=torch.bool, device=self.delta.device)
+            keep[self.support] = True
+        else:
+            keep = self.nonzero() if self.mask is None else self.mask.bool()
         positions = torch.nonzero(keep).reshape(-1)
         out = {
             "indices": self.index[positions].to(torch.int32).cpu(),
-            "values": self.delta.detach()[positions].cpu(),
+            "values": self.values().detach()[positions].cpu(),
         }
-        if self.mask is not None:  # the stored indices are exactly the fixed support
+        if self.fixed:  # the stored indices are exactly the fixed support
             out["fixed_support"] = torch.ones(1, dtype=torch.int8)
         return out
 
@@ -80,6 +130,7 @@ class SparsePart(PrunablePart):
         if indices is None or values is None or indices.shape != values.shape or indices.dim() != 1:
             raise ValueError(f"{where}: expected 1-D 'indices' and 'values' of equal length")
         positions = self._positions(indices.long(), where)
+        self._expand()
         self.delta.zero_()
         self.delta[positions] = values.to(self.delta)
         if "fixed_support" in tensors:
@@ -88,6 +139,12 @@ class SparsePart(PrunablePart):
             self.set_mask(keep)
         else:
             self.clear_mask()
+
+    def _expand(self) -> None:
+        """Undo :meth:`compact` (a full-size parameter again), e.g. before loading a file."""
+        if self.support is not None:
+            self.delta = torch.nn.Parameter(self.values().detach().clone())
+            self.support = None
 
     def _positions(self, flat_indices: torch.Tensor, where: str) -> torch.Tensor:
         """Map parameter-flat indices to positions in ``delta``; error for indices outside the selection."""
@@ -98,3 +155,52 @@ class SparsePart(PrunablePart):
         if flat.numel() and (flat.min() < 0 or flat.max() >= size or (lookup[flat] < 0).any()):
             raise ValueError(f"{where}: stored indices fall outside the adapter's selected blocks")
         return lookup[flat].to(self.delta.device)
+
+
+class ThresholdPart(SparsePart):
+    """``str`` mode: ``delta = sign(u) * relu(|u| - exp(s_block + offset))`` until the support is
+    fixed (``u`` is the ``delta`` parameter; ``s`` one learnable log-threshold per block; the
+    global ``offset`` is set by :func:`sparseft.adapters.sparse_modes.set_offsets`)."""
+
+    def __init__(self, blocks, dtype, device, l1: float, mode: str = "str"):
+        super().__init__(blocks, dtype, device, l1, mode)
+        self.s = torch.nn.Parameter(torch.zeros(len(self.blocks), dtype=dtype, device=device))
+        sizes = torch.tensor([b.size for b in self.blocks], dtype=torch.long)
+        block_of = torch.repeat_interleave(torch.arange(len(self.blocks)), sizes).to(device)
+        self.register_buffer("block_of", block_of, persistent=False)
+        self.register_buffer("offset", torch.tensor(-math.inf, dtype=dtype, device=device), persistent=False)
+
+    def thresholds(self) -> torch.Tensor:
+        """Per-entry threshold ``g``."""
+        return torch.exp(self.s[self.block_of] + self.offset)
+
+    def values(self) -> torch.Tensor:
+        if self.fixed:
+            return super().values()
+        u = self.delta
+        shrunk = u.abs() - self.thresholds()
+        active = shrunk > 0
+        hard = torch.sign(u) * torch.relu(shrunk)
+        return hard + (u - u.detach()) * (~active).to(u.dtype)  # straight-through below the threshold
+
+    @torch.no_grad()
+    def scores(self) -> torch.Tensor:
+        """``log|u| - s_block``: an entry is active when its score exceeds ``offset``."""
+        return torch.log(self.delta.abs()) - self.s[self.block_of]
+
+    @torch.no_grad()
+    def proximal_step(self, lr: float, l1: float | None = None) -> None:
+        if self.fixed:
+            super().proximal_step(lr, 0.0)
+
+    @torch.no_grad()
+    def set_mask(self, keep: torch.Tensor) -> None:
+        """Fix the support: the thresholded values become the delta."""
+        if not self.fixed:
+            self.delta.copy_(self.values().detach())
+        super().set_mask(keep)
+
+    @torch.no_grad()
+    def load_state_tensors(self, tensors, where: str) -> None:
+        super().load_state_tensors(tensors, where)
+        self.offset.fill_(-math.inf)  # no threshold: the loaded values are the delta exactly

@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from .._compat import torch
+from ..adapters.sparse_modes import SparseSchedule
 from ..data import loader
 from ..heads import split_heads
 from ..model import AdaptedModel
@@ -70,9 +71,15 @@ class EMA:
             s.copy_(tmp)
 
 
-def make_optimizer(params, config):
+def make_optimizer(params, config, lr_scales: dict | None = None):
+    """Adam(W) over ``params``; ``lr_scales`` maps some of them to a learning-rate factor (own group)."""
     cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
+    lr_scales = lr_scales or {}
+    groups = [{"params": [p for p in params if p not in lr_scales], "lr_scale": 1.0}]
+    for scale in sorted(set(lr_scales.values())):
+        groups.append({"params": [p for p in params if lr_scales.get(p) == scale], "lr_scale": scale})
+    groups = [g for g in groups if g["params"]]
+    return cls(groups, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
 
 
 class Trainer:
@@ -115,17 +122,56 @@ class Trainer:
                 "stress": config.stress_weight if compute_stress else 0.0,
             }
         )
-        self.params = model.trainable_parameters()
-        self.optimizer = make_optimizer(self.params, config)
-        self.ema = EMA(self.params, config.ema_decay) if config.ema_decay else None
         self.steps_per_epoch = max(1, math.ceil(len(train_data) / config.batch_size))
         total = config.epochs * self.steps_per_epoch
         self.total_steps = min(total, config.max_steps) if config.max_steps else total
-        self.fix_at_step = None
-        if self.adapted.prunable_parts() and config.target_density is not None:
-            self.fix_at_step = int(round(self.total_steps * (1 - config.retrain_fraction)))
+        self.sparse = SparseSchedule(self.adapted, self.total_steps, config.target_density, config.retrain_fraction)
+        self.fixed_up_front = self._prepare_sparse()
+        self.fix_at_step = None if self.fixed_up_front else self.sparse.fix_at_step
+        self.params = model.trainable_parameters()
+        self.optimizer = make_optimizer(self.params, config, self._lr_scales())
+        self.ema = EMA(self.params, config.ema_decay) if config.ema_decay else None
         self.best_params = None
         self._stop_requested = False
+
+    def _prepare_sparse(self) -> bool:
+        """Supports chosen before training (``fisher`` mode), from the first structures of epoch 0's order."""
+        if not self.sparse.uses("fisher"):
+            return False
+        wanted = max(c.fisher_frames for c in self.adapted.configs if getattr(c, "mode", None) == "fisher")
+        frames = min(len(self.train_data), wanted)
+        batches = []
+        for batch in loader(self.train_data, self.config.batch_size, shuffle=True, seed=self.config.seed * 100_003):
+            if sum(int(b["ptr"].numel() - 1) for b in batches) >= frames:
+                break
+            batches.append(batch.to(self.device).to_dict())
+
+        def forward_loss(batch):
+            out = self.model(
+                batch, training=True, compute_force=True, compute_stress=self.compute_stress, **self._heads_kwargs
+            )
+            return total_loss(loss_terms(batch, out), self.weights)
+
+        self.model.train()
+        used = sum(int(b["ptr"].numel() - 1) for b in batches)
+        return self.sparse.prepare(batches, forward_loss, used, self.log)
+
+    def _lr_scales(self) -> dict:
+        """Learnable thresholds (``str`` mode) train with their adapter's ``threshold_lr_scale``."""
+        by_name = {c.name: c for c in self.adapted.configs}
+        return {
+            part.s: by_name[name].threshold_lr_scale
+            for name, _, part in self.adapted.all_parts()
+            if isinstance(getattr(part, "s", None), torch.nn.Parameter)
+        }
+
+    def density_met(self, state: TrainState) -> bool:
+        """Whether the current weights meet the target density (the support is fixed, or no target)."""
+        no_target = self.config.target_density is None or not self.sparse.by_adapter
+        return no_target or state.support_fixed or self.fixed_up_front
+
+    def _curvature(self) -> dict:
+        return {p: st["exp_avg_sq"] for p, st in self.optimizer.state.items() if "exp_avg_sq" in st}
 
     # --- schedules
     def lr_at(self, step: int, state: TrainState) -> float:
@@ -135,7 +181,7 @@ class Trainer:
             return c.lr * (step + 1) / warm
         if c.scheduler == "cosine":
             start, stop = warm, self.total_steps
-            if self.fix_at_step is not None:  # the retraining phase gets its own cosine cycle
+            if self.fix_at_step is not None and self.sparse.restarts_schedule:  # two_phase: retraining's own cycle
                 start, stop = (start, self.fix_at_step) if step < self.fix_at_step else (self.fix_at_step, stop)
             progress = (step - start) / max(1, stop - start)
             return c.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
@@ -209,11 +255,13 @@ class Trainer:
         return state
 
     def _maybe_fix_support(self, state: TrainState):
-        if self.fix_at_step is not None and not state.support_fixed and state.step >= self.fix_at_step:
-            curvature = {p: st["exp_avg_sq"] for p, st in self.optimizer.state.items() if "exp_avg_sq" in st}
-            kept = self.adapted.fix_support(density=self.config.target_density, curvature=curvature)
+        if self.fixed_up_front and not state.support_fixed:
             state.support_fixed = True
-            self.optimizer.state.clear()  # retraining starts from fresh moments
+        if self.fix_at_step is not None and not state.support_fixed and state.step >= self.fix_at_step:
+            kept = self.sparse.fix(self._curvature())
+            state.support_fixed = True
+            if self.sparse.resets_optimizer:
+                self.optimizer.state.clear()  # two_phase: retraining starts from fresh moments
             self.log(f"step {state.step}: support fixed at density {self.config.target_density} ({kept} entries kept)")
             if self.ema:
                 self.ema = EMA(self.params, self.config.ema_decay)
@@ -266,6 +314,7 @@ class Trainer:
             **{f"valid_{k}": v for k, v in valid.items() if "." in k and k.endswith("_mae")},  # extra heads
             "density": density["overall"],
             "changed": density["changed"],
+            "target_met": self.density_met(state),
             "seconds": time.perf_counter() - start,
         }
         state.history.append(row)
@@ -278,7 +327,8 @@ class Trainer:
     def _step(self, batch, state: TrainState) -> float:
         lr = self.lr_at(state.step, state)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        self.sparse.before_step(state.step, state.support_fixed)
         self.optimizer.zero_grad(set_to_none=True)
         out = self.model(
             batch, training=True, compute_force=True, compute_stress=self.compute_stress, **self._heads_kwargs
@@ -296,6 +346,8 @@ class Trainer:
         # the parts' after-step hooks (sparse: the proximal L1 step; once the support is fixed,
         # only the masks are re-applied)
         self.adapted.after_step(lr, 0.0 if state.support_fixed else self.l1_factor(state.step))
+        curvature = self._curvature() if self.sparse.uses("gradual") else {}
+        self.sparse.after_step(state.step, state.support_fixed, curvature)  # gradual: the pruning cuts
         if self.ema:
             self.ema.update()
         state.step += 1
@@ -320,7 +372,7 @@ class Trainer:
                     state.plateau_lr_scale *= 0.5
                     state.plateau_bad = 0
         # best = lowest validation loss; once the support is fixed only post-fix epochs qualify
-        eligible = self.fix_at_step is None or state.support_fixed
+        eligible = self.density_met(state)
         if eligible and metric < state.best_valid - 1e-6 * abs(
             state.best_valid if math.isfinite(state.best_valid) else 0
         ):

@@ -1,0 +1,224 @@
+"""The converged protocol (``run.py --protocol converged``): every run trains to early stopping.
+
+Rule, the same for every sparseft method and for ``mace_run_train``: validate every epoch,
+stop after ``patience + 1`` epochs in a row without a lower validation loss (sparseft
+``train.patience = P``; mace ``--patience P+1``, which counts the same epochs) or at the
+epoch cap, and keep the best-validation weights. Sparse runs count only epochs that meet the
+target density (sparseft's rule). The lr of each method is chosen on the validation set from
+``LR_GRID`` with seed 0 (lowest ``forces_weight x force MAE + energy_weight x energy MAE``
+on valid, as the training loss weighs them); seeds 1 and 2 then use it. Seeds differ in the
+training subset (the pool shuffled per seed) and in the initialisation / data order.
+
+Runs are cached under ``<work>/<dataset>/runs-converged/<method>_n<N>_s<seed>_lr<lr>/``; an
+interrupted invocation resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+from .config import METHOD_BY_KEY, Method
+from .util import log
+
+PROTOCOL = {
+    "max_epochs": 40,
+    "patience": 4,
+    "lr_grid": (1e-3, 3e-3, 1e-2),
+    "seeds": (0, 1, 2),
+    "lc_sizes": (10, 30, 100),
+}
+QUICK_PROTOCOL = {"max_epochs": 3, "patience": 1, "lr_grid": (2e-3,), "seeds": (0, 1), "lc_sizes": ()}
+
+# Per data set: the main training-set size, split sizes, batch size, loss weights.
+BUDGETS = {
+    "ecemc": dict(
+        n_train=20,
+        n_valid=10,
+        n_test=40,
+        n_forget=100,
+        batch_size=2,
+        lr=2e-3,
+        energy_weight=100.0,
+        forces_weight=10.0,
+        lc_sizes=[],
+        lc_seeds={},
+        lc_min_steps=0,
+        epochs=40,
+    ),
+    "domain": dict(
+        n_train=30,
+        n_valid=None,
+        n_test=None,
+        n_forget=100,
+        batch_size=4,
+        lr=2e-3,
+        energy_weight=100.0,
+        forces_weight=10.0,
+        lc_sizes=[],
+        lc_seeds={},
+        lc_min_steps=0,
+        epochs=40,
+    ),
+    "aspirin": dict(
+        n_train=30,
+        n_pool=100,
+        n_valid=30,
+        n_test=100,
+        n_forget=100,
+        batch_size=4,
+        lr=2e-3,
+        energy_weight=100.0,
+        forces_weight=10.0,
+        lc_sizes=[],
+        lc_seeds={},
+        lc_min_steps=0,
+        epochs=40,
+    ),
+    "acac": dict(
+        n_train=30,
+        n_pool=100,
+        n_valid=30,
+        n_test=100,
+        n_forget=100,
+        batch_size=4,
+        lr=2e-3,
+        energy_weight=100.0,
+        forces_weight=10.0,
+        lc_sizes=[],
+        lc_seeds={},
+        lc_min_steps=0,
+        epochs=40,
+    ),
+}
+QUICK_BUDGETS = {
+    name: {
+        **b,
+        "n_train": 6,
+        "n_valid": 4 if b["n_valid"] else None,
+        "n_test": 6 if b["n_test"] else None,
+        "n_forget": 10,
+        **({"n_pool": 20} if "n_pool" in b else {}),
+    }
+    for name, b in BUDGETS.items()
+}
+
+SPARSE_MODES = ("two_phase", "gradual", "fisher", "str")
+DENSITIES = (0.005, 0.01, 0.03)
+REPLAY = {"source": "generate", "n": 30, "weight": 1.0, "selection": "random"}  # pseudo-label replay
+
+
+def sparse_method(mode: str, density: float, replay: bool = False) -> Method:
+    pct = f"{100 * density:g}"
+    adapter = {"method": "sparse", "mode": mode, "l1": 0.1}
+    train = (("target_density", density), ("retrain_fraction", 0.3)) + (
+        (("l1_schedule", "warmup"),) if mode == "two_phase" else ()
+    )
+    return Method(
+        f"sparse-{mode}-{pct}" + ("+replay" if replay else ""),
+        f"sparse {mode} {pct}%" + (" + pseudo-label replay" if replay else ""),
+        "sparseft",
+        "sparse",
+        adapters=(json.dumps(adapter),),
+        train=train,
+        data=((("replay", json.dumps(REPLAY)),) if replay else ()),
+    )
+
+
+def with_replay(method: Method) -> Method:
+    from dataclasses import replace
+
+    return replace(
+        method,
+        key=method.key + "+replay",
+        label=method.label + " + pseudo-label replay",
+        data=(("replay", json.dumps(REPLAY)),),
+    )
+
+
+CONVERGED_METHODS = {
+    m.key: m
+    for m in [
+        METHOD_BY_KEY["full"],
+        METHOD_BY_KEY["mace-full"],
+        METHOD_BY_KEY["lora-4"],
+        METHOD_BY_KEY["mace-lora-4"],
+        METHOD_BY_KEY["freeze-readout"],
+        *[sparse_method(mode, d) for mode in SPARSE_MODES for d in DENSITIES],
+        with_replay(METHOD_BY_KEY["full"]),
+        *[sparse_method(mode, 0.03, replay=True) for mode in SPARSE_MODES],
+    ]
+}
+
+
+def lr_group(method: Method) -> str:
+    """The method whose lr search this one reuses: sparse densities share the 3 % search of their
+    mode, replay variants the search of the method without replay."""
+    key = method.key.replace("+replay", "")
+    if key.startswith("sparse-"):
+        key = key.rsplit("-", 1)[0] + "-3"
+    return key
+
+
+def valid_score(result: dict, budget: dict) -> float:
+    v = result["valid"]
+    return budget["forces_weight"] * v["forces_mae"] + budget["energy_weight"] * v["energy_mae"]
+
+
+def run_converged(task, runner, methods: list[Method], protocol: dict, state: dict, on_method=None) -> dict:
+    """The main comparison (lr search on seed 0, then every seed) for one data set."""
+    from .data import train_file_for
+    from .evaluate import Evaluator, base_row
+    from .inputs import estimated_e0s
+    from .util import write_json
+
+    ev = Evaluator(task)
+    n = task.budget["n_train"]
+    base_path = task.dir / "base_eval_converged.json"
+    if not base_path.is_file():
+        row = base_row(task, ev, estimated_e0s(task, train_file_for(task, n, 0)))
+        row.update(
+            {name: ev.errors(ev.base, name, estimated_e0s(task, train_file_for(task, n, 0))) for name in ev.extra_tests}
+        )
+        write_json(base_path, row)
+    info = {"task": task, "base": json.loads(base_path.read_text()), "runs": {}, "lr": {}, "protocol": protocol}
+    state[task.name] = info
+    chosen_lr: dict[str, float] = {}
+    for method in methods:
+        group = lr_group(method)
+        spec = {"epochs": protocol["max_epochs"], "patience": protocol["patience"]}
+        if group not in chosen_lr:
+            search_method = CONVERGED_METHODS.get(group, method)
+            trials = [runner.run(task, ev, search_method, n, 0, n, {**spec, "lr": lr}) for lr in protocol["lr_grid"]]
+            ok = [(valid_score(r, task.budget), r["lr"]) for r in trials if r.get("status") == "ok"]
+            chosen_lr[group] = min(ok)[1] if ok else protocol["lr_grid"][0]
+            info["lr"][group] = {
+                "grid": list(protocol["lr_grid"]),
+                "chosen": chosen_lr[group],
+                "scores": {f"{lr:g}": s for s, lr in ok},
+            }
+            log(f"{task.name}: lr for {group}: {chosen_lr[group]:g} (valid scores {info['lr'][group]['scores']})")
+        lr = chosen_lr[group]
+        info["runs"][method.key] = [
+            runner.run(task, ev, method, n, seed, n, {**spec, "lr": lr}) for seed in protocol["seeds"]
+        ]
+        if on_method:
+            on_method()  # the report after every method: a long run shows its progress
+    return info
+
+
+def summarize(runs: list[dict], split: str, metric: str) -> tuple[float, float, int] | None:
+    """Mean, sample standard deviation (0 for one seed) and count over the finished seeds."""
+    values = [r[split][metric] for r in runs if r.get("status") == "ok" and split in r]
+    if not values:
+        return None
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0), len(values)
+
+
+def compare(a, b) -> str:
+    """``a`` vs ``b`` (mean, spread, n): ratio, and a tie when the difference is within the larger spread."""
+    if a is None or b is None:
+        return "-"
+    ratio = a[0] / b[0]
+    tie = abs(a[0] - b[0]) <= max(a[1], b[1])
+    return f"{ratio:.2f}" + (" (tie)" if tie else "")

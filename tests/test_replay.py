@@ -1,0 +1,143 @@
+"""data.replay: file replay with n / selection / weight, and pseudo-label replay labelled by the base."""
+
+from __future__ import annotations
+
+import copy
+
+import ase.io
+import numpy as np
+import pytest
+
+from sparseft._compat import torch
+from sparseft.data import Frames, Keys
+from sparseft.e0s import current_e0s, set_e0s
+from sparseft.finetune import run
+from sparseft.predict import atomic_data, predict
+from sparseft.recipe import RecipeError, load_recipe
+from sparseft.replay import ReplayConfig, farthest_points, generate, replay_frames
+from sparseft.testing.tiny import tiny_mace
+
+from .finetune_data import emt_frames
+
+KEYS = Keys("REF_energy", "REF_forces", None, None)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_mace(atomic_numbers=(29, 79), r_max=4.5)
+
+
+def _frames(n=12, seed=0):
+    return Frames("train.xyz", emt_frames(n, seed=seed, stress=False), list(range(n)))
+
+
+def test_pseudo_labels_are_the_base_with_the_finetune_e0s(tiny):
+    e0s = {29: -1.5, 79: -2.5}
+    frames = replay_frames(ReplayConfig(n=5, weight=0.3), _frames(), tiny, e0s, KEYS, [29, 79], log=lambda _: None)
+    assert len(frames.atoms) == 5
+    before = current_e0s(tiny)
+    expected = copy.deepcopy(tiny)
+    set_e0s(expected, e0s)
+    for atoms, p in zip(frames.atoms, predict(expected, frames.atoms)):
+        assert atoms.info["REF_energy"] == pytest.approx(p.energy, abs=1e-9)
+        assert np.allclose(atoms.arrays["REF_forces"], p.forces, atol=1e-9)
+        assert atoms.info["config_weight"] == 0.3
+    assert current_e0s(tiny) == before
+    weights = [float(d.weight) for d in atomic_data(frames.atoms, tiny)]
+    assert weights == [0.3] * 5, "the loss weight reaches mace's per-config weight"
+
+
+def test_generated_structures_are_perturbed_copies():
+    train = _frames(4)
+    out = generate(train, 8, ReplayConfig(rattle=0.05, strain=0.02, swap=0.25, seed=1))
+    assert len(out) == 8
+    for original, new in zip(train.atoms * 2, out):
+        assert len(new) == len(original) and "REF_energy" not in new.info
+        assert not np.allclose(new.positions, original.positions)
+    assert any(not np.array_equal(n.numbers, o.numbers) for n, o in zip(out, train.atoms * 2))
+
+
+def test_file_replay_with_n_and_farthest_point_selection(tiny, tmp_path):
+    pool = emt_frames(20, seed=3, stress=False)
+    for atoms in pool:
+        atoms.info["energy_emt"] = atoms.info.pop("REF_energy")
+        atoms.arrays["forces_emt"] = atoms.arrays.pop("REF_forces")
+    ase.io.write(tmp_path / "old.xyz", pool)
+    config = ReplayConfig(
+        source=str(tmp_path / "old.xyz"),
+        n=6,
+        selection="fps",
+        energy_key="energy_emt",
+        forces_key="forces_emt",
+        weight=2.0,
+    )
+    frames = replay_frames(config, _frames(), tiny, current_e0s(tiny), KEYS, [29, 79], log=lambda _: None)
+    assert len(frames.atoms) == 6
+    energies = {a.info["energy_emt"] for a in pool}
+    assert all(a.info["REF_energy"] in energies for a in frames.atoms), "labels: the file's own"
+    again = replay_frames(config, _frames(), tiny, current_e0s(tiny), KEYS, [29, 79], log=lambda _: None)
+    assert [a.info["REF_energy"] for a in again.atoms] == [a.info["REF_energy"] for a in frames.atoms]
+
+
+def test_farthest_points_spread_out():
+    points = np.array([[0.0], [0.1], [0.2], [10.0], [5.0]])
+    picked = farthest_points(points, 3, seed=0)
+    assert len(set(picked)) == 3
+    assert {3, 4} & set(picked) and (0 in picked or 3 in picked)
+    chosen = points[picked, 0]
+    assert chosen.max() - chosen.min() >= 5.0
+
+
+@pytest.mark.parametrize(
+    "replay,message",
+    [
+        ({"selection": "best"}, "data.replay.selection"),
+        ({"labels": "file"}, "generated structures have no file labels"),
+        ({"n": 0}, "data.replay.n"),
+        ({"colour": 1}, "unknown key"),
+    ],
+)
+def test_bad_replay_settings_name_the_key(tmp_path, replay, message):
+    (tmp_path / "r.yaml").write_text("data: {train: x.xyz}\nadapters: [{method: sparse}]\n")
+    text = (tmp_path / "r.yaml").read_text().replace("{train: x.xyz}", "{train: x.xyz, replay: %s}" % replay)
+    (tmp_path / "r.yaml").write_text(text)
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(tmp_path / "r.yaml")
+
+
+def _finetune(work, name, replay):
+    lines = f"  replay: {replay}\n" if replay else ""
+    (work / f"{name}.yaml").write_text(f"""
+base: {{model: tiny.model, dtype: float64}}
+data:
+  train: lj.xyz
+  valid_fraction: 0.25
+  E0s: foundation
+{lines}adapters: [{{method: full}}]
+train: {{epochs: 6, batch_size: 4, lr: 0.02, scheduler: constant}}
+output: {{directory: out-{name}}}
+""")
+    run(load_recipe(work / f"{name}.yaml"), quiet=True)
+    return torch.load(work / f"out-{name}" / "merged.model", weights_only=False)
+
+
+def test_pseudo_label_replay_reduces_forgetting(tiny, tmp_path):
+    from ase.calculators.lj import LennardJones
+
+    torch.save(tiny, tmp_path / "tiny.model")
+    frames = emt_frames(16, stress=False)
+    for atoms in frames:  # a new "level of theory": Lennard-Jones
+        atoms.calc = LennardJones(sigma=2.3, epsilon=0.05, rc=4.5)
+        atoms.info["REF_energy"] = atoms.get_potential_energy()
+        atoms.arrays["REF_forces"] = atoms.get_forces()
+        atoms.calc = None
+    ase.io.write(tmp_path / "lj.xyz", frames)
+    plain = _finetune(tmp_path, "plain", None)
+    replayed = _finetune(tmp_path, "replay", "{n: 16, weight: 3.0, seed: 5}")
+    held_out = generate(Frames("x", emt_frames(8, seed=9, stress=False), list(range(8))), 8, ReplayConfig(seed=11))
+    base = [p.forces for p in predict(tiny, held_out)]
+
+    def forgetting(model):
+        return float(np.mean([np.abs(p.forces - b).mean() for p, b in zip(predict(model, held_out), base)]))
+
+    assert forgetting(replayed) < 0.7 * forgetting(plain)

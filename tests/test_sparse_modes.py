@@ -1,0 +1,152 @@
+"""The sparse modes (two_phase, gradual, fisher, str): schedule pieces, and each mode trained end to end
+meeting the adapter contract (target density, merge exact, files round-trip, equivariance, only
+selected blocks change, a meaningful sparsity map)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import ase.io
+import numpy as np
+import pytest
+
+import sparseft as sf
+from sparseft._compat import torch
+from sparseft.adapters.sparse import ThresholdPart
+from sparseft.adapters.sparse_modes import cubic_density, set_offsets, top_fraction
+from sparseft.finetune import run
+from sparseft.predict import predict
+from sparseft.recipe import load_recipe
+from sparseft.testing.equivariance import check_equivariance
+from sparseft.testing.structures import default_structures
+from sparseft.testing.tiny import tiny_mace
+
+from .finetune_data import emt_frames
+
+ONE_PARAM = sf.Selector(include=["interactions.0.skip_tp.weight"])
+MODES = ("two_phase", "gradual", "fisher", "str")
+
+
+def test_cubic_schedule_runs_from_dense_to_the_target():
+    assert cubic_density(0, 10, 110, 0.03) == 1.0
+    assert cubic_density(110, 10, 110, 0.03) == pytest.approx(0.03)
+    values = [cubic_density(s, 10, 110, 0.03) for s in range(10, 111, 10)]
+    assert all(a > b for a, b in zip(values, values[1:]))
+    assert cubic_density(60, 10, 110, 0.03) == pytest.approx(0.03 + 0.97 * 0.125)
+
+
+def test_top_fraction_keeps_exactly_k_across_parts():
+    scores = [torch.tensor([3.0, 1.0, 1.0]), torch.tensor([1.0, 5.0])]
+    keep = top_fraction(scores, 0.4)
+    assert [k.tolist() for k in keep] == [[True, False, False], [False, True]]
+
+
+def test_threshold_part_has_exact_zeros_and_straight_through_gradients(make_model):
+    adapted = sf.wrap(make_model(), [sf.SparseConfig(select=ONE_PARAM, mode="str")])
+    (part,) = adapted.prunable_parts()
+    assert isinstance(part, ThresholdPart)
+    assert torch.equal(part.values(), torch.zeros_like(part.values()))
+    with torch.no_grad():
+        part.delta.copy_(torch.linspace(-1, 1, part.delta.numel(), dtype=part.delta.dtype))
+    set_offsets([part], 0.25)
+    values = part.values()
+    assert int((values.detach() != 0).sum()) == pytest.approx(0.25 * values.numel(), abs=2)
+    (values * torch.ones_like(values)).sum().backward()
+    assert bool((part.delta.grad != 0).all()), "entries below the threshold must still get a gradient"
+    assert part.s.grad is not None and float(part.s.grad.abs().sum()) > 0
+
+
+def test_compacted_part_holds_only_the_support(make_model):
+    adapted = sf.wrap(make_model(), [sf.SparseConfig(select=ONE_PARAM, mode="fisher")])
+    (part,) = adapted.prunable_parts()
+    n = part.index.numel()
+    keep = torch.zeros(n, dtype=torch.bool)
+    keep[::5] = True
+    part.compact(keep)
+    assert adapted.trainable_parameters()[0].numel() == int(keep.sum())
+    with torch.no_grad():
+        part.delta.fill_(0.1)
+    assert torch.equal(part.values() != 0, keep)
+
+
+def test_modes_other_than_two_phase_need_a_target(tmp_path):
+    work = _workdir(tmp_path)
+    with pytest.raises(ValueError, match="mode 'gradual' needs train.target_density"):
+        _run(work, "gradual", target_density="null")
+
+
+def _workdir(path):
+    torch.save(tiny_mace(atomic_numbers=(29, 79), r_max=4.5), path / "tiny.model")
+    ase.io.write(path / "data.xyz", emt_frames(16, stress=False))
+    return path
+
+
+def _run(work, mode, **train):
+    settings = {"epochs": 5, "batch_size": 4, "lr": 0.01, "target_density": 0.05, "scheduler": "cosine", **train}
+    lines = "\n".join(f"  {k}: {v}" for k, v in settings.items())
+    recipe = work / f"{mode}.yaml"
+    recipe.write_text(f"""
+base: {{model: tiny.model, dtype: float64}}
+data: {{train: data.xyz, valid_fraction: 0.25, E0s: estimated}}
+adapters:
+  - {{method: sparse, mode: {mode}, select: {{kinds: [skip, contraction, linear]}}, fisher_frames: 8}}
+train:
+{lines}
+output: {{directory: out-{mode}}}
+""")
+    return run(load_recipe(recipe), quiet=True)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    work = _workdir(tmp_path_factory.mktemp("modes"))
+    return work, {mode: _run(work, mode) for mode in MODES}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_each_mode_meets_the_target_density_and_the_contract(trained, mode):
+    work, metrics = trained
+    m = metrics[mode]
+    target = round(0.05 * m["selected_parameters"])
+    assert 0 < m["changed_parameters"] <= target
+    if mode == "fisher":  # optimiser state only over the support
+        assert m["trainable_parameters"] == target
+    out = work / f"out-{mode}"
+    base = sf.load_model(work / "tiny.model", dtype="float64")
+    loaded = sf.load_adapter(base, out / "adapter")
+    assert loaded.density()["changed"] == m["changed_parameters"]
+    merged = torch.load(out / "merged.model", weights_only=False)
+    structures = default_structures(base)
+    for x, y, z in zip(predict(loaded, structures), predict(merged, structures), predict(base, structures)):
+        assert abs(x.energy - y.energy) <= 1e-10 * max(1.0, abs(x.energy))
+        assert np.abs(x.forces - y.forces).max() <= 1e-10 * max(1.0, np.abs(x.forces).max())
+        assert np.abs(x.forces - z.forces).max() > 1e-8, "training must change the model"
+    report = check_equivariance(loaded)
+    assert report.passed, report.format_table()
+    # only selected blocks changed, and the sparsity map accounts for every changed weight
+    rows = json.loads((out / "sparsity.json").read_text())
+    assert sum(r["changed"] for r in rows) == m["changed_parameters"]
+    assert {r["kind"] for r in rows} <= {"skip", "contraction", "linear"}
+    assert all(r["changed"] <= r["size"] for r in rows)
+    changed_base = sum(
+        int((p.detach() != q.detach()).sum())
+        for (_, p), (_, q) in zip(base.named_parameters(), merged.named_parameters())
+    )
+    assert changed_base == m["changed_parameters"]
+
+
+def test_str_learns_different_densities_per_block(trained):
+    work, _ = trained
+    rows = json.loads((work / "out-str" / "sparsity.json").read_text())
+    densities = {r["block"]: r["changed"] / r["size"] for r in rows if r["size"] >= 16}
+    assert len(set(round(d, 3) for d in densities.values())) > 3, "the thresholds must shape the allocation"
+
+
+def test_best_weights_meet_the_target_and_regressions_are_reported(trained):
+    _, metrics = trained
+    for mode in MODES:
+        check = metrics[mode]["zero_shot_check"]
+        assert set(check) >= {"worse_than_zero_shot", "best_dense_phase"}
+        assert isinstance(check["worse_than_zero_shot"], list)
+        assert math.isfinite(metrics[mode]["best_epoch"])
