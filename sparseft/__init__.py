@@ -8,6 +8,7 @@ from ._compat import torch  # noqa: F401  (import order: mace before e3nn)
 from .adapters import METHODS, AdapterConfig, FreezeConfig, LoRAConfig, SparseConfig
 from .blocks import UnsupportedLayoutError, WeightBlock, blocks, not_adaptable
 from .calculator import Calculator
+from .elements import ElementError, extend_elements
 from .fingerprint import fingerprint
 from .heads import HeadConfig, HeadedModel, HeadError, build_head
 from .io import AdapterFileError, load_adapter, save_adapter
@@ -31,6 +32,7 @@ __all__ = [
     "SparseConfig",
     "WeightBlock",
     "blocks",
+    "extend_elements",
     "fingerprint",
     "load_model",
     "not_adaptable",
@@ -48,6 +50,7 @@ __all__ = [
     "AdapterConflictError",
     "AdapterFileError",
     "DataError",
+    "ElementError",
     "HeadError",
     "ModelLoadError",
     "RecipeError",

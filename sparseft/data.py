@@ -96,8 +96,10 @@ def validate(frames: Frames, zs: list[int], keys: Keys, extra=()) -> None:
             shown = ", ".join(map(str, idx[:8])) + (" ..." if len(idx) > 8 else "")
             parts.append(f"{chemical_symbols[z]} (frames {shown})")
         base = " ".join(chemical_symbols[z] for z in sorted(known))
+        symbols = ", ".join(chemical_symbols[z] for z in sorted(unknown))
         raise DataError(
-            f"{frames.path}: elements the base model does not know: {'; '.join(parts)}. The base model knows {base}"
+            f"{frames.path}: elements the base model does not know: {'; '.join(parts)}. The base model knows {base}; "
+            f"to add them, set base.add_elements: [{symbols}] (or data.new_elements: add)"
         )
     sets = [keys] + [label_set for label_set, _ in _pairs(extra)]
     for i, atoms in zip(frames.indices, frames.atoms):

@@ -44,8 +44,40 @@ def _lstsq(
     return out
 
 
-def resolve_e0s(option, model, frames: Frames, keys: Keys, head: str | None = None) -> dict[int, float]:
-    """E0s per the recipe option ``foundation | average | estimated | {element: eV}``."""
+def resolve_e0s(option, model, frames: Frames, keys: Keys, head: str | None = None, new=()) -> dict[int, float]:
+    """E0s per the recipe option ``foundation | average | estimated | {element: eV}``.
+
+    ``new``: elements added to the base (:mod:`sparseft.elements`); with ``foundation`` or an
+    explicit map that leaves them out, their E0s are fitted to the training energies (a
+    least-squares correction of the model's prediction on those elements only)."""
+    out = _resolve(option, model, frames, keys, head)
+    missing = [z for z in new if option == "foundation" or (isinstance(option, dict) and not _named(option, z))]
+    if missing:
+        out.update(_estimate_new(model, frames, keys, head, missing, out))
+    return out
+
+
+def _named(option: dict, z: int) -> bool:
+    return any((SYMBOL_TO_Z.get(k) if isinstance(k, str) and not k.isdigit() else int(k)) == z for k in option)
+
+
+def _estimate_new(model, frames, keys, head, new: list[int], e0s: dict[int, float]) -> dict[int, float]:
+    """E0s of the added elements ``new`` that best fit the training energies, the rest fixed."""
+    energies, has = _energies(frames, keys)
+    zs = [int(z) for z in model.atomic_numbers]
+    A = _composition(frames, zs)[has]
+    present = np.array([z in new for z in zs]) & (A.sum(axis=0) > 0)
+    if has.sum() == 0 or not present.any():
+        return {}
+    subset = [a for a, h in zip(frames.atoms, has) if h]
+    current = current_e0s(model)
+    shift = A @ np.array([e0s[z] - current[z] for z in zs])  # the prediction with the E0s chosen so far
+    predicted = np.array([p.energy for p in predict(model, subset, head=head)]) + shift
+    correction = _lstsq(A, energies[has] - predicted, zs, present, {z: 0.0 for z in zs})
+    return {z: e0s[z] + correction[z] for z in new if present[zs.index(z)]}
+
+
+def _resolve(option, model, frames: Frames, keys: Keys, head: str | None) -> dict[int, float]:
     zs = [int(z) for z in model.atomic_numbers]
     base = current_e0s(model)
     if option == "foundation":

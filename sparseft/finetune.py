@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ase.data import atomic_numbers as SYMBOL_TO_Z
 from ase.data import chemical_symbols
 
 from ._compat import torch
@@ -68,6 +69,29 @@ def _embedded_path(value: str | None) -> str | None:
 def foundation_keys(recipe: Recipe) -> Keys:
     d = recipe.data
     return Keys(d.energy_key, d.forces_key, d.stress_key, d.virials_key)
+
+
+def added_elements(recipe: Recipe, base) -> list[int]:
+    """Atomic numbers to add to the base: ``base.add_elements``, and with ``data.new_elements: add``
+    every element of the data files that the base does not know."""
+    zs = [int(z) for z in base.atomic_numbers]
+    added = [SYMBOL_TO_Z[s] for s in recipe.base.add_elements]
+    known = [s for s, z in zip(recipe.base.add_elements, added) if z in zs]
+    if known:
+        raise RecipeError(
+            f"base.add_elements: {' '.join(known)} already in the base model ({' '.join(chemical_symbols[z] for z in zs)})"
+        )
+    if recipe.data.new_elements == "add":
+        d = recipe.data
+        paths = [p for name in ("train", "valid", "test") for p in _as_list(getattr(d, name))]
+        for path in paths + list(d.evaluate.values()):
+            for atoms in read_frames(_embedded_path(path)).atoms:
+                added += [int(z) for z in set(atoms.numbers.tolist()) if z not in zs and z not in added]
+    return sorted(added)
+
+
+def _as_list(value) -> list:
+    return [] if not value else value if isinstance(value, list) else [value]
 
 
 def load_splits(recipe: Recipe, zs: list[int]) -> dict[str, Frames]:
@@ -272,22 +296,27 @@ def run(
 def _set_up(recipe: Recipe, log) -> Setup:
     """Data step: the base model, validated splits, E0s, the adapted model with its heads, datasets."""
     base = load_base(recipe)
-    splits = load_splits(recipe, [int(z) for z in base.atomic_numbers])
+    added = added_elements(recipe, base)
+    splits = load_splits(recipe, [int(z) for z in base.atomic_numbers] + added)
     keys = foundation_keys(recipe)
-    e0s = resolve_e0s(recipe.data.E0s, base, splits["train"], keys)
+    adapted = wrap(
+        base, recipe.adapters, allow_empty=bool(recipe.heads), add_elements=added, element_init=recipe.base.element_init
+    )
+    base = adapted.base  # with its element table extended when elements were added
+    e0s = resolve_e0s(recipe.data.E0s, base, splits["train"], keys, new=added)
     if recipe.data.replay is not None:  # after the E0s: those come from the new data alone
         splits["train"] = _with_replay(recipe, splits["train"], base, e0s, log)
     log(
         f"base: {recipe.base.model} ({type(base).__name__}, {model_dtype(base)}); "
+        + (f"added {' '.join(chemical_symbols[z] for z in added)}; " if added else "")
         + ", ".join(f"{k}: {len(v.atoms)} frames" for k, v in splits.items())
     )
-    adapted = wrap(base, recipe.adapters, allow_empty=bool(recipe.heads))
     set_e0s(adapted.model, e0s)
     heads = head_setup.build_heads(
         recipe.heads,
         adapted.base,
         splits["train"],
-        lambda option, head_keys: resolve_e0s(option, base, splits["train"], head_keys),
+        lambda option, head_keys: resolve_e0s(option, base, splits["train"], head_keys, new=added),
     )
     model = HeadedModel(adapted, heads) if heads else adapted
     head_keys = [(h.name, head_setup.label_keys(h)) for h in recipe.heads]
@@ -410,6 +439,7 @@ def _evaluate(recipe: Recipe, setup: Setup, state):
             "changed_parameters": density["changed"],
             "selected_parameters": density["selected"],
             "base_parameters": sum(p.numel() for p in setup.base.parameters()),
+            "added_elements": [chemical_symbols[z] for z in (adapted.elements.added if adapted.elements else ())],
             "density": density["overall"],
             "density_summary": _density_summary(rows),
             "E0s": {chemical_symbols[z]: v for z, v in current_e0s(adapted.model).items()},

@@ -6,7 +6,9 @@ of the adapted model on a canonical structure. Tensors are keyed
 ``<adapter>/<parameter name>/<tensor>`` (sparse: ``indices`` + ``values``; LoRA:
 ``<block>.A``/``<block>.B``; freeze: ``values``); extra heads are listed under ``heads``
 in ``sparseft.json`` (name, kind, architecture options) with their full state under
-``heads/<name>/<tensor>``. Loading checks the fingerprint, the
+``heads/<name>/<tensor>``; added elements (:mod:`sparseft.elements`) under ``elements`` (added
+elements, initialisation, extended table) with their starting rows under ``elements/<block>``.
+Loading checks the fingerprint (always the original base's), the
 file hash and the reference prediction, so an edited or truncated file is an error,
 never a silently different model.
 """
@@ -25,7 +27,8 @@ from .adapters import config_from_dict
 from .files import sha256_file, write_directory_atomically, write_file_atomically  # noqa: F401  (old import path)
 from .fingerprint import canonical_structure, differences, fingerprint
 from .heads import HeadedModel, HeadError, build_head, split_heads
-from .model import AdaptedModel, wrap
+from .elements import ElementSpec, apply_spec, new_element_rows, set_new_element_rows
+from .model import ELEMENT_ADAPTER, AdaptedModel, wrap_extended
 from .predict import model_dtype, predict
 
 FORMAT = "sparseft-adapter"
@@ -34,6 +37,7 @@ META_FILE = "sparseft.json"
 TENSOR_FILE = "adapter.safetensors"
 BUFFER_PREFIX = "buffers/"  # E0s a fine-tune changed
 HEAD_PREFIX = "heads/"
+ELEMENT_PREFIX = "elements/"  # the added elements' starting rows (sparseft.elements.new_element_rows)
 
 
 class AdapterFileError(ValueError):
@@ -66,7 +70,17 @@ def adapter_tensors(model: AdaptedModel | HeadedModel) -> dict[str, torch.Tensor
     for name, head in heads.items():
         for key, value in head.state_dict().items():
             out[f"{HEAD_PREFIX}{name}/{key}"] = value.detach().cpu().contiguous()
+    if adapted.elements is not None:
+        for key, value in new_element_rows(adapted.base, adapted.elements.added).items():
+            out[f"{ELEMENT_PREFIX}{key}"] = value.cpu().contiguous()
     return out
+
+
+def _elements_meta(adapted: AdaptedModel) -> dict | None:
+    """What an extension of the element table needs to be re-created (None: no extension)."""
+    if adapted.elements is None:
+        return None
+    return {**adapted.elements.to_dict(), "z_table": [int(z) for z in adapted.atomic_numbers]}
 
 
 def save_adapter(
@@ -87,6 +101,7 @@ def save_adapter(
             "versions": package_versions(),
             "adapters": [c.to_dict() for c in adapted.configs],
             "heads": [head.spec() for head in heads.values()],
+            "elements": _elements_meta(adapted),
             "base": adapted.base_fingerprint,
             "tensors_sha256": sha256_file(tmp / TENSOR_FILE),
             "reference": _reference(model),
@@ -188,14 +203,22 @@ def load_adapter(
     tensors = _read_tensors(directory, meta)
     try:
         configs = [config_from_dict(c, f"{META_FILE}: adapters[{i}]") for i, c in enumerate(meta["adapters"])]
-        adapted = wrap(base_model, configs, allow_empty=bool(meta.get("heads")))
+        extended, spec, used = _extended_base(base_model, meta.get("elements"), tensors, directory)
+        configs = [c for c in configs if spec is None or c.name != ELEMENT_ADAPTER]  # wrap re-adds it
+        adapted = wrap_extended(
+            extended,
+            configs,
+            fingerprint(base_model),
+            spec,
+            copy_model=spec is None,
+            allow_empty=bool(meta.get("heads")) or spec is not None,
+        )
     except ValueError as exc:
         raise AdapterFileError(f"{directory}: adapter configs cannot be applied: {exc}") from exc
     model = adapted
-    used = set()
     if meta.get("heads"):
         model = HeadedModel(adapted)
-        used = _load_heads(model, meta["heads"], tensors, directory)
+        used |= _load_heads(model, meta["heads"], tensors, directory)
     for adapter, param, part in adapted.all_parts():
         prefix = f"{adapter}/{param}/"
         mine = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -217,6 +240,26 @@ def load_adapter(
     if check_reference:
         _check_reference(model, meta["reference"], directory)
     return model
+
+
+def _extended_base(base_model, elements: dict | None, tensors: dict, directory: Path):
+    """(model, spec, tensor keys used): the base re-extended as recorded, with the stored starting rows."""
+    if not elements:
+        return base_model, None, set()
+    where = f"{directory / META_FILE}: elements"
+    try:
+        spec = ElementSpec.from_dict(elements)
+        model = apply_spec(base_model, spec)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AdapterFileError(f"{where}: cannot re-create the element extension ({exc})") from exc
+    if [int(z) for z in model.atomic_numbers] != list(elements.get("z_table", [])):
+        raise AdapterFileError(
+            f"{where}: the re-created element table {model.atomic_numbers.tolist()} is not the "
+            f"stored {elements.get('z_table')}"
+        )
+    rows = {k[len(ELEMENT_PREFIX) :]: v for k, v in tensors.items() if k.startswith(ELEMENT_PREFIX)}
+    set_new_element_rows(model, rows, str(directory / TENSOR_FILE))
+    return model, spec, {ELEMENT_PREFIX + k for k in rows}
 
 
 def _load_heads(headed: HeadedModel, specs: list, tensors: dict, directory: Path) -> set:

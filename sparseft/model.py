@@ -10,16 +10,21 @@ import copy
 from collections import defaultdict
 from dataclasses import replace
 
+from ase.data import chemical_symbols
 from torch.nn.utils import parametrize
 
 from ._compat import torch
 from .adapters import AdapterConfig, BlockPart, ParamDelta, PrunablePart
+from .adapters.freeze import FreezeConfig
 from .adapters.support import fix_support
 from .blocks import WeightBlock
 from .blocks import blocks as catalogue
+from .elements import ElementSpec, apply_spec, spec_for
 from .fingerprint import fingerprint
 from .mace_facts import ADAPTABLE_BUFFERS, WrapsMaceModel
-from .select import SelectionError
+from .select import SelectionError, Selector
+
+ELEMENT_ADAPTER = "new_elements"  # the adapter that trains added elements' blocks in full
 
 
 class AdapterConflictError(ValueError):
@@ -46,6 +51,7 @@ class AdaptedModel(WrapsMaceModel):
         self.base_fingerprint = base_fingerprint
         self.parts: dict[str, dict[str, BlockPart]] = {}
         self._params: list[str] = []
+        self.elements = None  # sparseft.elements.ElementSpec when the element table was extended
 
     @property
     def base(self) -> torch.nn.Module:
@@ -175,9 +181,21 @@ def _assign_names(configs) -> list[AdapterConfig]:
     return out
 
 
+def _check_elements(config: AdapterConfig, all_blocks: list[WeightBlock]) -> None:
+    known = {b.element for b in all_blocks if b.element is not None}
+    unknown = [z for z in config.select.elements or () if z not in known]
+    if unknown:
+        raise SelectionError(
+            f"selector '{config.select}' names {' '.join(chemical_symbols[z] for z in unknown)}, "
+            f"which the model neither has nor adds (elements: {' '.join(chemical_symbols[z] for z in sorted(known))}); "
+            "add new elements with add_elements"
+        )
+
+
 def _resolve(config: AdapterConfig, all_blocks: list[WeightBlock]) -> list[WeightBlock]:
     """The blocks ``config`` selects and its method can adapt; an error when a kind asked for
     by name has none it can adapt, or when nothing is left."""
+    _check_elements(config, all_blocks)
     chosen = config.select.resolve(all_blocks)
     usable = [b for b in chosen if config.applicable(b)]
     if len(usable) == len(chosen):
@@ -191,40 +209,88 @@ def _resolve(config: AdapterConfig, all_blocks: list[WeightBlock]) -> list[Weigh
     return usable
 
 
-def wrap(model: torch.nn.Module, adapters, *, copy_model: bool = True, allow_empty: bool = False) -> AdaptedModel:
+def wrap(
+    model: torch.nn.Module,
+    adapters,
+    *,
+    copy_model: bool = True,
+    allow_empty: bool = False,
+    add_elements=None,
+    element_init="nearest",
+) -> AdaptedModel:
     """Attach adapters to (a copy of) ``model``; only the adapters' parameters train.
 
     ``adapters`` is a list of adapter configs (``SparseConfig``, ``LoRAConfig``,
     ``FreezeConfig``). Two adapters claiming one block raise :class:`AdapterConflictError`.
     ``allow_empty`` permits no adapters at all (a frozen trunk that only heads train on).
+    ``add_elements`` (symbols or Z, or an :class:`~sparseft.elements.ElementSpec`) extends the
+    element table first (:func:`sparseft.elements.extend_elements` with ``element_init``): the
+    new elements' blocks train in full (adapter ``new_elements``), the other adapters act on
+    the rest, and the fingerprint stays the original base's.
     """
-    configs = _assign_names(list(adapters))
+    base_fp = fingerprint(model)
+    spec = None
+    if add_elements:
+        spec = (
+            add_elements if isinstance(add_elements, ElementSpec) else spec_for(model, add_elements, init=element_init)
+        )
+        model, copy_model = apply_spec(model, spec), False
+    return wrap_extended(model, adapters, base_fp, spec, copy_model=copy_model, allow_empty=allow_empty)
+
+
+def _element_configs(configs: list[AdapterConfig], spec) -> list[AdapterConfig]:
+    if spec is None:
+        return configs
+    if any(c.name == ELEMENT_ADAPTER for c in configs):
+        raise ValueError(f"the adapter name {ELEMENT_ADAPTER!r} is reserved for the added elements' weights")
+    return [FreezeConfig(name=ELEMENT_ADAPTER, select=Selector(elements=spec.added)), *configs]
+
+
+def _claim(plan: list, claims: dict, config: AdapterConfig, chosen: list[WeightBlock], added: set, where: str) -> None:
+    """Record the blocks ``config`` claims (``claims``: block name -> ``where`` of its adapter)."""
+    if config.name != ELEMENT_ADAPTER:  # the added elements' blocks train in full, not through other adapters
+        chosen = [b for b in chosen if b.element not in added]
+        if not chosen:
+            raise SelectionError(
+                f"{where}: selector '{config.select}' leaves only blocks of the "
+                f"added elements, which train in full (adapter {ELEMENT_ADAPTER!r})"
+            )
+    clashes = [b.name for b in chosen if b.name in claims]
+    if clashes:
+        raise AdapterConflictError(
+            f"{where} and {claims[clashes[0]]} both claim {len(clashes)} block(s), e.g. {clashes[:3]}; "
+            "give them disjoint selectors"
+        )
+    for b in chosen:
+        claims[b.name] = where
+    plan.append((config, chosen))
+
+
+def wrap_extended(
+    model: torch.nn.Module, adapters, base_fp: dict, spec, *, copy_model: bool = True, allow_empty: bool = False
+) -> AdaptedModel:
+    """:func:`wrap` on a model that is ``base_fp``'s base already extended by ``spec`` (or None)."""
+    configs = _element_configs(_assign_names(list(adapters)), spec)
     if not configs and not allow_empty:
         raise ValueError("wrap() needs at least one adapter config")
-    base_fp = fingerprint(model)
     target = copy.deepcopy(model) if copy_model else model
     all_blocks = catalogue(target)
+    added = set(spec.added) if spec is not None else set()
     claims: dict[str, str] = {}
     plan = []
+    offset = 1 if spec is not None else 0  # the added elements' adapter comes first
     for i, config in enumerate(configs):
+        where = f"adapters[{i - offset}] ({config.name!r})" if i >= offset else f"adapter {config.name!r}"
         try:
             chosen = _resolve(config, all_blocks)
         except SelectionError as exc:
-            raise SelectionError(f"adapters[{i}] ({config.name!r}): {exc}") from exc
-        clashes = [b.name for b in chosen if b.name in claims]
-        if clashes:
-            j = claims[clashes[0]]
-            raise AdapterConflictError(
-                f"adapters[{i}] ({config.name!r}) and adapters[{j}] ({configs[j].name!r}) both claim "
-                f"{len(clashes)} block(s), e.g. {clashes[:3]}; give them disjoint selectors"
-            )
-        for b in chosen:
-            claims[b.name] = i
-        plan.append((config, chosen))
+            raise SelectionError(f"{where}: {exc}") from exc
+        _claim(plan, claims, config, chosen, added, where)
 
     for p in target.parameters():
         p.requires_grad_(False)
     adapted = AdaptedModel(target, configs, base_fp)
+    adapted.elements = spec
     deltas: dict[str, ParamDelta] = {}
     for config, chosen in plan:
         by_param = defaultdict(list)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import yaml
+from ase.data import chemical_symbols
 
 from .adapters import AdapterConfig, config_from_dict
 from .heads.base import HeadError
@@ -27,12 +28,17 @@ class RecipeError(ValueError):
 
 @dataclass
 class BaseSection:
-    """The base model: a ``.model`` path or ``embedded`` (the shipped mini-foundation)."""
+    """The base model: a ``.model`` path or ``embedded`` (the shipped mini-foundation).
+    ``add_elements`` extends its element table (chemical symbols), each new element starting
+    as ``element_init`` says (``nearest``, ``mean``, ``random`` or ``{new: base element}``,
+    see :mod:`sparseft.elements`)."""
 
     model: str = "embedded"
     dtype: str = "float64"
     device: str = "auto"
     head: typing.Optional[str] = None
+    add_elements: object = field(default_factory=list)
+    element_init: typing.Union[str, dict] = "nearest"
 
 
 @dataclass
@@ -57,6 +63,7 @@ class DataSection:
     E0s: typing.Union[str, dict] = "foundation"
     evaluate: dict = field(default_factory=dict)
     replay: typing.Union[str, dict, None] = None  # see sparseft.replay.ReplayConfig
+    new_elements: str = "error"
 
 
 @dataclass
@@ -119,6 +126,7 @@ _CHOICES = {
     "train.scheduler": ("constant", "cosine", "plateau"),
     "train.l1_schedule": ("constant", "warmup"),
     "train.loss_weighting": ("fixed", "random"),
+    "data.new_elements": ("error", "add"),
 }
 
 
@@ -233,10 +241,40 @@ def recipe_from_dict(data: dict, *, source: str | None = None) -> Recipe:
     return recipe
 
 
+def _validate_elements(base: BaseSection) -> None:
+    """``base.add_elements`` as chemical symbols and ``base.element_init``, or a RecipeError."""
+    from .elements import INITS, ElementError, to_z
+
+    value = base.add_elements
+    if isinstance(value, (str, int)):
+        value = [value]
+    if not isinstance(value, list):
+        raise RecipeError(f"base.add_elements: expected a list of chemical symbols, got {value!r}")
+    try:
+        base.add_elements = [chemical_symbols[to_z(v, f"base.add_elements[{i}]")] for i, v in enumerate(value)]
+        init = base.element_init
+        if isinstance(init, dict):
+            base.element_init = {
+                chemical_symbols[to_z(k, "base.element_init")]: chemical_symbols[to_z(v, f"base.element_init.{k}")]
+                for k, v in init.items()
+            }
+        elif init not in INITS:
+            raise RecipeError(
+                f"base.element_init: {init!r} is not one of {', '.join(INITS)} or a {{new: base element}} map"
+            )
+    except ElementError as exc:
+        raise RecipeError(str(exc)) from exc
+    repeated = sorted({e for e in base.add_elements if base.add_elements.count(e) > 1})
+    if repeated:
+        raise RecipeError(f"base.add_elements: listed twice: {' '.join(repeated)}")
+
+
 def _validate(recipe: Recipe) -> None:
     if not recipe.data.train:
         raise RecipeError("data.train: a training file is required")
-    if not recipe.adapters and not recipe.heads:
+    _validate_elements(recipe.base)
+    adds = bool(recipe.base.add_elements) or recipe.data.new_elements == "add"
+    if not recipe.adapters and not recipe.heads and not adds:
         raise RecipeError(
             "adapters: at least one adapter is required (method: sparse, lora, freeze or full), "
             "unless heads are trained on a frozen model"
