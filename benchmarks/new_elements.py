@@ -53,9 +53,11 @@ def runs(epochs: int) -> list[dict]:
         ("add N, new element only, init random", 100, "add", "random", [], 1e-2),
     ]
     for n in (10, 30, 300):
-        grid += [(f"scratch", n, "scratch", None, [FULL], 1e-2), ("add N + full", n, "add", "nearest", [FULL], 2e-3)]
-    return [{"name": g[0], "n": g[1], "mode": g[2], "init": g[3], "adapters": g[4], "lr": g[5], "epochs": epochs}
-            for g in grid]
+        grid += [("scratch", n, "scratch", None, [FULL], 1e-2), ("add N + full", n, "add", "nearest", [FULL], 2e-3)]
+    return [
+        {"name": g[0], "n": g[1], "mode": g[2], "init": g[3], "adapters": g[4], "lr": g[5], "epochs": epochs}
+        for g in grid
+    ]
 
 
 def key(run: dict) -> str:
@@ -81,7 +83,9 @@ def prepare(work: Path) -> dict:
         paths[n] = work / f"train_{n}.xyz"
         if not paths[n].exists():
             ase.io.write(paths[n], pool[:n])
-    e0s = {a.get_chemical_symbols()[0]: float(a.get_potential_energy()) for a in ase.io.read(BPA / "iso_atoms.xyz", ":")}
+    e0s = {
+        a.get_chemical_symbols()[0]: float(a.get_potential_energy()) for a in ase.io.read(BPA / "iso_atoms.xyz", ":")
+    }
     return {"paths": paths, "e0s": e0s}
 
 
@@ -101,18 +105,35 @@ def scratch_model(work: Path) -> Path:
 
 def recipe_for(run: dict, data: dict, work: Path) -> dict:
     paths = data["paths"]
-    base = {"model": str(scratch_model(work) if run["mode"] == "scratch" else MODEL), "dtype": "float64", "device": "cpu"}
+    base = {
+        "model": str(scratch_model(work) if run["mode"] == "scratch" else MODEL),
+        "dtype": "float64",
+        "device": "cpu",
+    }
     if run["mode"] == "add":
         base.update(add_elements=["N"], element_init=run["init"])
     return {
         "base": base,
-        "data": {"train": str(paths[run["n"]]), "test": str(paths["test"]), "valid_fraction": 0.0,
-                 "energy_key": "energy_xtb", "forces_key": "forces_xtb", "stress_key": None, "virials_key": None,
-                 "E0s": data["e0s"] if run["mode"] == "scratch" else ("foundation" if not run["adapters"] else "estimated"),
-                 "evaluate": {"nfree": str(paths["nfree"])}},
+        "data": {
+            "train": str(paths[run["n"]]),
+            "test": str(paths["test"]),
+            "valid_fraction": 0.0,
+            "energy_key": "energy_xtb",
+            "forces_key": "forces_xtb",
+            "stress_key": None,
+            "virials_key": None,
+            "E0s": data["e0s"] if run["mode"] == "scratch" else ("foundation" if not run["adapters"] else "estimated"),
+            "evaluate": {"nfree": str(paths["nfree"])},
+        },
         "adapters": run["adapters"],
-        "train": {"lr": run["lr"], "epochs": run["epochs"], "batch_size": 4, "scheduler": "cosine",
-                  "target_density": 0.1 if run["adapters"] == [SPARSE] else None, "seed": 0},
+        "train": {
+            "lr": run["lr"],
+            "epochs": run["epochs"],
+            "batch_size": 4,
+            "scheduler": "cosine",
+            "target_density": 0.1 if run["adapters"] == [SPARSE] else None,
+            "seed": 0,
+        },
         "output": {"directory": str(work / "runs" / key(run))},
     }
 
@@ -127,11 +148,18 @@ def execute(run: dict, data: dict, work: Path) -> dict:
     recipe = recipe_from_dict(recipe_for(run, data, work))
     started, cpu = time.perf_counter(), time.process_time()
     metrics = finetune(recipe, overwrite=True, quiet=True)
-    out = {**run, "wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu,
-           "test": metrics["splits"]["test"], "nfree": metrics["splits"]["nfree"],
-           "zero_shot_test": metrics["base_zero_shot"]["test"], "zero_shot_nfree": metrics["base_zero_shot"]["nfree"],
-           "trainable": metrics["trainable_parameters"], "changed": metrics["changed_parameters"],
-           "load_before": os.getloadavg()}
+    out = {
+        **run,
+        "wall_s": time.perf_counter() - started,
+        "cpu_s": time.process_time() - cpu,
+        "test": metrics["splits"]["test"],
+        "nfree": metrics["splits"]["nfree"],
+        "zero_shot_test": metrics["base_zero_shot"]["test"],
+        "zero_shot_nfree": metrics["base_zero_shot"]["nfree"],
+        "trainable": metrics["trainable_parameters"],
+        "changed": metrics["changed_parameters"],
+        "load_before": os.getloadavg(),
+    }
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(out, indent=1))
     return out

@@ -90,8 +90,11 @@ def main(argv=None) -> int:
     frames = []
     for i, atoms in enumerate(structures):
         a = labelled(atoms)
-        print(f"[{i + 1}/{len(structures)}] {atoms.info['config_type']:<8} {atoms.get_chemical_formula():<10} "
-              + ("DROPPED" if a is None else f"E/atom {a.info['REF_energy'] / len(a):9.4f}"), flush=True)
+        print(
+            f"[{i + 1}/{len(structures)}] {atoms.info['config_type']:<8} {atoms.get_chemical_formula():<10} "
+            + ("DROPPED" if a is None else f"E/atom {a.info['REF_energy'] / len(a):9.4f}"),
+            flush=True,
+        )
         if a is not None:
             frames.append(a)
     order = np.random.default_rng(args.seed + 1).permutation(len(frames))

@@ -47,16 +47,24 @@ class ElementSpec:
 
     def to_dict(self) -> dict:
         init = self.init if isinstance(self.init, str) else {str(k): int(v) for k, v in self.init.items()}
-        return {"added": list(self.added), "init": init, "seed": self.seed,
-                "sources": {str(k): list(v) for k, v in self.sources.items()}}
+        return {
+            "added": list(self.added),
+            "init": init,
+            "seed": self.seed,
+            "sources": {str(k): list(v) for k, v in self.sources.items()},
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> "ElementSpec":
         init = data.get("init", "nearest")
         if isinstance(init, dict):
             init = {int(k): int(v) for k, v in init.items()}
-        return cls(tuple(int(z) for z in data["added"]), init, {int(k): list(v) for k, v in data.get("sources", {}).items()},
-                   int(data.get("seed", 0)))
+        return cls(
+            tuple(int(z) for z in data["added"]),
+            init,
+            {int(k): list(v) for k, v in data.get("sources", {}).items()},
+            int(data.get("seed", 0)),
+        )
 
 
 def to_z(value, where: str = "add_elements") -> int:
@@ -105,8 +113,10 @@ def _check_added(base_zs: list[int], add) -> list[int]:
         raise ElementError("add_elements: give at least one element")
     present = [z for z in zs if z in base_zs]
     if present:
-        raise ElementError(f"add_elements: {' '.join(chemical_symbols[z] for z in present)} already in the base model "
-                           f"({' '.join(chemical_symbols[z] for z in base_zs)})")
+        raise ElementError(
+            f"add_elements: {' '.join(chemical_symbols[z] for z in present)} already in the base model "
+            f"({' '.join(chemical_symbols[z] for z in base_zs)})"
+        )
     repeated = sorted({z for z in zs if zs.count(z) > 1})
     if repeated:
         raise ElementError(f"add_elements: listed twice: {' '.join(chemical_symbols[z] for z in repeated)}")
@@ -120,11 +130,15 @@ def _sources(base_zs: list[int], added: list[int], init) -> dict[int, list[int]]
         named = {to_z(k, "element_init"): to_z(v, f"element_init.{k}") for k, v in init.items()}
         for z, src in named.items():
             if z not in added:
-                raise ElementError(f"element_init: {chemical_symbols[z]} is not an added element "
-                                   f"({' '.join(chemical_symbols[a] for a in added)})")
+                raise ElementError(
+                    f"element_init: {chemical_symbols[z]} is not an added element "
+                    f"({' '.join(chemical_symbols[a] for a in added)})"
+                )
             if src not in base_zs:
-                raise ElementError(f"element_init.{chemical_symbols[z]}: {chemical_symbols[src]} is not in the base "
-                                   f"model ({' '.join(chemical_symbols[b] for b in base_zs)})")
+                raise ElementError(
+                    f"element_init.{chemical_symbols[z]}: {chemical_symbols[src]} is not in the base "
+                    f"model ({' '.join(chemical_symbols[b] for b in base_zs)})"
+                )
             out[z] = [src]
         return {z: out.get(z, [nearest_element(z, base_zs)]) for z in added}
     if init == "nearest":
@@ -181,8 +195,10 @@ def _copy_weights(base, fresh, sources: dict[int, list[int]]) -> None:
         elif block.element in sources:
             if not sources[block.element]:
                 continue  # random: keep mace's initialisation
-            rows = [old_params[b.param][b.indices()] for b in
-                    (old_blocks[_source_name(block.name, block.element, s)] for s in sources[block.element])]
+            rows = [
+                old_params[b.param][b.indices()]
+                for b in (old_blocks[_source_name(block.name, block.element, s)] for s in sources[block.element])
+            ]
             flat[block.indices()] = torch.stack(rows).mean(dim=0)
         else:
             raise ElementError(f"block {block.name!r} of the extended model has no counterpart in the base model")
@@ -195,8 +211,10 @@ def _copy_buffers(base, fresh) -> None:
         if name in ("atomic_numbers", E0S_BUFFER) or name not in new:
             continue
         if new[name].shape != value.shape:
-            raise ElementError(f"buffer {name!r} changes shape with the element table ({tuple(value.shape)} -> "
-                               f"{tuple(new[name].shape)}); sparseft does not know how to extend it")
+            raise ElementError(
+                f"buffer {name!r} changes shape with the element table ({tuple(value.shape)} -> "
+                f"{tuple(new[name].shape)}); sparseft does not know how to extend it"
+            )
         new[name].copy_(value)
 
 
@@ -218,14 +236,30 @@ def _pin_normalisation(base, fresh) -> None:
         if isinstance(mod, o3.Linear):
             if mod.weight.dim() != 1:
                 raise ElementError(f"{name}: e3nn Linear with f_in/f_out is not supported")
-            graph, _, _ = _codegen_linear(mod.irreps_in, mod.irreps_out, mod.instructions, None, None,
-                                          shared_weights=mod.shared_weights, optimize_einsums=mod._optimize_einsums)
+            graph, _, _ = _codegen_linear(
+                mod.irreps_in,
+                mod.irreps_out,
+                mod.instructions,
+                None,
+                None,
+                shared_weights=mod.shared_weights,
+                optimize_einsums=mod._optimize_einsums,
+            )
             graphs = {"_compiled_main": graph}
         else:
-            args = (mod.irreps_in1, mod.irreps_in2, mod.irreps_out, mod.instructions, mod.shared_weights,
-                    mod._specialized_code, mod._optimize_einsums)
-            graphs = {"_compiled_main_left_right": codegen_tensor_product_left_right(*args),
-                      "_compiled_main_right": codegen_tensor_product_right(*args)}
+            args = (
+                mod.irreps_in1,
+                mod.irreps_in2,
+                mod.irreps_out,
+                mod.instructions,
+                mod.shared_weights,
+                mod._specialized_code,
+                mod._optimize_einsums,
+            )
+            graphs = {
+                "_compiled_main_left_right": codegen_tensor_product_left_right(*args),
+                "_compiled_main_right": codegen_tensor_product_right(*args),
+            }
         mod.__codegen__ = [n for n in mod.__codegen__ if n not in graphs]
         mod._codegen_register(graphs)
 
@@ -278,6 +312,14 @@ def spec_for(model: torch.nn.Module, add, *, init="nearest", seed: int = 0) -> E
 def apply_spec(model: torch.nn.Module, spec: ElementSpec) -> torch.nn.Module:
     """``extend_elements`` as recorded in ``spec``."""
     return extend_elements(model, list(spec.added), init=spec.init, seed=spec.seed)
+
+
+def element_adapter(spec: ElementSpec, name: str):
+    """The adapter config that trains the added elements' blocks in full ("modules to save")."""
+    from .adapters.freeze import FreezeConfig
+    from .select import Selector
+
+    return FreezeConfig(name=name, select=Selector(elements=spec.added))
 
 
 def new_element_rows(model: torch.nn.Module, zs) -> dict[str, torch.Tensor]:

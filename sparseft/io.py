@@ -24,10 +24,10 @@ from safetensors.torch import load_file, save_file
 
 from ._compat import package_versions, torch
 from .adapters import config_from_dict
+from .elements import ElementSpec, apply_spec, new_element_rows, set_new_element_rows
 from .files import sha256_file, write_directory_atomically, write_file_atomically  # noqa: F401  (old import path)
 from .fingerprint import canonical_structure, differences, fingerprint
 from .heads import HeadedModel, HeadError, build_head, split_heads
-from .elements import ElementSpec, apply_spec, new_element_rows, set_new_element_rows
 from .model import ELEMENT_ADAPTER, AdaptedModel, wrap_extended
 from .predict import model_dtype, predict
 

@@ -15,14 +15,13 @@ from torch.nn.utils import parametrize
 
 from ._compat import torch
 from .adapters import AdapterConfig, BlockPart, ParamDelta, PrunablePart
-from .adapters.freeze import FreezeConfig
 from .adapters.support import fix_support
 from .blocks import WeightBlock
 from .blocks import blocks as catalogue
-from .elements import ElementSpec, apply_spec, spec_for
+from .elements import ElementSpec, apply_spec, element_adapter, spec_for
 from .fingerprint import fingerprint
 from .mace_facts import ADAPTABLE_BUFFERS, WrapsMaceModel
-from .select import SelectionError, Selector
+from .select import SelectionError
 
 ELEMENT_ADAPTER = "new_elements"  # the adapter that trains added elements' blocks in full
 
@@ -243,7 +242,7 @@ def _element_configs(configs: list[AdapterConfig], spec) -> list[AdapterConfig]:
         return configs
     if any(c.name == ELEMENT_ADAPTER for c in configs):
         raise ValueError(f"the adapter name {ELEMENT_ADAPTER!r} is reserved for the added elements' weights")
-    return [FreezeConfig(name=ELEMENT_ADAPTER, select=Selector(elements=spec.added)), *configs]
+    return [element_adapter(spec, ELEMENT_ADAPTER), *configs]
 
 
 def _claim(plan: list, claims: dict, config: AdapterConfig, chosen: list[WeightBlock], added: set, where: str) -> None:

@@ -27,10 +27,13 @@ def _same(a, b) -> bool:
 
 
 def _train_steps(adapted, atoms_list, steps: int = 3):
-    from sparseft.predict import atomic_data
     from mace.tools import torch_geometric
 
-    batch = next(iter(torch_geometric.dataloader.DataLoader(atomic_data(atoms_list, adapted), batch_size=len(atoms_list))))
+    from sparseft.predict import atomic_data
+
+    batch = next(
+        iter(torch_geometric.dataloader.DataLoader(atomic_data(atoms_list, adapted), batch_size=len(atoms_list)))
+    )
     optimizer = torch.optim.Adam(adapted.trainable_parameters(), lr=1e-2)
     for _ in range(steps):
         out = adapted(batch.to_dict(), training=True, compute_force=True)
@@ -49,12 +52,15 @@ def test_periodic_table_neighbours():
     assert nearest_element(78, [28, 29, 46]) == 46  # Pt -> Pd (same group, nearest row)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (["Xx"], "'Xx' is not a chemical element"),
-    ([0], "0 is not a chemical element"),
-    (["O"], "O already in the base model"),
-    (["C", "C"], "listed twice: C"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (["Xx"], "'Xx' is not a chemical element"),
+        ([0], "0 is not a chemical element"),
+        (["O"], "O already in the base model"),
+        (["C", "C"], "listed twice: C"),
+    ],
+)
 def test_bad_element_lists_are_errors(make_model, bad, message):
     with pytest.raises(ElementError, match=message):
         extend_elements(make_model("l1", "float64"), bad)
@@ -130,8 +136,9 @@ def test_selector_errors_name_the_elements(make_model):
 
 def test_adapter_files_re_create_the_extension(make_model, tmp_path, one_thread):
     base = make_model("l1", "float64")
-    adapted = sf.wrap(base, [sf.LoRAConfig(select=sf.Selector(kinds=["linear"]), rank=2)], add_elements=["C"],
-                      element_init="random")
+    adapted = sf.wrap(
+        base, [sf.LoRAConfig(select=sf.Selector(kinds=["linear"]), rank=2)], add_elements=["C"], element_init="random"
+    )
     _train_steps(adapted, [_with_carbon(), _with_carbon(1)])
     sf.save_adapter(adapted, tmp_path / "adapter")
     import json

@@ -55,8 +55,9 @@ def _recipe(workdir, name, *, base_extra: str = "", adapters: str | None = None,
 
 
 def test_new_element_only_leaves_other_structures_bit_identical(workdir):
-    metrics = run(load_recipe(_recipe(workdir, "only_ag", base_extra="  add_elements: [Ag]\n", adapters="[]")),
-                  quiet=True)
+    metrics = run(
+        load_recipe(_recipe(workdir, "only_ag", base_extra="  add_elements: [Ag]\n", adapters="[]")), quiet=True
+    )
     assert metrics["added_elements"] == ["Ag"]
     out = workdir / "only_ag"
     merged = sf.load_model(out / "merged.model")
@@ -79,34 +80,46 @@ def test_new_element_only_leaves_other_structures_bit_identical(workdir):
 
 @pytest.mark.slow
 def test_new_element_with_a_sparse_adapter_on_shared_weights(workdir):
-    metrics = run(load_recipe(_recipe(workdir, "sparse_ag", base_extra="  add_elements: [Ag]\n  element_init: {Ag: Cu}\n")),
-                  quiet=True)
+    metrics = run(
+        load_recipe(_recipe(workdir, "sparse_ag", base_extra="  add_elements: [Ag]\n  element_init: {Ag: Cu}\n")),
+        quiet=True,
+    )
     rows = json.loads((workdir / "sparse_ag" / "sparsity.json").read_text())
     adapters = {r["adapter"] for r in rows}
     assert adapters == {"new_elements", "sparse0"}
     assert {r["element"] for r in rows if r["adapter"] == "sparse0"} <= {"Cu", "Au", None}
     assert metrics["changed_parameters"] > 0
-    assert json.loads((workdir / "sparse_ag" / "adapter" / "sparseft.json").read_text())["elements"]["sources"] == \
-        {"47": [29]}
+    assert json.loads((workdir / "sparse_ag" / "adapter" / "sparseft.json").read_text())["elements"]["sources"] == {
+        "47": [29]
+    }
 
 
 @pytest.mark.slow
 def test_new_elements_add_takes_them_from_the_data(workdir):
-    metrics = run(load_recipe(_recipe(workdir, "auto_ag", data_extra="  new_elements: add\n", adapters="[]")),
-                  quiet=True)
+    metrics = run(
+        load_recipe(_recipe(workdir, "auto_ag", data_extra="  new_elements: add\n", adapters="[]")), quiet=True
+    )
     assert metrics["added_elements"] == ["Ag"]
 
 
 def test_unknown_elements_error_says_how_to_add_them(workdir):
-    with pytest.raises(ValueError, match=r"Ag \(frames 0, 2, 4.*set base.add_elements: \[Ag\] \(or data.new_elements: add\)"):
+    with pytest.raises(
+        ValueError, match=r"Ag \(frames 0, 2, 4.*set base.add_elements: \[Ag\] \(or data.new_elements: add\)"
+    ):
         run(load_recipe(_recipe(workdir, "refused")), quiet=True)
 
 
-@pytest.mark.parametrize("extra, message", [
-    ("  add_elements: [Xx]\n", r"base.add_elements\[0\]: 'Xx' is not a chemical element"),
-    ("  add_elements: [Ag, Ag]\n", "base.add_elements: listed twice: Ag"),
-    ("  add_elements: [Ag]\n  element_init: best\n", "base.element_init: 'best' is not one of nearest, mean, random"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("  add_elements: [Xx]\n", r"base.add_elements\[0\]: 'Xx' is not a chemical element"),
+        ("  add_elements: [Ag, Ag]\n", "base.add_elements: listed twice: Ag"),
+        (
+            "  add_elements: [Ag]\n  element_init: best\n",
+            "base.element_init: 'best' is not one of nearest, mean, random",
+        ),
+    ],
+)
 def test_bad_element_keys_are_recipe_errors(workdir, extra, message):
     with pytest.raises(RecipeError, match=message):
         load_recipe(_recipe(workdir, "bad_keys", base_extra=extra))
@@ -116,8 +129,17 @@ def test_elements_already_in_the_base_or_unknown_in_selectors(workdir):
     with pytest.raises(RecipeError, match=r"base.add_elements: Cu already in the base model \(Cu Au\)"):
         run(load_recipe(_recipe(workdir, "has_cu", base_extra="  add_elements: [Cu]\n")), quiet=True)
     with pytest.raises(sf.SelectionError, match="names Pt, which the model neither has nor adds"):
-        run(load_recipe(_recipe(workdir, "pt_sel", base_extra="  add_elements: [Ag]\n",
-                                adapters="[{method: sparse, select: {elements: [Pt]}}]")), quiet=True)
+        run(
+            load_recipe(
+                _recipe(
+                    workdir,
+                    "pt_sel",
+                    base_extra="  add_elements: [Ag]\n",
+                    adapters="[{method: sparse, select: {elements: [Pt]}}]",
+                )
+            ),
+            quiet=True,
+        )
 
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
