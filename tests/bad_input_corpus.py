@@ -197,7 +197,7 @@ RECIPE_VALUES = [  # (id, recipe path, value, expected where)
         "select_element_not_in_model",
         "adapters.0.select",
         {"elements": ["O"], "kinds": ["skip"]},
-        r"adapters\[0\].*matches no block",
+        r"adapters\[0\].*names O, which the model neither has nor adds",
     ),
     ("select_not_mapping", "adapters.0.select", 5, r"adapters\[0\]\.select"),
     ("lora_rank_zero", "adapters.0", {"method": "lora", "rank": 0}, r"adapters\[0\]\.rank"),
