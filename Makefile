@@ -27,4 +27,4 @@ bench: setup
 	$(PY) benchmarks/overhead.py
 
 clean:
-	rm -rf demo-output
+	rm -rf demo-output quickstart-output

@@ -2,59 +2,83 @@
 
 The public API: loading and adapting models, adapter files, prediction, the calculator, heads,
 and every error type sparseft raises for bad input.
+
+Names are imported on first use (PEP 562), so ``import sparseft`` and ``sparseft --help`` do
+not load torch and mace; every module that needs them imports them through
+:mod:`sparseft._compat`, which keeps mace's import order.
 """
 
-from ._compat import torch  # noqa: F401  (import order: mace before e3nn)
-from .adapters import METHODS, AdapterConfig, FreezeConfig, LoRAConfig, SparseConfig
-from .blocks import UnsupportedLayoutError, WeightBlock, blocks, not_adaptable
-from .calculator import Calculator
-from .elements import ElementError, extend_elements
-from .fingerprint import fingerprint
-from .heads import HeadConfig, HeadedModel, HeadError, build_head
-from .io import AdapterFileError, load_adapter, save_adapter
-from .labels import DataError
-from .loading import ModelLoadError, UntrustedModelWarning, load_model
-from .model import AdaptedModel, AdapterConflictError, wrap
-from .predict import predict
-from .recipe import RecipeError
-from .select import SelectionError, Selector
+from __future__ import annotations
+
+import importlib
+import sys
+import types
 
 __version__ = "0.1.0"
 
-__all__ = [
+_EXPORTS = {  # public name -> module that defines it
     # models and adapters
-    "AdaptedModel",
-    "AdapterConfig",
-    "FreezeConfig",
-    "LoRAConfig",
-    "METHODS",
-    "Selector",
-    "SparseConfig",
-    "WeightBlock",
-    "blocks",
-    "extend_elements",
-    "fingerprint",
-    "load_model",
-    "not_adaptable",
-    "wrap",
+    "AdaptedModel": "model",
+    "AdapterConfig": "adapters",
+    "FreezeConfig": "adapters",
+    "LoRAConfig": "adapters",
+    "METHODS": "adapters",
+    "Selector": "select",
+    "SparseConfig": "adapters",
+    "WeightBlock": "blocks",
+    "blocks": "blocks",
+    "extend_elements": "elements",
+    "fingerprint": "fingerprint",
+    "load_model": "loading",
+    "not_adaptable": "blocks",
+    "wrap": "model",
     # files, prediction, MD
-    "Calculator",
-    "load_adapter",
-    "predict",
-    "save_adapter",
+    "Calculator": "calculator",
+    "load_adapter": "io",
+    "predict": "predict",
+    "save_adapter": "io",
     # heads
-    "HeadConfig",
-    "HeadedModel",
-    "build_head",
+    "HeadConfig": "heads",
+    "HeadedModel": "heads",
+    "build_head": "heads",
     # errors and warnings
-    "AdapterConflictError",
-    "AdapterFileError",
-    "DataError",
-    "ElementError",
-    "HeadError",
-    "ModelLoadError",
-    "RecipeError",
-    "SelectionError",
-    "UnsupportedLayoutError",
-    "UntrustedModelWarning",
-]
+    "AdapterConflictError": "model",
+    "AdapterFileError": "io",
+    "DataError": "labels",
+    "ElementError": "elements",
+    "HeadError": "heads",
+    "ModelLoadError": "loading",
+    "RecipeError": "recipe",
+    "SelectionError": "select",
+    "UnsupportedLayoutError": "blocks",
+    "UntrustedModelWarning": "loading",
+    "torch": "_compat",
+}
+_SHADOWED = {"blocks", "fingerprint", "predict"}  # functions named like the module they live in
+
+__all__ = [n for n in _EXPORTS if n != "torch"]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'sparseft' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    types.ModuleType.__setattr__(sys.modules[__name__], name, value)
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _Package(types.ModuleType):
+    """Keeps ``sparseft.predict`` (and ``blocks``, ``fingerprint``) the function once its
+    submodule is imported, as the eager ``from .predict import predict`` did."""
+
+    def __setattr__(self, name, value):
+        if name in _SHADOWED and isinstance(value, types.ModuleType):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -457,7 +457,6 @@ def not_adaptable(model: torch.nn.Module) -> list[tuple[str, str]]:
     for name, reason in NOT_ADAPTABLE_BUFFERS.items():
         if name in buffers:
             out.append((name, reason))
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            out.append((name, "frozen in the base model (requires_grad=False)"))
+    # a weight with requires_grad=False in the file is still adaptable: adapters add their own
+    # parameters to a copy, so it is not listed here
     return out

@@ -93,9 +93,12 @@ class Calculator(AseCalculator):
 
 def _prepare(model, *, adapter, head, dtype, device) -> torch.nn.Module:
     from .heads import HeadedModel
+    from .heads_file import unwrap
     from .loading import load_base_model
     from .model import AdaptedModel
     from .precision import parse_dtype
+
+    model = unwrap(model)
 
     if isinstance(model, (str, Path)):
         extra_heads = []

@@ -1,18 +1,19 @@
-"""Command line: ``sparseft finetune | inspect | check | tiny-model``. Thin: parsing and printing only."""
+"""Command line: ``sparseft finetune | inspect | check | tiny-model | export | init | convert-mace-args``. Thin: parsing and printing only."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from .loading import TRUST_WARNING
+from . import __version__  # nothing heavy at import time: --help and usage errors are instant
 
 
 def _load(args):
-    from .loading import load_model
+    from .loading import TRUST_WARNING, load_base_model
 
-    print(f"note: {TRUST_WARNING}", file=sys.stderr)
-    return load_model(args.model, dtype=args.dtype, head=args.head)
+    if args.model != "embedded":
+        print(f"note: {TRUST_WARNING}", file=sys.stderr)
+    return load_base_model(args.model, dtype=args.dtype, head=args.head)
 
 
 def cmd_inspect(args) -> int:
@@ -85,6 +86,7 @@ def _read_structures(path, model) -> list:
 
 def cmd_finetune(args) -> int:
     from .finetune import Interrupted, run
+    from .loading import TRUST_WARNING
     from .recipe import RecipeError, load_recipe
 
     if args.resume and args.overwrite:
@@ -137,10 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", default=argparse.SUPPRESS, help="print the traceback of an error"
     )
     parser = _Parser(prog="sparseft", description=__doc__, parents=[common])
+    parser.add_argument("--version", action="version", version=f"sparseft {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def model_args(p):
-        p.add_argument("model", help="mace-torch .model file (a pickle: it runs code, so only use trusted files)")
+        p.add_argument(
+            "model",
+            help="mace-torch .model file (a pickle: it runs code, so only use trusted files), "
+            "or 'embedded' (the shipped mini-foundation)",
+        )
         p.add_argument("--dtype", choices=["float32", "float64"], default=None, help="convert the model")
         p.add_argument("--head", default=None, help="head of a multi-head model")
 
@@ -188,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scalar", action="store_true", help="scalar-only features (8x0e)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_tiny_model)
+
+    from . import cli_export, cli_init, convert_mace
+
+    for command in (cli_export, cli_init, convert_mace):
+        command.add_parser(sub, parents=[common])
     return parser
 
 
@@ -233,9 +245,13 @@ def main(argv=None) -> int:
     ``--debug``: the traceback too) and exit code 2 (bad input) or 1 (a failed run or check)."""
     import warnings
 
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)  # before any heavy import
+    if extra and not getattr(args, "takes_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     from .loading import UntrustedModelWarning
 
-    args = build_parser().parse_args(argv)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UntrustedModelWarning)  # the commands print their own note

@@ -133,7 +133,9 @@ def split(frames: Frames, fraction: float, seed: int) -> tuple[Frames, Frames]:
 MISSING_KEY = "__sparseft_no_label__"  # a disabled label: a key no frame has
 
 
-def to_atomic_data(frames: Frames, model, keys: Keys, head: str | None = None, heads=()) -> list:
+def to_atomic_data(
+    frames: Frames, model, keys: Keys, head: str | None = None, heads=(), config_type_weights: dict | None = None
+) -> list:
     """mace ``AtomicData`` for each frame, with per-label weights (0 where a label is missing);
     ``heads`` (``(name, label set)`` pairs) adds each extra head's labels as
     ``<name>__<quantity>`` with ``<name>__<quantity>_weight``."""
@@ -144,7 +146,7 @@ def to_atomic_data(frames: Frames, model, keys: Keys, head: str | None = None, h
         info_keys={"energy": pick(keys.energy), "stress": pick(keys.stress), "virials": pick(keys.virials)},
         arrays_keys={"forces": pick(keys.forces)},
     )
-    items = atomic_data(frames.atoms, model, key_specification=spec, head=head)
+    items = atomic_data(frames.atoms, model, key_specification=spec, head=head, config_type_weights=config_type_weights)
     dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
     for k, (atoms, item) in enumerate(zip(frames.atoms, items)):
         item["source_frame"] = torch.tensor(

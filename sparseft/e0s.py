@@ -1,4 +1,5 @@
-"""Isolated-atom energies (E0s) for fine-tuning: keep, average, estimate, or set explicitly.
+"""Isolated-atom energies (E0s) for fine-tuning: keep, average, estimate, or set explicitly
+(a map, or a JSON file of ``{Z or element: eV}`` as mace_run_train's ``--E0s`` accepts).
 
 E0s live in the base model's E0s buffer (``mace_facts.E0S_BUFFER``); they are not an
 adapter weight, so a fine-tune that changes them stores them in the adapter files too.
@@ -33,27 +34,46 @@ def current_e0s(model) -> dict[int, float]:
 
 
 def _lstsq(
-    A: np.ndarray, b: np.ndarray, zs: list[int], present: np.ndarray, fallback: dict[int, float]
+    A: np.ndarray, b: np.ndarray, zs: list[int], present: np.ndarray, fallback: dict[int, float], *, what: str, log
 ) -> dict[int, float]:
-    """Least squares on the elements present; absent elements keep ``fallback``."""
+    """Least squares on the elements present; absent elements keep ``fallback``. Compositions
+    that cannot separate the elements (rank-deficient) get the minimum-norm solution, and
+    ``log`` says so."""
     cols = np.where(present)[0]
-    solution = np.linalg.lstsq(A[:, cols], b, rcond=None)[0]
+    solution, _, rank, _ = np.linalg.lstsq(A[:, cols], b, rcond=None)
+    if rank < len(cols):
+        formulas = sorted(
+            {" ".join(f"{chemical_symbols[zs[c]]}{int(n)}" for c, n in zip(cols, row) if n) for row in A[:, cols]}
+        )
+        shown = "; ".join(formulas[:3]) + (" ..." if len(formulas) > 3 else "")
+        log(
+            f"note: data.E0s: {what}: the training compositions ({shown}) cannot separate the "
+            f"{len(cols)} elements (rank {rank}); took the least-squares solution of smallest norm"
+            + (" (the smallest change to the base's E0s)" if what == "estimated" else "")
+            + ": only the E0s' combination in these compositions is determined"
+        )
     out = dict(fallback)
     for c, value in zip(cols, solution):
         out[zs[c]] = float(value)
     return out
 
 
-def resolve_e0s(option, model, frames: Frames, keys: Keys, head: str | None = None, new=()) -> dict[int, float]:
-    """E0s per the recipe option ``foundation | average | estimated | {element: eV}``.
+def resolve_e0s(
+    option, model, frames: Frames, keys: Keys, head: str | None = None, new=(), log=None
+) -> dict[int, float]:
+    """E0s per the recipe option ``foundation | average | estimated | {element: eV} | file.json``
+    (``log`` hears what a rank-deficient fit did).
 
     ``new``: elements added to the base (:mod:`sparseft.elements`); with ``foundation`` or an
     explicit map that leaves them out, their E0s are fitted to the training energies (a
     least-squares correction of the model's prediction on those elements only)."""
-    out = _resolve(option, model, frames, keys, head)
+    log = log or (lambda _msg: None)
+    if isinstance(option, str) and option.endswith(".json"):
+        option = read_e0s_file(option)
+    out = _resolve(option, model, frames, keys, head, log)
     missing = [z for z in new if option == "foundation" or (isinstance(option, dict) and not _named(option, z))]
     if missing:
-        out.update(_estimate_new(model, frames, keys, head, missing, out))
+        out.update(_estimate_new(model, frames, keys, head, missing, out, log))
     return out
 
 
@@ -61,7 +81,7 @@ def _named(option: dict, z: int) -> bool:
     return any((SYMBOL_TO_Z.get(k) if isinstance(k, str) and not k.isdigit() else int(k)) == z for k in option)
 
 
-def _estimate_new(model, frames, keys, head, new: list[int], e0s: dict[int, float]) -> dict[int, float]:
+def _estimate_new(model, frames, keys, head, new: list[int], e0s: dict[int, float], log) -> dict[int, float]:
     """E0s of the added elements ``new`` that best fit the training energies, the rest fixed."""
     energies, has = _energies(frames, keys)
     zs = [int(z) for z in model.atomic_numbers]
@@ -72,12 +92,29 @@ def _estimate_new(model, frames, keys, head, new: list[int], e0s: dict[int, floa
     subset = [a for a, h in zip(frames.atoms, has) if h]
     current = current_e0s(model)
     shift = A @ np.array([e0s[z] - current[z] for z in zs])  # the prediction with the E0s chosen so far
-    predicted = np.array([p.energy for p in predict(model, subset, head=head)]) + shift
-    correction = _lstsq(A, energies[has] - predicted, zs, present, {z: 0.0 for z in zs})
+    energies_only = predict(model, subset, head=head, forces=False, stress=False)
+    predicted = np.array([p.energy for p in energies_only]) + shift
+    correction = _lstsq(A, energies[has] - predicted, zs, present, {z: 0.0 for z in zs}, what="estimated", log=log)
     return {z: e0s[z] + correction[z] for z in new if present[zs.index(z)]}
 
 
-def _resolve(option, model, frames: Frames, keys: Keys, head: str | None) -> dict[int, float]:
+def read_e0s_file(path) -> dict:
+    """``{Z or element: eV}`` from a JSON file (mace_run_train's ``--E0s file.json``)."""
+    import json
+    from pathlib import Path
+
+    try:
+        values = json.loads(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise DataError(f"data.E0s: {path}: no such file") from exc
+    except (OSError, ValueError) as exc:
+        raise DataError(f"data.E0s: {path}: not a JSON file of {{element: eV}} ({exc})") from exc
+    if not isinstance(values, dict) or not all(isinstance(v, (int, float)) for v in values.values()):
+        raise DataError(f"data.E0s: {path}: expected a JSON object {{Z or element: eV}}")
+    return values
+
+
+def _resolve(option, model, frames: Frames, keys: Keys, head: str | None, log) -> dict[int, float]:
     zs = [int(z) for z in model.atomic_numbers]
     base = current_e0s(model)
     if option == "foundation":
@@ -98,11 +135,11 @@ def _resolve(option, model, frames: Frames, keys: Keys, head: str | None) -> dic
     A = _composition(frames, zs)[has]
     present = A.sum(axis=0) > 0
     if option == "average":
-        return _lstsq(A, energies[has], zs, present, base)
+        return _lstsq(A, energies[has], zs, present, base, what="average", log=log)
     if option == "estimated":
-        subset = Frames(frames.path, [a for a, h in zip(frames.atoms, has) if h], [])
-        predicted = np.array([p.energy for p in predict(model, subset.atoms, head=head)])
-        correction = _lstsq(A, energies[has] - predicted, zs, present, {z: 0.0 for z in zs})
+        subset = [a for a, h in zip(frames.atoms, has) if h]
+        predicted = np.array([p.energy for p in predict(model, subset, head=head, forces=False, stress=False)])
+        correction = _lstsq(A, energies[has] - predicted, zs, present, {z: 0.0 for z in zs}, what="estimated", log=log)
         return {z: base[z] + correction[z] for z in zs}
     raise DataError(f"data.E0s: unknown option {option!r}")
 

@@ -23,13 +23,13 @@ from .files import save_torch, write_file_atomically, write_text_atomically
 from .heads import HeadedModel, split_heads
 from .heads import setup as head_setup
 from .io import save_adapter
+from .isolated import ISOLATED_KEY, e0s_option, without_isolated
 from .loading import HeadNotFoundError, ModelLoadError, load_base_model
 from .model import wrap
 from .outputs import RECIPE_CHANGES, check_output, check_resumed_recipe, clear_outputs, record_changes, remove_temporary
 from .predict import model_dtype
 from .recipe import Recipe, RecipeError, save_recipe
 from .train.checkpoint import has_checkpoint, load_checkpoint, remove_stale, save_checkpoint
-from .train.losses import ErrorAccumulator
 from .train.trainer import Trainer
 from .zero_shot import regression_warning, zero_shot_check
 
@@ -127,11 +127,13 @@ def load_splits(recipe: Recipe, zs: list[int]) -> dict[str, Frames]:
         )
 
     train, valid, test = (read(name, getattr(d, name)) for name in ("train", "valid", "test"))
+    isolated = train  # mace's IsolatedAtom frames leave every set before the split (sparseft.isolated)
+    train, valid, test = (None if f is None else without_isolated(f) for f in (train, valid, test))
     if test is None and d.test_fraction > 0:
         train, test = split(train, d.test_fraction, d.split_seed + 1)
     if valid is None and d.valid_fraction > 0:
         train, valid = split(train, d.valid_fraction, d.split_seed)
-    splits = {"train": train}
+    splits = {"train": train, ISOLATED_KEY: isolated}
     if valid is not None:
         splits["valid"] = valid
     if test is not None:
@@ -164,31 +166,6 @@ def _with_replay(recipe: Recipe, train: Frames, base, e0s: dict, log) -> Frames:
     except DataError as exc:
         raise DataError(f"data.replay: {exc}") from exc
     return Frames(f"{train.path} + {frames.path}", train.atoms + frames.atoms, train.indices + frames.indices)
-
-
-PARITY_METRICS = ("energy_per_atom", "forces", "magmoms")  # quantities with parity plots (any head)
-
-
-def _predictions(model, dataset, batch_size: int, compute_stress: bool):
-    """Error metrics, and reference/predicted values of every quantity with a parity plot
-    (``{metric: (reference, predicted)}``, labelled entries only)."""
-    from .data import loader
-    from .train.losses import views
-
-    acc = ErrorAccumulator()
-    values: dict[str, tuple[list, list]] = {}
-    for batch in loader(dataset, batch_size, shuffle=False):
-        batch = batch.to(next(model.parameters()).device).to_dict()
-        out = model(batch, training=False, compute_force=True, compute_stress=compute_stress)
-        acc.add(batch, out)
-        for v in views(batch, out):
-            if v.metric.rpartition(".")[2] not in PARITY_METRICS:
-                continue
-            keep = v.mask > 0
-            refs, preds = values.setdefault(v.metric, ([], []))
-            refs.append(v.ref[keep].detach().double().cpu().reshape(-1))
-            preds.append(v.pred[keep].detach().double().cpu().reshape(-1))
-    return acc.metrics(), {k: (torch.cat(r).numpy(), torch.cat(p).numpy()) for k, (r, p) in values.items()}
 
 
 def sparsity_rows(adapted) -> list[dict]:
@@ -252,6 +229,7 @@ class Setup:
     weights: dict
     has_stress: bool
     derivative_heads: list
+    support_fixed_epoch: float | None = None  # set by the training step (for the learning curves)
 
 
 def run(
@@ -267,11 +245,37 @@ def run(
 
     Nothing is written before training starts, and a run that fails before its first checkpoint
     leaves nothing behind. ``resume`` refuses a recipe that differs from the saved one unless
-    ``accept_recipe_changes`` (the differences are then recorded in ``recipe_changes.json``)."""
+    ``accept_recipe_changes`` (the differences are then recorded in ``recipe_changes.json``).
+    Everything ``log`` receives also goes to ``train.log`` in the output directory (from the
+    first checkpoint on: lines logged before it are written then)."""
+    from .train_log import TrainLog
+
     if log is None:
         log = (lambda _msg: None) if quiet else print
-    started = time.perf_counter()
     out_dir = Path(recipe.output.directory)
+    log = TrainLog(out_dir / "train.log", log)
+    try:
+        return _run(
+            recipe,
+            out_dir,
+            resume=resume,
+            overwrite=overwrite,
+            quiet=quiet,
+            log=log,
+            accept_recipe_changes=accept_recipe_changes,
+        )
+    except Exception as exc:
+        log.write(f"stopped: {type(exc).__name__}: {exc}")
+        raise
+    finally:
+        log.close()
+
+
+def _run(
+    recipe: Recipe, out_dir: Path, *, resume: bool, overwrite: bool, quiet: bool, log, accept_recipe_changes: bool
+) -> dict:
+    """The steps of :func:`run`: checks, set-up, training, evaluation, report."""
+    started = time.perf_counter()
     check_output(out_dir, resume=resume, overwrite=overwrite)
     changes = check_resumed_recipe(out_dir, recipe, accept=accept_recipe_changes) if resume else []
     existed = out_dir.exists()
@@ -282,11 +286,11 @@ def run(
         if not resume and not has_checkpoint(out_dir):  # never started: leave nothing behind
             shutil.rmtree(out_dir, ignore_errors=True) if not existed else clear_outputs(out_dir)
         raise
-    metrics, parity_data, rows = _evaluate(recipe, setup, state)
+    metrics, parity_data, rows = _evaluate(recipe, setup, state, log)
     metrics["wall_time_s"] = time.perf_counter() - started
     metrics["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     metrics["zero_shot_check"] = zero_shot_check(metrics, state.history)
-    _write_outputs(recipe, setup, state, out_dir, metrics, parity_data, rows)
+    _write_outputs(recipe, setup, state, out_dir, metrics, parity_data, rows, log)
     log(_final_summary(metrics))
     if metrics["zero_shot_check"]["worse_than_zero_shot"]:
         log(regression_warning(metrics["zero_shot_check"]))
@@ -303,7 +307,8 @@ def _set_up(recipe: Recipe, log) -> Setup:
         base, recipe.adapters, allow_empty=bool(recipe.heads), add_elements=added, element_init=recipe.base.element_init
     )
     base = adapted.base  # with its element table extended when elements were added
-    e0s = resolve_e0s(recipe.data.E0s, base, splits["train"], keys, new=added)
+    e0_option = e0s_option(splits.pop(ISOLATED_KEY), keys.energy, recipe.data.E0s, log)
+    e0s = resolve_e0s(e0_option, base, splits["train"], keys, new=added, log=log)
     if recipe.data.replay is not None:  # after the E0s: those come from the new data alone
         splits["train"] = _with_replay(recipe, splits["train"], base, e0s, log)
     log(
@@ -316,11 +321,14 @@ def _set_up(recipe: Recipe, log) -> Setup:
         recipe.heads,
         adapted.base,
         splits["train"],
-        lambda option, head_keys: resolve_e0s(option, base, splits["train"], head_keys, new=added),
+        lambda option, head_keys: resolve_e0s(option, base, splits["train"], head_keys, new=added, log=log),
     )
     model = HeadedModel(adapted, heads) if heads else adapted
     head_keys = [(h.name, head_setup.label_keys(h)) for h in recipe.heads]
-    datasets = {k: to_atomic_data(v, model, keys, heads=head_keys) for k, v in splits.items()}
+    datasets = {
+        k: to_atomic_data(v, model, keys, heads=head_keys, config_type_weights=recipe.data.config_type_weights)
+        for k, v in splits.items()
+    }
     if heads:
         head_setup.standardize_inputs(model, datasets["train"], recipe.train.batch_size)
     initial_heads = copy.deepcopy(heads)  # the zero-shot baseline of each head
@@ -363,13 +371,19 @@ def _train(recipe: Recipe, setup: Setup, out_dir: Path, *, resume: bool, changes
         task_weights=setup.weights,
         derivative_heads=setup.derivative_heads,
         frame_names=setup.splits["train"].names(),
+        progress_seconds=None if quiet or sys.stderr.isatty() else recipe.output.progress_seconds,
     )
+    if trainer.fix_at_step is not None:
+        setup.support_fixed_epoch = trainer.fix_at_step / trainer.steps_per_epoch
     state = _start(out_dir, trainer, recipe, resume=resume, changes=changes, log=log)
+    if resume:
+        log.start()
 
     def checkpoint(s):
         if not has_checkpoint(out_dir):  # the run's first checkpoint
             out_dir.mkdir(parents=True, exist_ok=True)
             save_recipe(recipe, out_dir / "recipe.yaml")
+            log.start()
         save_checkpoint(out_dir, trainer, s)
 
     def on_interrupt(s):
@@ -411,23 +425,22 @@ def _zero_shot(setup: Setup) -> torch.nn.Module:
     return HeadedModel(zero_shot, setup.initial_heads) if setup.initial_heads else zero_shot
 
 
-def _evaluate(recipe: Recipe, setup: Setup, state):
-    """Evaluation step: metrics of every split for the fine-tune and the zero-shot base, parity
-    data, the sparsity rows."""
+def _evaluate(recipe: Recipe, setup: Setup, state, log):
+    """Evaluation step: metrics of every split (train only with ``output.evaluate_train``) for the
+    fine-tune and the zero-shot base, per config_type too, parity data, the sparsity rows."""
+    from .evaluation import final_metrics
+
     adapted, heads = split_heads(setup.model)
-    zero_shot = _zero_shot(setup)
-    metrics = {"splits": {}, "base_zero_shot": {}}
-    batch = recipe.train.batch_size
-    parity_data = {}  # metric -> (split, (reference, predicted), zero-shot predicted)
-    for name in _parity_order(setup.datasets):
-        tuned, values = _predictions(setup.model, setup.datasets[name], batch, setup.has_stress)
-        zero, zero_values = _predictions(zero_shot, setup.datasets[name], batch, setup.has_stress)  # same graphs
-        metrics["splits"][name] = tuned
-        metrics["base_zero_shot"][name] = zero
-        for metric, pair in values.items():
-            parity_data.setdefault(metric, (name, pair, zero_values.get(metric, (None, None))[1]))
-    metrics["splits"] = {k: metrics["splits"][k] for k in setup.datasets}  # file order in metrics.json
-    metrics["base_zero_shot"] = {k: metrics["base_zero_shot"][k] for k in setup.datasets}
+    metrics, parity_data = final_metrics(
+        setup.model,
+        _zero_shot(setup),
+        setup.datasets,
+        setup.splits,
+        batch_size=recipe.train.batch_size,
+        compute_stress=setup.has_stress,
+        include_train=recipe.output.evaluate_train,
+        log=log,
+    )
     rows = sparsity_rows(adapted)
     density = adapted.density()
     metrics.update(
@@ -452,7 +465,7 @@ def _evaluate(recipe: Recipe, setup: Setup, state):
 
 
 def _write_outputs(
-    recipe: Recipe, setup: Setup, state, out_dir: Path, metrics: dict, parity_data: dict, rows: list
+    recipe: Recipe, setup: Setup, state, out_dir: Path, metrics: dict, parity_data: dict, rows: list, log
 ) -> None:
     """Report step: adapter, merged model(s), history, sparsity, plots, metrics (each atomically)."""
     from . import plots
@@ -461,46 +474,17 @@ def _write_outputs(
     save_adapter(setup.model, out_dir / "adapter", overwrite=True, extra={"recipe": recipe.to_dict()})
     merged = adapted.merge()
     write_file_atomically(out_dir / "merged.model", lambda tmp: save_torch(merged, tmp))
-    if heads:  # the merged model with its heads, for sparseft.Calculator(head=...)
-        with_heads = setup.model.merge()
-        write_file_atomically(out_dir / "merged_with_heads.model", lambda tmp: save_torch(with_heads, tmp))
+    if heads:  # merged_with_heads.model (sparseft.Calculator) and merged_multihead.model (MACE tools)
+        from .export import write_head_models
+
+        write_head_models(setup.model.merge(), out_dir, log)
     write_text_atomically(out_dir / "history.csv", _history_csv(state.history))
     write_text_atomically(out_dir / "sparsity.json", json.dumps(rows, indent=1))
-    plots.learning_curves(state.history, out_dir / "learning_curves.png")
-    for metric, (split_name, (ref, pred), zero) in parity_data.items():
-        head, _, quantity = metric.rpartition(".")
-        title, unit, file = PARITY_STYLE[quantity]
-        stem = f"parity_{head}_{file}" if head else f"parity_{file}"
-        plots.parity(
-            ref,
-            pred,
-            zero,
-            out_dir / f"{stem}.png",
-            title=f"{(head + ' ') if head else ''}{title} ({split_name})",
-            unit=unit,
-            baseline_label="initial head" if head else "zero-shot",
-        )
+    plots.learning_curves(state.history, out_dir / "learning_curves.png", support_fixed_epoch=setup.support_fixed_epoch)
+    plots.parity_plots(parity_data, out_dir)
     if rows:  # nothing to map when only heads trained
         plots.sparsity_map(rows, out_dir / "sparsity_map.png")
     write_text_atomically(out_dir / "metrics.json", json.dumps(metrics, indent=1))
-
-
-def _parity_order(datasets: dict) -> list[str]:
-    """Splits in the order their values are preferred for parity plots: test, evaluate-only sets,
-    valid, train (a quantity is plotted from the first split that has its labels)."""
-    first, last = ["test"], ["valid", "train"]
-    return (
-        [k for k in first if k in datasets]
-        + [k for k in datasets if k not in first + last]
-        + [k for k in last if k in datasets]
-    )
-
-
-PARITY_STYLE = {  # quantity -> (title, unit, file name part)
-    "energy_per_atom": ("energy per atom", "eV/atom", "energy"),
-    "forces": ("force components", "eV/Å", "forces"),
-    "magmoms": ("magnetic moments", "μB", "magmoms"),
-}
 
 
 def _final_summary(metrics: dict) -> str:
@@ -511,7 +495,9 @@ def _final_summary(metrics: dict) -> str:
         if m.get("forces_mae") is not None or m.get("energy_per_atom_mae") is not None:
             lines.append(
                 f"{name:5s}  force MAE {fmt(m.get('forces_mae'), '.1f')} meV/Å "
-                f"(base {fmt(z.get('forces_mae'), '.1f')})  energy MAE {fmt(m.get('energy_per_atom_mae'), '.2f')} "
+                f"(base {fmt(z.get('forces_mae'), '.1f')}), rel. RMSE {fmt(m.get('forces_rel_rmse_percent'), '.1f', 1)}% "
+                f"(base {fmt(z.get('forces_rel_rmse_percent'), '.1f', 1)}%)  "
+                f"energy MAE {fmt(m.get('energy_per_atom_mae'), '.2f')} "
                 f"meV/atom (base {fmt(z.get('energy_per_atom_mae'), '.2f')})"
             )
         for head in metrics.get("heads", []):
@@ -531,6 +517,10 @@ def _final_summary(metrics: dict) -> str:
                     f"({'per-element mean' if head['kind'] == 'magmom' else 'initial head'} "
                     f"{fmt(z.get(f'{h}.magmoms_mae'), '.4f', 1)} μB)"
                 )
+    if metrics.get("config_types"):
+        from .evaluation import config_type_table
+
+        lines.append("errors per config_type:\n" + config_type_table(metrics["config_types"]))
     lines.append(
         f"changed {metrics['changed_parameters']} of {metrics['base_parameters']} weights "
         f"(density {metrics['density']:.4f} of selected); {metrics['wall_time_s']:.0f} s"

@@ -79,7 +79,9 @@ def load_model(path, *, dtype=None, device="cpu", head: str | None = None) -> to
     if isinstance(obj, dict):
         raise ModelLoadError(f"{path}: holds a dict (a state dict or checkpoint), not a MACE model object")
     from .heads.forward import HeadedModel
+    from .heads_file import unwrap
 
+    obj = unwrap(obj)  # merged_with_heads.model: a wrapper that MACE tools refuse
     if isinstance(obj, HeadedModel):  # a sparseft fine-tune's merged_with_heads.model
         names = list(obj.output_heads)
         if head is not None and head not in names and head not in mace_heads(obj.model):

@@ -30,17 +30,17 @@ def feature_irreps(model: torch.nn.Module) -> list:
 
 
 def check_e0s_option(value, where: str) -> str | None:
-    """The error message for an E0s option that is none of :data:`E0S_OPTIONS` nor an
-    ``{element: eV}`` map of chemical symbols (or atomic numbers) to finite numbers, else None.
+    """The error message for an E0s option that is none of :data:`E0S_OPTIONS`, a ``.json`` file
+    nor an ``{element: eV}`` map of chemical symbols (or atomic numbers) to finite numbers, else None.
     Whether the elements are in the base model is checked once it is loaded."""
     import math
 
     from ase.data import atomic_numbers, chemical_symbols
 
-    if isinstance(value, str) and value in E0S_OPTIONS:
+    if isinstance(value, str) and (value in E0S_OPTIONS or value.endswith(".json")):
         return None
     if not isinstance(value, dict):
-        return f"{where}: {value!r} is not one of {', '.join(E0S_OPTIONS)}, or an {{element: eV}} map"
+        return f"{where}: {value!r} is not one of {', '.join(E0S_OPTIONS)}, a .json file, or an {{element: eV}} map"
     for key, energy in value.items():
         if not (isinstance(key, int) and 0 < key < len(chemical_symbols)) and key not in atomic_numbers:
             return f"{where}: {key!r} is not a chemical symbol (or atomic number)"

@@ -24,6 +24,8 @@ OUTPUT_FILES = (
     "adapter",
     "merged.model",
     "merged_with_heads.model",
+    "merged_multihead.model",
+    "train.log",
     "metrics.json",
     "history.csv",
     "sparsity.json",

@@ -22,8 +22,12 @@ def _save(fig, path: Path):
     write_file_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
 
 
-def learning_curves(history: list[dict], path: Path) -> None:
+def learning_curves(history: list[dict], path: Path, support_fixed_epoch: float | None = None) -> None:
+    """Loss, validation errors and density per epoch (integer ticks); a dotted line marks the
+    step where a sparse fine-tune fixed its support."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [r["epoch"] for r in history]
     keys = list(history[0]) if history else []
     force_keys = [k for k in keys if k.startswith("valid_") and k.endswith("forces_mae")]
@@ -50,6 +54,12 @@ def learning_curves(history: list[dict], path: Path) -> None:
         axes[3].legend()
     axes[2].plot(epochs, [r["density"] for r in history])
     axes[2].set(xlabel="epoch", ylabel="fraction changed", title="adapter density")
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if support_fixed_epoch is not None:
+            ax.axvline(support_fixed_epoch, color="0.5", ls=":", lw=1, label="support fixed" if ax is axes[2] else None)
+    if support_fixed_epoch is not None:
+        axes[2].legend(fontsize=8)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
@@ -65,12 +75,14 @@ def parity(
     unit: str,
     baseline_label: str = "zero-shot",
 ) -> None:
-    """Predicted vs reference, with the zero-shot base model (or a head's initial state) in grey."""
+    """Predicted vs reference, with the zero-shot base model (or a head's initial state) in grey;
+    each legend entry carries its MAE."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    mae = lambda values: f"MAE {np.abs(values - reference).mean():.3g} {unit}" if reference.size else "no data"  # noqa: E731
     if baseline is not None and baseline.size:
-        ax.scatter(reference, baseline, s=4, c="0.7", label=f"base ({baseline_label})")
-    ax.scatter(reference, predicted, s=4, c="C0", label="fine-tuned")
+        ax.scatter(reference, baseline, s=4, c="0.7", label=f"base ({baseline_label}), {mae(baseline)}")
+    ax.scatter(reference, predicted, s=4, c="C0", label=f"fine-tuned, {mae(predicted)}")
     if reference.size:
         lo = float(min(reference.min(), predicted.min()))
         hi = float(max(reference.max(), predicted.max()))
@@ -80,6 +92,36 @@ def parity(
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
+
+
+PARITY_STYLE = {  # quantity -> (title, unit, file name part)
+    "energy_per_atom": ("energy per atom - E0s", "eV/atom", "energy"),
+    "forces": ("force components", "eV/Å", "forces"),
+    "stress": ("stress components", "eV/Å³", "stress"),
+    "magmoms": ("magnetic moments", "μB", "magmoms"),
+}
+
+
+def parity_plots(parity_data: dict, out_dir: Path) -> None:
+    """One parity plot per quantity and head (``parity_[<head>_]<quantity>.png``); energies per
+    atom are shown relative to the E0s (the interaction energy), where errors are visible."""
+    for metric, (split, (ref, pred), zero, e0) in parity_data.items():
+        head, _, quantity = metric.rpartition(".")
+        title, unit, file = PARITY_STYLE[quantity]
+        if quantity == "energy_per_atom" and e0 is not None and len(e0) == len(ref):
+            ref, pred, zero = ref - e0, pred - e0, None if zero is None else zero - e0
+        else:
+            title = title.replace(" - E0s", "")
+        stem = f"parity_{head}_{file}" if head else f"parity_{file}"
+        parity(
+            ref,
+            pred,
+            zero,
+            out_dir / f"{stem}.png",
+            title=f"{(head + ' ') if head else ''}{title} ({split})",
+            unit=unit,
+            baseline_label="initial head" if head else "zero-shot",
+        )
 
 
 def sparsity_map(rows: list[dict], path: Path) -> None:

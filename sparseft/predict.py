@@ -25,9 +25,17 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def atomic_data(atoms_list, model: torch.nn.Module, *, key_specification=None, head: str | None = None) -> list:
-    """mace ``AtomicData`` (graph + labels named by ``key_specification``) for each structure,
-    in the model's dtype, element table, cutoff and heads."""
+def atomic_data(
+    atoms_list,
+    model: torch.nn.Module,
+    *,
+    key_specification=None,
+    head: str | None = None,
+    config_type_weights: dict | None = None,
+) -> list:
+    """mace ``AtomicData`` (graph + labels named by ``key_specification``, loss weight from
+    ``config_type_weights`` x ``info["config_weight"]`` as in mace) for each structure, in the
+    model's dtype, element table, cutoff and heads."""
     from mace import data
     from mace.tools import AtomicNumberTable
 
@@ -41,7 +49,10 @@ def atomic_data(atoms_list, model: torch.nn.Module, *, key_specification=None, h
     with default_dtype(model_dtype(model)):
         return [
             data.AtomicData.from_config(
-                data.config_from_atoms(a, spec, head_name=head), z_table=z_table, cutoff=cutoff, heads=heads
+                data.config_from_atoms(a, spec, config_type_weights=config_type_weights or None, head_name=head),
+                z_table=z_table,
+                cutoff=cutoff,
+                heads=heads,
             )
             for a in atoms_list
         ]
@@ -82,7 +93,7 @@ class Prediction:
     """Outputs for one structure, as numpy float64 arrays (eV, eV/Å, eV/Å^3)."""
 
     energy: float
-    forces: np.ndarray
+    forces: np.ndarray | None
     stress: np.ndarray | None
     heads: dict = field(default_factory=dict)  # {head: {"energy", "forces", "stress"} or {"magmoms"}}
 
@@ -110,30 +121,63 @@ def _head_outputs(out: dict, ptr: np.ndarray, i: int) -> dict:
     return result
 
 
-def predict(
-    model: torch.nn.Module, atoms_list, *, head: str | None = None, stress: bool | None = None
-) -> list[Prediction]:
-    """Energy, forces and (for fully periodic structures) stress of each structure, and the
-    outputs of every extra head (``Prediction.heads``).
+MAX_BATCH_ATOMS = 2048  # default batch: whole structures up to this many atoms (at least one)
 
-    Structures are evaluated in one batch. ``stress=None`` computes stress only when all
-    structures are periodic in all three directions.
-    """
-    atoms_list = list(atoms_list)
-    if stress is None:
-        stress = all(bool(a.pbc.all()) for a in atoms_list)
+
+def batches_by_atoms(atoms_list, batch_size: int | None = None, max_atoms: int = MAX_BATCH_ATOMS) -> list[list[int]]:
+    """Indices of consecutive structures per batch: ``batch_size`` structures each, or (None)
+    as many whole structures as fit in ``max_atoms`` atoms."""
+    groups, current, count = [], [], 0
+    for i, atoms in enumerate(atoms_list):
+        full = len(current) >= batch_size if batch_size else current and count + len(atoms) > max_atoms
+        if full:
+            groups.append(current)
+            current, count = [], 0
+        current.append(i)
+        count += len(atoms)
+    return groups + ([current] if current else [])
+
+
+def _predict_batch(model, atoms_list, *, head, forces: bool, stress: bool) -> list[Prediction]:
     batch = atoms_to_batch(atoms_list, model, head=head)
-    out = model(batch, training=False, compute_force=True, compute_stress=stress)
-    energies = out["energy"].detach().cpu().double().numpy()
-    forces = out["forces"].detach().cpu().double().numpy()
-    stresses = out["stress"].detach().cpu().double().numpy() if stress else None
+    with torch.set_grad_enabled(forces or stress):  # energies alone need no derivative
+        out = model(batch, training=False, compute_force=forces, compute_stress=stress)
+    energies = _numpy(out["energy"])
+    all_forces = _numpy(out["forces"]) if forces else None
+    stresses = _numpy(out["stress"]) if stress else None
     ptr = batch["ptr"].cpu().numpy()
     return [
         Prediction(
             energy=float(energies[i]),
-            forces=forces[ptr[i] : ptr[i + 1]],
+            forces=None if all_forces is None else all_forces[ptr[i] : ptr[i + 1]],
             stress=None if stresses is None else stresses[i],
             heads=_head_outputs(out, ptr, i),
         )
         for i in range(len(atoms_list))
     ]
+
+
+def predict(
+    model: torch.nn.Module,
+    atoms_list,
+    *,
+    head: str | None = None,
+    stress: bool | None = None,
+    forces: bool = True,
+    batch_size: int | None = None,
+) -> list[Prediction]:
+    """Energy, forces and (for fully periodic structures) stress of each structure, and the
+    outputs of every extra head (``Prediction.heads``).
+
+    Structures are evaluated in batches of ``batch_size`` (default: whole structures up to
+    :data:`MAX_BATCH_ATOMS` atoms per batch). ``stress=None`` computes stress only when all
+    structures are periodic in all three directions; ``forces=False`` (with ``stress=False``)
+    computes energies only, without a backward pass or an autograd graph (``forces`` is then None).
+    """
+    atoms_list = list(atoms_list)
+    if stress is None:
+        stress = all(bool(a.pbc.all()) for a in atoms_list)
+    out: list[Prediction] = []
+    for group in batches_by_atoms(atoms_list, batch_size):
+        out += _predict_batch(model, [atoms_list[i] for i in group], head=head, forces=forces, stress=stress)
+    return out

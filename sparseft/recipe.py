@@ -60,7 +60,8 @@ class DataSection:
     stress_key: typing.Optional[str] = "REF_stress"
     virials_key: typing.Optional[str] = "REF_virials"
     calculator_labels: str = "foundation"
-    E0s: typing.Union[str, dict] = "foundation"
+    E0s: typing.Union[str, dict, None] = None  # None: IsolatedAtom frames' energies, else foundation
+    config_type_weights: dict = field(default_factory=dict)
     evaluate: dict = field(default_factory=dict)
     replay: typing.Union[str, dict, None] = None  # see sparseft.replay.ReplayConfig
     new_elements: str = "error"
@@ -94,6 +95,8 @@ class TrainSection:
 @dataclass
 class OutputSection:
     directory: str = "finetune-output"
+    evaluate_train: bool = False  # the final evaluation covers the train split too
+    progress_seconds: float = 60.0  # a progress line this often when stderr is not a terminal
 
 
 @dataclass
@@ -306,6 +309,11 @@ def _validate(recipe: Recipe) -> None:
     problem = check_e0s_option(d.E0s, "data.E0s")
     if problem:
         raise RecipeError(problem)
+    for key, value in recipe.data.config_type_weights.items():
+        if not isinstance(key, str) or isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise RecipeError(
+                f"data.config_type_weights: expected {{config_type: weight >= 0}}, got {key!r}: {value!r}"
+            )
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -381,6 +389,8 @@ def _resolve_paths(recipe: Recipe, folder: Path) -> None:
     for name in ("train", "valid", "test"):
         value = getattr(recipe.data, name)
         setattr(recipe.data, name, [resolve_data(v) for v in value] if isinstance(value, list) else resolve_data(value))
+    if isinstance(recipe.data.E0s, str) and recipe.data.E0s.endswith(".json"):
+        recipe.data.E0s = resolve(recipe.data.E0s)
     recipe.data.evaluate = {k: v if v.startswith("embedded:") else resolve(v) for k, v in recipe.data.evaluate.items()}
     replay = recipe.data.replay
     if isinstance(replay, str) and replay != "generate":

@@ -10,7 +10,8 @@ def zero_shot_check(metrics: dict, history: list[dict]) -> dict:
     """``worse_than_zero_shot``: the checked validation (else train) metrics where the final model
     is worse than the zero-shot base; ``best_dense_phase``: the lowest-validation-loss epoch that
     did not meet the target density (``None`` without such epochs)."""
-    split = "valid" if "valid" in metrics["splits"] else "train"
+    splits = metrics["splits"]  # the final evaluation skips train unless output.evaluate_train
+    split = "valid" if "valid" in splits else "train" if "train" in splits else next(iter(splits))
     tuned, zero = metrics["splits"][split], metrics["base_zero_shot"][split]
     worse = [
         {"metric": k, "final": tuned[k], "zero_shot": zero[k]}

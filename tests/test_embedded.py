@@ -49,7 +49,7 @@ def test_quickstart_recipe_runs_briefly(tmp_path):
         QUICKSTART, overrides=[f"output.directory={tmp_path / 'out'}", "train.max_steps=3", "train.epochs=1"]
     )
     metrics = run(recipe, quiet=True)
-    assert set(metrics["splits"]) == {"train", "valid", "test"}
+    assert set(metrics["splits"]) == {"valid", "test"}  # train is skipped unless output.evaluate_train
     assert (tmp_path / "out" / "merged.model").is_file()
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["steps"] == 3

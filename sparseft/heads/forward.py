@@ -19,7 +19,7 @@ from .features import split_features
 
 
 def _derivatives(energy, positions, displacement, cell, *, training: bool, last: bool):
-    """Forces ``-dE/dr`` and, with a displacement, stress ``-(1/V) dE/dε`` (mace's convention)."""
+    """Forces ``-dE/dr`` and, with a displacement, stress ``(1/V) dE/dε`` (mace's and ASE's sign)."""
     inputs = [positions] + ([displacement] if displacement is not None else [])
     grads = torch.autograd.grad(
         [energy.sum()], inputs, retain_graph=training or not last, create_graph=training, allow_unused=True
@@ -27,9 +27,9 @@ def _derivatives(energy, positions, displacement, cell, *, training: bool, last:
     forces = -grads[0] if grads[0] is not None else torch.zeros_like(positions)
     stress = None
     if displacement is not None:
-        virials = -grads[1] if grads[1] is not None else torch.zeros_like(displacement)
+        de_dstrain = grads[1] if grads[1] is not None else torch.zeros_like(displacement)
         volume = torch.linalg.det(cell.view(-1, 3, 3)).abs().view(-1, 1, 1)
-        stress = virials / volume
+        stress = de_dstrain / volume
         stress = torch.where(torch.abs(stress) < 1e10, stress, torch.zeros_like(stress))
     return forces, stress
 

@@ -111,22 +111,27 @@ class ErrorAccumulator:
     def __init__(self):
         self.sums: dict[str, list[float]] = {}
 
-    def _add(self, name: str, diff: torch.Tensor, mask: torch.Tensor):
+    def _add(self, name: str, diff: torch.Tensor, mask: torch.Tensor, ref: torch.Tensor):
         m = mask.detach().double()
         d = torch.where(m > 0, diff.detach().double(), torch.zeros_like(m))
-        s = self.sums.setdefault(name, [0.0, 0.0, 0.0])
+        r = torch.where(m > 0, ref.detach().double(), torch.zeros_like(m))
+        s = self.sums.setdefault(name, [0.0, 0.0, 0.0, 0.0])
         s[0] += float((d.abs() * m).sum())
         s[1] += float((d**2 * m).sum())
         s[2] += float(m.sum())
+        s[3] += float((r**2 * m).sum())
 
     def add(self, batch, out) -> None:
         for v in views(batch, out):
-            self._add(v.metric, v.pred - v.ref, (v.mask > 0).to(v.pred.dtype))
+            self._add(v.metric, v.pred - v.ref, (v.mask > 0).to(v.pred.dtype), v.ref)
 
     def metrics(self) -> dict[str, float | None]:
-        """MAE and RMSE per quantity (eV/atom, eV/Å, eV/Å^3, μB); None where no frame had the label."""
+        """MAE and RMSE per quantity (eV/atom, eV/Å, eV/Å^3, μB); None where no frame had the
+        label; for forces also mace's relative RMSE, ``100 RMSE / RMS(reference)`` (%)."""
         out = {}
-        for name, (abs_sum, sq_sum, count) in self.sums.items():
+        for name, (abs_sum, sq_sum, count, ref_sq) in self.sums.items():
             out[f"{name}_mae"] = abs_sum / count if count else None
             out[f"{name}_rmse"] = (sq_sum / count) ** 0.5 if count else None
+            if name.endswith("forces"):
+                out[f"{name}_rel_rmse_percent"] = 100 * (sq_sum / ref_sq) ** 0.5 if count and ref_sq > 0 else None
         return out

@@ -100,6 +100,7 @@ class Trainer:
         task_weights: dict | None = None,
         derivative_heads: list | None = None,
         frame_names: list[str] | None = None,
+        progress_seconds: float | None = None,
     ):
         self.model = model
         self.adapted: AdaptedModel = split_heads(model)[0]  # the adapter side: after-step hooks, supports, E0s
@@ -133,6 +134,11 @@ class Trainer:
         self.ema = EMA(self.params, config.ema_decay) if config.ema_decay else None
         self.best_params = None
         self._stop_requested = False
+        self.ticker = None  # periodic progress lines (no progress bar: stderr is not a terminal)
+        if progress_seconds:
+            from ..train_log import ProgressTicker
+
+            self.ticker = ProgressTicker(log, progress_seconds, self.total_steps)
 
     def _prepare_sparse(self) -> bool:
         """Supports chosen before training (``fisher`` mode), from the first structures of epoch 0's order."""
@@ -294,6 +300,8 @@ class Trainer:
             state.step_in_epoch = i + 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4g}")
+            if self.ticker:
+                self.ticker(state.step, epoch, loss)
             if self._stop_requested:
                 state.epoch_sums = sums
                 state.interrupted = True

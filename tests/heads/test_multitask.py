@@ -105,6 +105,7 @@ def test_multitask_finetune_outputs_cover_every_head(multitask_run):
     for name in (
         "merged.model",
         "merged_with_heads.model",
+        "merged_multihead.model",
         "parity_lj_energy.png",
         "parity_lj_forces.png",
         "parity_spin_magmoms.png",
@@ -130,12 +131,12 @@ def test_multitask_finetune_learns_every_head(multitask_run):
 
 
 def test_multitask_adapter_restores_heads(multitask_run, cuau):
-    from sparseft import load_adapter
+    from sparseft import load_adapter, load_model
     from sparseft.predict import predict
 
     out, _ = multitask_run
     adapted = load_adapter(cuau, out / "adapter")
-    merged = torch.load(out / "merged_with_heads.model", weights_only=False)
+    merged = load_model(out / "merged_with_heads.model")  # the file wraps the model so MACE tools refuse it
     atoms = multitask_frames(1, seed=9)[0]
     a, b = predict(adapted, [atoms])[0], predict(merged, [atoms])[0]
     np.testing.assert_allclose(b.heads["spin"]["magmoms"], a.heads["spin"]["magmoms"], atol=1e-10)
@@ -220,6 +221,7 @@ def test_train_may_list_several_files_with_different_labels(tmp_path, cuau):
     (tmp_path / "r.yaml").write_text(text)
     recipe = load_recipe(tmp_path / "r.yaml")
     assert recipe.data.train == [str(tmp_path / "new.xyz"), str(tmp_path / "replay.xyz")]
+    recipe.output.evaluate_train = True  # the final evaluation skips train unless asked
     metrics = run(recipe, quiet=True)
     assert metrics["splits"]["train"]["spin.magmoms_mae"] is not None
     assert metrics["splits"]["train"]["forces_mae"] is not None

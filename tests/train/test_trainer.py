@@ -24,10 +24,12 @@ def workdir(tmp_path_factory):
     return d
 
 
-def _run(workdir, name, **train):
+def _run(workdir, name, evaluate_train=False, **train):
     path = workdir / f"{name}.yaml"
     path.write_text(recipe_text("tiny.model", "data.xyz", name, **train))
-    return run(load_recipe(path), quiet=True)
+    recipe = load_recipe(path)
+    recipe.output.evaluate_train = evaluate_train
+    return run(recipe, quiet=True)
 
 
 def test_max_steps_caps_training(workdir):
@@ -46,5 +48,14 @@ def test_support_is_fixed_at_the_target_density(workdir):
 
 
 def test_ema_and_plateau_run(workdir):
-    metrics = _run(workdir, "ema", epochs=3, ema_decay=0.9, scheduler="plateau", optimizer="adamw", weight_decay=0.01)
+    metrics = _run(
+        workdir,
+        "ema",
+        evaluate_train=True,
+        epochs=3,
+        ema_decay=0.9,
+        scheduler="plateau",
+        optimizer="adamw",
+        weight_decay=0.01,
+    )
     assert metrics["splits"]["train"]["stress_mae"] is not None

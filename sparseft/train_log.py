@@ -1,0 +1,71 @@
+"""``train.log``: everything a fine-tune prints, with timestamps, in its output directory (as
+mace writes its log); and progress lines for runs whose stderr is not a terminal."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+
+class TrainLog:
+    """A ``log`` callable that passes each message on to ``echo`` (``print``, or nothing with
+    ``--quiet``) and appends it as ``YYYY-mm-dd HH:MM:SS message`` lines to ``path``. Lines are
+    kept in memory until :meth:`start` (the run's first checkpoint, or a resumed run): a run
+    that fails before it leaves no file behind."""
+
+    def __init__(self, path: Path, echo):
+        self.path = Path(path)
+        self.echo = echo
+        self._file = None
+        self._pending: list[str] = []
+
+    def __call__(self, message: str) -> None:
+        self.write(message)
+        self.echo(message)
+
+    def write(self, message: str) -> None:
+        """To the file only."""
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        lines = [f"{stamp} {line}\n" for line in str(message).splitlines() or [""]]
+        if self._file is None:
+            self._pending += lines
+            return
+        self._file.writelines(lines)
+        self._file.flush()
+
+    def start(self) -> None:
+        """Open the file (appending) and write what was logged so far."""
+        if self._file is None:
+            self._file = self.path.open("a", encoding="utf-8")
+            self._file.writelines(self._pending)
+            self._file.flush()
+            self._pending = []
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class ProgressTicker:
+    """Calls ``log`` with a progress line at most every ``seconds`` during training (for
+    nohup/SLURM runs, where no progress bar shows)."""
+
+    def __init__(self, log, seconds: float, total_steps: int):
+        self.log, self.seconds, self.total = log, seconds, total_steps
+        self.started = self.last = time.perf_counter()
+        self.first_step = None
+
+    def __call__(self, step: int, epoch: int, loss: float) -> None:
+        now = time.perf_counter()
+        if self.first_step is None:
+            self.first_step = step - 1
+        if now - self.last < self.seconds:
+            return
+        self.last = now
+        rate = (step - self.first_step) / max(now - self.started, 1e-9)
+        left = (self.total - step) / rate if rate > 0 else float("nan")
+        self.log(
+            f"step {step}/{self.total} (epoch {epoch + 1})  loss {loss:.4g}  {rate:.2f} steps/s  "
+            f"~{left / 60:.1f} min left"
+        )
