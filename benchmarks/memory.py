@@ -5,8 +5,12 @@ Every run is its own process (one torch thread); its peak RSS comes from ``wait4
 - ``81-atom set``: the kind of set the issue reported (81-atom cells, a 64x0e+64x1o float64
   ScaleShiftMACE, 100 training frames, batch 4, stress trained): sparseft full and sparse
   fine-tuning with ``E0s: estimated`` and ``E0s: foundation``, and ``mace_run_train`` (naive
-  fine-tuning of the same file, same data, E0s, batch, epochs). The model has random weights
-  (mace's own classes): memory depends on its shape, not on its values.
+  fine-tuning of the same file, same E0s, batch and loss). The model has random weights
+  (mace's own classes): memory depends on its shape, not on its values. Training is cut to 5
+  steps (the peak of a step does not grow with more steps; this 2-core machine is shared):
+  sparseft with ``train.max_steps: 5`` on the 100 frames (E0 estimation sees all 100),
+  mace_run_train one epoch of the first 20 frames (5 steps); both then evaluate the 10
+  validation frames.
 - ``E0 estimation``: only ``E0s: estimated`` on 30 of those frames, with this tree's batched,
   energies-only ``predict`` and (``--before DIR``) with an older sparseft checkout.
 - ``shipped recipes``: ``recipes/quickstart.yaml`` and the ``sparseft init`` templates on the
@@ -71,6 +75,7 @@ def make_set(work: Path, n_train: int = 100, n_valid: int = 10) -> dict:
     ase.io.write(work / "train.xyz", frames[:n_train])
     ase.io.write(work / "valid.xyz", frames[n_train:])
     ase.io.write(work / "e0.xyz", frames[:30])
+    ase.io.write(work / "train20.xyz", frames[:20])
     model = tiny_mace(
         hidden_irreps="64x0e+64x1o", atomic_numbers=(28, 29, 79), r_max=5.0, dtype=torch.float64, num_interactions=2
     )
@@ -82,7 +87,7 @@ def sparseft_recipe(work: Path, name: str, method: str, e0s: str, epochs: int = 
     text = f"""base: {{model: foundation.model, dtype: float64, device: cpu}}
 data: {{train: train.xyz, valid: valid.xyz, E0s: {e0s}}}
 adapters: [{{method: {method}}}]
-train: {{lr: 1.0e-3, epochs: {epochs}, batch_size: 4, energy_weight: 1.0, forces_weight: 10.0, stress_weight: 1.0,
+train: {{lr: 1.0e-3, epochs: {epochs}, max_steps: 5, batch_size: 4, energy_weight: 1.0, forces_weight: 10.0, stress_weight: 1.0,
         target_density: {0.03 if method == "sparse" else "null"}, scheduler: constant}}
 output: {{directory: out-{name}}}
 """
@@ -102,7 +107,7 @@ def mace_command(work: Path, e0s: dict, epochs: int = 1) -> list[str]:
         "--work_dir",
         str(work / "mace"),
         "--train_file",
-        "train.xyz",
+        "train20.xyz",
         "--valid_file",
         "valid.xyz",
         "--energy_key",
