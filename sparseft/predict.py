@@ -121,7 +121,7 @@ def _head_outputs(out: dict, ptr: np.ndarray, i: int) -> dict:
     return result
 
 
-MAX_BATCH_ATOMS = 2048  # default batch: whole structures up to this many atoms (at least one)
+MAX_BATCH_ATOMS = 512  # default batch: whole structures up to this many atoms (at least one)
 
 
 def batches_by_atoms(atoms_list, batch_size: int | None = None, max_atoms: int = MAX_BATCH_ATOMS) -> list[list[int]]:
