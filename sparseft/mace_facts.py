@@ -37,8 +37,8 @@ def check_e0s_option(value, where: str) -> str | None:
 
     from ase.data import atomic_numbers, chemical_symbols
 
-    if isinstance(value, str) and (value in E0S_OPTIONS or value.endswith(".json")):
-        return None
+    if value is None or (isinstance(value, str) and (value in E0S_OPTIONS or value.endswith(".json"))):
+        return None  # None: not set (IsolatedAtom frames' energies, else the foundation's)
     if not isinstance(value, dict):
         return f"{where}: {value!r} is not one of {', '.join(E0S_OPTIONS)}, a .json file, or an {{element: eV}} map"
     for key, energy in value.items():
