@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export OMP_WAIT_POLICY := PASSIVE
 PYTEST_ARGS ?= -m "not slow"
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup demo test test-all lint typecheck bench clean
 
 setup:
 	@VENV=$(VENV) bash scripts/bootstrap.sh
@@ -22,6 +22,9 @@ test-all: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+typecheck: setup
+	$(VENV)/bin/mypy  # the public API; the file list is in pyproject.toml
 
 bench: setup
 	$(PY) benchmarks/overhead.py

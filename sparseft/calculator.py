@@ -30,15 +30,15 @@ class Calculator(AseCalculator):
 
     def __init__(
         self,
-        model,
+        model: str | Path | torch.nn.Module,
         *,
-        adapter=None,
+        adapter: str | Path | None = None,
         head: str | None = None,
         magmom_head: str | None = None,
-        dtype=None,
+        dtype: str | torch.dtype | None = None,
         device: str = "cpu",
         **kwargs,
-    ):
+    ) -> None:
         super().__init__(**kwargs)
         self.model = _prepare(model, adapter=adapter, head=head, dtype=dtype, device=device)
         extra = dict(getattr(self.model, "output_heads", None) or {})
@@ -66,6 +66,7 @@ class Calculator(AseCalculator):
         # Stress for every fully periodic cell, asked for or not: it costs ~0.2 % of the step
         # (forces already need the backward pass), while computing it only on request made MD
         # that reads forces and then stress (NPT, MDLogger(stress=True)) run the model twice a step.
+        assert self.atoms is not None  # set by Calculator.calculate above
         want_stress = bool(self.atoms.pbc.all())
         batch = atoms_to_batch([self.atoms], self.model, head=self.head)
         extra = (
@@ -107,10 +108,10 @@ def _prepare(model, *, adapter, head, dtype, device) -> torch.nn.Module:
 
             extra_heads = [h.get("name") for h in read_metadata(adapter).get("heads") or []]
         model = load_base_model(model, dtype=dtype, device=device, head=None if head in extra_heads else head)
-    elif parse_dtype(dtype) is not None:
+    elif (target := parse_dtype(dtype)) is not None:
         from .precision import to_dtype
 
-        model = to_dtype(model, parse_dtype(dtype))
+        model = to_dtype(model, target)
     if adapter is not None:
         from .io import load_adapter
 

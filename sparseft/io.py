@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from safetensors import SafetensorError
@@ -215,10 +216,11 @@ def load_adapter(
         )
     except ValueError as exc:
         raise AdapterFileError(f"{directory}: adapter configs cannot be applied: {exc}") from exc
-    model = adapted
+    model: AdaptedModel | HeadedModel = adapted
     if meta.get("heads"):
-        model = HeadedModel(adapted)
-        used |= _load_heads(model, meta["heads"], tensors, directory)
+        headed = HeadedModel(adapted)
+        used |= _load_heads(headed, meta["heads"], tensors, directory)
+        model = headed
     for adapter, param, part in adapted.all_parts():
         prefix = f"{adapter}/{param}/"
         mine = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -249,7 +251,7 @@ def _extended_base(base_model, elements: dict | None, tensors: dict, directory: 
     where = f"{directory / META_FILE}: elements"
     try:
         spec = ElementSpec.from_dict(elements)
-        model = apply_spec(base_model, spec)
+        model: Any = apply_spec(base_model, spec)  # a mace model
     except (KeyError, TypeError, ValueError) as exc:
         raise AdapterFileError(f"{where}: cannot re-create the element extension ({exc})") from exc
     if [int(z) for z in model.atomic_numbers] != list(elements.get("z_table", [])):
@@ -264,7 +266,7 @@ def _extended_base(base_model, elements: dict | None, tensors: dict, directory: 
 
 def _load_heads(headed: HeadedModel, specs: list, tensors: dict, directory: Path) -> set:
     """Rebuild each head from its spec and load its tensors; returns the tensor keys used."""
-    used = set()
+    used: set[str] = set()
     for i, spec in enumerate(specs):
         where = f"{directory / META_FILE}: heads[{i}]"
         if not isinstance(spec, dict) or not {"name", "kind", "options"} <= set(spec):

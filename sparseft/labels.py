@@ -41,7 +41,7 @@ def full_stress(value):
     return stress.reshape(3, 3) if stress.size == 9 else value
 
 
-def check_label(name: str, value, shape: tuple | None, where: str, hint: str = "") -> None:
+def check_label(name: str | None, value, shape: tuple | None, where: str, hint: str = "") -> None:
     """Raise :class:`DataError` (``where``: file and frame) unless ``value`` is finite numbers of
     ``shape`` (``None``: one number; a boolean, e.g. extxyz's ``T``, is not a number)."""
     if isinstance(value, (bool, np.bool_)) or np.asarray(value).dtype == bool:

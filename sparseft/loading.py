@@ -39,7 +39,9 @@ def _warn_untrusted(path: Path) -> None:
         warnings.warn(f"{path}: {TRUST_WARNING}", UntrustedModelWarning, stacklevel=3)
 
 
-def load_base_model(name, *, dtype=None, device="cpu", head: str | None = None) -> torch.nn.Module:
+def load_base_model(
+    name: str | Path, *, dtype: str | torch.dtype | None = None, device: str = "cpu", head: str | None = None
+) -> torch.nn.Module:
     """``load_model(name)``, or the shipped mini-foundation when ``name`` is ``"embedded"``."""
     if str(name) == "embedded":
         from .embedded import load_foundation
@@ -50,7 +52,9 @@ def load_base_model(name, *, dtype=None, device="cpu", head: str | None = None) 
     return load_model(name, dtype=dtype, device=device, head=head)
 
 
-def load_model(path, *, dtype=None, device="cpu", head: str | None = None) -> torch.nn.Module:
+def load_model(
+    path: str | Path, *, dtype: str | torch.dtype | None = None, device: str = "cpu", head: str | None = None
+) -> torch.nn.Module:
     """Read a mace-torch ``.model`` file (``MACE`` or ``ScaleShiftMACE``), or a sparseft
     ``merged_with_heads.model`` (a :class:`sparseft.heads.HeadedModel`).
 

@@ -6,7 +6,13 @@ wrapper base class. A leaf: imports nothing of sparseft.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+
+# A mace-torch MACE/ScaleShiftMACE module. Typed loosely on purpose: torch.nn.Module's
+# __getattr__ hides the submodules and buffers (products, r_max, atomic_numbers) from checkers.
+MaceModel = Any
 
 E0S_BUFFER = "atomic_energies_fn.atomic_energies"  # isolated-atom energies, [heads, elements]
 SCALE_BUFFER = "scale_shift.scale"
@@ -17,12 +23,12 @@ DEFAULT_HEADS = ("Default",)  # the head list of a single-head mace model withou
 E0S_OPTIONS = ("foundation", "average", "estimated")  # besides an explicit {element: eV} map
 
 
-def mace_heads(model: torch.nn.Module) -> list[str]:
+def mace_heads(model: MaceModel) -> list[str]:
     """Head names of a mace model (``["Default"]`` for a single-head model)."""
     return list(getattr(model, "heads", None) or DEFAULT_HEADS)
 
 
-def feature_irreps(model: torch.nn.Module) -> list:
+def feature_irreps(model: MaceModel) -> list:
     """e3nn ``Irreps`` of each interaction layer's node features, in mace's concatenation order."""
     from e3nn import o3
 
@@ -57,6 +63,8 @@ class WrapsMaceModel(torch.nn.Module):
     """A module around a mace model (``self.model``) that shows the model-like attributes data
     and evaluation code read: element table, cutoff, mace head names."""
 
+    model: MaceModel
+
     @property
     def atomic_numbers(self):
         return self.model.atomic_numbers
@@ -70,6 +78,6 @@ class WrapsMaceModel(torch.nn.Module):
         return mace_heads(self.model)
 
 
-def e0s_buffer(model: torch.nn.Module) -> torch.Tensor:
+def e0s_buffer(model: MaceModel) -> torch.Tensor:
     """The E0s buffer of a mace model (``[heads, elements]``)."""
     return model.get_buffer(E0S_BUFFER)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import replace
 
 from ase.data import chemical_symbols
@@ -107,7 +108,8 @@ class AdaptedModel(WrapsMaceModel):
     @torch.no_grad()
     def density(self) -> dict:
         """Fraction of selected entries that differ from the base: per block, per adapter, overall."""
-        per_block, per_adapter = {}, {}
+        per_block: dict[str, float] = {}
+        per_adapter: dict[str, tuple[int, int]] = {}
         total_nz = total = 0
         for adapter, _, part in self.all_parts():
             nz = part.values().detach() != 0
@@ -210,7 +212,7 @@ def _resolve(config: AdapterConfig, all_blocks: list[WeightBlock]) -> list[Weigh
 
 def wrap(
     model: torch.nn.Module,
-    adapters,
+    adapters: Iterable[AdapterConfig],
     *,
     copy_model: bool = True,
     allow_empty: bool = False,
@@ -276,7 +278,7 @@ def wrap_extended(
     all_blocks = catalogue(target)
     added = set(spec.added) if spec is not None else set()
     claims: dict[str, str] = {}
-    plan = []
+    plan: list[tuple[AdapterConfig, list[WeightBlock]]] = []
     offset = 1 if spec is not None else 0  # the added elements' adapter comes first
     for i, config in enumerate(configs):
         where = f"adapters[{i - offset}] ({config.name!r})" if i >= offset else f"adapter {config.name!r}"

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._compat import default_dtype, torch
-from .mace_facts import mace_heads
+from .mace_facts import MaceModel, mace_heads
 
 
 def model_dtype(model: torch.nn.Module) -> torch.dtype:
@@ -58,7 +58,7 @@ def atomic_data(
         ]
 
 
-def check_structures(atoms_list, model: torch.nn.Module) -> None:
+def check_structures(atoms_list, model: MaceModel) -> None:
     """Refuse structures no model can evaluate (:func:`sparseft.geometry.check_structure`: no
     atoms, NaN/inf positions or cell, elements the model lacks; coincident atoms are checked on
     the built graph); the error names the structure (``structure 3: ...``) when there are several."""
@@ -72,7 +72,7 @@ def check_structures(atoms_list, model: torch.nn.Module) -> None:
             raise StructureError(f"structure {k}: {exc}" if len(atoms_list) > 1 else str(exc)) from exc
 
 
-def atoms_to_batch(atoms_list, model: torch.nn.Module, *, head: str | None = None) -> dict:
+def atoms_to_batch(atoms_list, model: MaceModel, *, head: str | None = None) -> dict:
     """Build one mace batch (as a dict of tensors on the model's device and dtype); structures
     are checked first (:func:`check_structures`)."""
     from mace.tools import torch_geometric

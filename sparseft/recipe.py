@@ -7,7 +7,6 @@ names follow ``mace_run_train`` where one exists. A recipe never imports code.
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -19,7 +18,8 @@ from .adapters import AdapterConfig, config_from_dict
 from .heads.base import HeadError
 from .heads.config import HeadConfig, head_config_from_dict
 from .mace_facts import check_e0s_option
-from .ranges import as_number, check_field, ranged
+from .ranges import check_field, ranged
+from .typed import check_type
 
 
 class RecipeError(ValueError):
@@ -133,40 +133,6 @@ _CHOICES = {
 }
 
 
-def _check_type(value, annotation, where: str):
-    """Validate ``value`` against a simple annotation; ints are accepted for floats."""
-    hint = annotation
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        errors = []
-        for option in typing.get_args(hint):
-            try:
-                return _check_type(value, option, where)
-            except RecipeError as exc:
-                errors.append(str(exc))
-        names = " or ".join(getattr(a, "__name__", str(a)) for a in typing.get_args(hint))
-        raise RecipeError(f"{where}: expected {names}, got {type(value).__name__} ({value!r})")
-    if hint is type(None):
-        if value is not None:
-            raise RecipeError(f"{where}: expected null")
-        return None
-    if hint in (float, int):  # floats must be finite; YAML 1.1 reads 1e-3 (no dot) as a string
-        return as_number(value, hint, where, RecipeError)
-    if hint is str:
-        if not isinstance(value, str):
-            raise RecipeError(f"{where}: expected a string, got {type(value).__name__} ({value!r})")
-        return value
-    if hint is list:  # lists in recipes are lists of file names
-        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-            raise RecipeError(f"{where}: expected a non-empty list of file names, got {value!r}")
-        return value
-    if hint is dict:
-        if not isinstance(value, dict):
-            raise RecipeError(f"{where}: expected a mapping, got {type(value).__name__}")
-        return value
-    return value
-
-
 def _section(cls, data, where: str):
     if data is None:
         data = {}
@@ -181,7 +147,7 @@ def _section(cls, data, where: str):
     for f in fields(cls):
         if f.name in data:
             path = f"{where}.{f.name}"
-            values[f.name] = _check_type(data[f.name], hints[f.name], path)
+            values[f.name] = check_type(data[f.name], hints[f.name], path, RecipeError)
             check_field(f, values[f.name], path, RecipeError)
             if path in _CHOICES and values[f.name] not in _CHOICES[path]:
                 raise RecipeError(f"{path}: {values[f.name]!r} is not one of {', '.join(_CHOICES[path])}")

@@ -14,6 +14,8 @@ import sparseft  # noqa: E402,F401  (import order: mace before e3nn)
 from sparseft._compat import torch  # noqa: E402
 from sparseft.testing.tiny import tiny_mace  # noqa: E402
 
+pytest_plugins = ["sparseft.testing.pytest_plugin"]  # the fixture users get, used by our tests too
+
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "real"
 
 FEATURES = {"scalar": "8x0e", "l1": "8x0e+8x1o"}

@@ -97,7 +97,9 @@ def test_trainable_bessel_frequencies_are_a_radial_block(tmp_path):
     structures = default_structures(model)
     assert predict(merged, structures)[0].energy == pytest.approx(predict(adapted, structures)[0].energy, rel=1e-12)
     torch.save(model, tmp_path / "bessel.model")
-    assert sf.load_model(tmp_path / "bessel.model") is not None
+    loaded = sf.load_model(tmp_path / "bessel.model")
+    assert torch.equal(loaded.radial_embedding.bessel_fn.bessel_weights.detach(), weights)
+    assert predict(loaded, structures)[0].energy == pytest.approx(predict(model, structures)[0].energy, rel=1e-12)
 
 
 def test_irrep_helpers_on_a_linear_path():

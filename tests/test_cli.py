@@ -6,7 +6,8 @@ import pytest
 
 from sparseft._compat import torch
 from sparseft.cli import main
-from sparseft.testing.broken import ConstantForce
+from sparseft.heads import HeadedModel, feature_irreps
+from sparseft.testing.broken import ConstantForce, PolarVectorMagmomHead
 
 
 @pytest.fixture
@@ -53,6 +54,14 @@ def test_check_passes_a_real_model_and_fails_a_broken_one(model_file, make_model
     torch.save(ConstantForce(make_model("l1", "float64")), broken)
     # a broken wrapper is not a MACE model: load_model refuses it before any check
     assert main(["check", str(broken)]) == 2
+    # a MACE model with a head of the wrong parity loads, and the check itself fails it
+    base = make_model("l1", "float64")
+    wrong = PolarVectorMagmomHead("wrong", {}, irreps_list=feature_irreps(base), num_elements=2).double()
+    torch.save(HeadedModel(base, [wrong]), tmp_path / "wrong_head.model")
+    capsys.readouterr()
+    assert main(["check", str(tmp_path / "wrong_head.model")]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "wrong" in out
 
 
 def test_check_with_an_adapter(model_file, tmp_path, capsys):

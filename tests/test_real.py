@@ -26,7 +26,9 @@ def test_every_real_model_loads_and_is_catalogued(real_dir):
         model = sf.load_model(path)
         covered = sum(b.size for b in blocks(model))
         assert covered == sum(p.numel() for p in model.parameters()), path.name
-        assert sf.load_model(path, dtype="float64") is not None
+        model64 = sf.load_model(path, dtype="float64")
+        assert next(model64.parameters()).dtype == torch.float64, path.name
+        assert [b.name for b in blocks(model64)] == [b.name for b in blocks(model)], path.name
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

@@ -17,7 +17,7 @@ import abc
 import math
 import typing
 from dataclasses import asdict, dataclass, field, fields
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .._compat import torch
 from ..blocks import WeightBlock
@@ -44,7 +44,7 @@ class AdapterConfig(abc.ABC):
                 check_field(f, value, f"{self.method}.{f.name}")
 
     def to_dict(self) -> dict:
-        out = {"method": self.method}
+        out: dict = {"method": self.method}
         for f in fields(self):
             value = getattr(self, f.name)
             out[f.name] = value.to_dict() if isinstance(value, Selector) else value
@@ -89,6 +89,8 @@ class AdapterConfig(abc.ABC):
 class BlockPart(torch.nn.Module, abc.ABC):
     """The delta of one adapter on one parameter: ``values()`` at flat ``index``."""
 
+    index: torch.Tensor
+
     def __init__(self, blocks: list[WeightBlock]):
         super().__init__()
         self.blocks = list(blocks)
@@ -99,7 +101,7 @@ class BlockPart(torch.nn.Module, abc.ABC):
             starts.append(acc)
             acc += b.size
         self.starts = starts
-        self._covers_all = None
+        self._covers_all: bool | None = None
 
     def covers_all(self, numel: int) -> bool:
         """Whether ``index`` is exactly ``0..numel-1`` in order (a whole parameter, row-major)."""
@@ -134,6 +136,7 @@ class PrunablePart(BlockPart):
     support (``mask``): what :func:`sparseft.adapters.support.fix_support` prunes."""
 
     mask: torch.Tensor | None
+    delta: torch.nn.Parameter
 
     @torch.no_grad()
     def set_mask(self, keep: torch.Tensor) -> None:
@@ -150,7 +153,7 @@ class ParamDelta(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.parts = torch.nn.ModuleDict()
+        self.parts: Any = torch.nn.ModuleDict()  # adapter name -> BlockPart
 
     def forward(self, original: torch.Tensor) -> torch.Tensor:
         flat = original.reshape(-1)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import re
-from dataclasses import asdict, dataclass, fields
+import typing
+from dataclasses import asdict, dataclass
 
 from .._compat import torch
 from ..mace_facts import check_e0s_option, feature_irreps
+from ..typed import check_type
 from .base import Head, HeadError
 from .energy import EnergyHead
 from .magmom import CollinearMagmomHead, VectorMagmomHead
@@ -32,6 +33,7 @@ KIND_KEYS = {
     "vector_magmom": {"magmom_key", "magmoms_weight", "hidden", "channels"},
 }
 ARCHITECTURE_KEYS = ("hidden", "channels", "constrain_total")
+MINIMUM = {float: 0.0, int: 1}  # weights are >= 0, sizes >= 1 (a seed >= 0)
 
 
 @dataclass
@@ -88,27 +90,13 @@ def head_config_from_dict(data, where: str) -> HeadConfig:
         raise HeadError(
             f"{where}: key(s) {unknown} do not apply to kind {kind}; valid keys: {', '.join(sorted(allowed))}"
         )
-    types = {f.name: f.type for f in fields(HeadConfig)}
+    hints = typing.get_type_hints(HeadConfig)
     values = {}
     for key, value in data.items():
-        expected = types[key]
-        if expected in ("float", float):
-            if isinstance(value, str):
-                try:
-                    value = float(value)
-                except ValueError:
-                    pass
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-                raise HeadError(f"{where}.{key}: expected a finite number >= 0, got {value!r}")
-            value = float(value)
-        elif expected in ("int", int):
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "seed" else 1):
-                raise HeadError(f"{where}.{key}: expected a positive integer, got {value!r}")
-        elif expected in ("bool", bool):
-            if not isinstance(value, bool):
-                raise HeadError(f"{where}.{key}: expected true or false, got {value!r}")
-        elif expected in ("str", str) and not isinstance(value, str):
-            raise HeadError(f"{where}.{key}: expected a string, got {value!r}")
+        value = check_type(value, hints[key], f"{where}.{key}", HeadError)
+        low = 0 if key == "seed" else MINIMUM.get(type(value))  # type(True) is bool: no minimum
+        if low is not None and value < low:
+            raise HeadError(f"{where}.{key}: must be >= {low}, got {value!r}")
         values[key] = value
     if kind == "energy":
         problem = check_e0s_option(values.get("E0s", "foundation"), f"{where}.E0s")

@@ -11,9 +11,10 @@ Output: mace's dict for the foundation head (``energy``, ``forces``, ``stress``,
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from .._compat import torch
-from ..mace_facts import WrapsMaceModel, feature_irreps
+from ..mace_facts import MaceModel, WrapsMaceModel, feature_irreps
 from .base import Head, HeadError
 from .features import split_features
 
@@ -94,16 +95,17 @@ class HeadedModel(WrapsMaceModel):
     maps name -> :class:`~sparseft.heads.Head`. The trunk does not know it has heads.
     """
 
-    def __init__(self, model: torch.nn.Module, heads=None):
+    def __init__(self, model: MaceModel, heads: dict | torch.nn.ModuleDict | list[Head] | None = None):
         super().__init__()
         self.model = model
-        self.output_heads = torch.nn.ModuleDict()
+        self.output_heads: Any = torch.nn.ModuleDict()  # name -> Head
         self.irreps_list = feature_irreps(self.base)
-        for head in heads.values() if isinstance(heads, (dict, torch.nn.ModuleDict)) else heads or []:
+        listed: Any = heads.values() if isinstance(heads, (dict, torch.nn.ModuleDict)) else heads or []
+        for head in listed:
             self.add_head(head)
 
     @property
-    def base(self) -> torch.nn.Module:
+    def base(self) -> MaceModel:
         """The trunk's unparametrized mace model (what heads are built on)."""
         return getattr(self.model, "base", self.model)
 
@@ -149,7 +151,7 @@ class HeadedModel(WrapsMaceModel):
         )
 
 
-def split_heads(model: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
+def split_heads(model: torch.nn.Module) -> tuple[Any, dict[str, Head]]:
     """``(trunk, heads)`` of a :class:`HeadedModel`, ``(model, {})`` of anything else."""
     if isinstance(model, HeadedModel):
         return model.model, dict(model.output_heads)

@@ -7,11 +7,12 @@ import math
 import signal
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from .._compat import torch
 from ..adapters.sparse_modes import SparseSchedule
 from ..data import loader
-from ..heads import split_heads
+from ..heads import HeadedModel, split_heads
 from ..model import AdaptedModel
 from .losses import ErrorAccumulator, loss_terms, total_loss
 
@@ -88,7 +89,7 @@ class Trainer:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: AdaptedModel | HeadedModel,
         train_data: list,
         valid_data: list,
         config,
@@ -132,7 +133,7 @@ class Trainer:
         self.params = model.trainable_parameters()
         self.optimizer = make_optimizer(self.params, config, self._lr_scales())
         self.ema = EMA(self.params, config.ema_decay) if config.ema_decay else None
-        self.best_params = None
+        self.best_params: list[torch.Tensor] | None = None
         self._stop_requested = False
         self.ticker = None  # periodic progress lines (no progress bar: stderr is not a terminal)
         if progress_seconds:
@@ -144,9 +145,10 @@ class Trainer:
         """Supports chosen before training (``fisher`` mode), from the first structures of epoch 0's order."""
         if not self.sparse.uses("fisher"):
             return False
-        wanted = max(c.fisher_frames for c in self.adapted.configs if getattr(c, "mode", None) == "fisher")
+        configs: list[Any] = self.adapted.configs  # the sparse configs carry mode / fisher_frames
+        wanted = max(c.fisher_frames for c in configs if getattr(c, "mode", None) == "fisher")
         frames = min(len(self.train_data), wanted)
-        batches = []
+        batches: list[dict] = []
         for batch in loader(self.train_data, self.config.batch_size, shuffle=True, seed=self.config.seed * 100_003):
             if sum(int(b["ptr"].numel() - 1) for b in batches) >= frames:
                 break
@@ -164,7 +166,7 @@ class Trainer:
 
     def _lr_scales(self) -> dict:
         """Learnable thresholds (``str`` mode) train with their adapter's ``threshold_lr_scale``."""
-        by_name = {c.name: c for c in self.adapted.configs}
+        by_name: dict[str, Any] = {c.name: c for c in self.adapted.configs}
         return {
             part.s: by_name[name].threshold_lr_scale
             for name, _, part in self.adapted.all_parts()

@@ -26,6 +26,7 @@ def test_spin_populations_sum_to_the_total_moment(split):
         assert "REF_energy" not in atoms.info and atoms.calc is None  # no labels of another level of theory
 
 
+@pytest.mark.slow
 def test_tiny_model_head_beats_the_per_element_mean(tmp_path):
     torch.save(tiny_mace(atomic_numbers=(1, 6, 8), hidden_irreps="16x0e", r_max=4.0), tmp_path / "hco.model")
     recipe = recipe_from_dict(

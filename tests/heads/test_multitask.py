@@ -100,6 +100,7 @@ def multitask_run(tmp_path_factory, cuau):
     return d / "out", metrics
 
 
+@pytest.mark.slow
 def test_multitask_finetune_outputs_cover_every_head(multitask_run):
     out, metrics = multitask_run
     for name in (
@@ -121,6 +122,7 @@ def test_multitask_finetune_outputs_cover_every_head(multitask_run):
     assert "valid_spin.magmoms_mae" in history[0] and "valid_lj.forces_mae" in history[0]
 
 
+@pytest.mark.slow
 def test_multitask_finetune_learns_every_head(multitask_run):
     _, metrics = multitask_run
     test, zero = metrics["splits"]["test"], metrics["base_zero_shot"]["test"]
@@ -130,6 +132,7 @@ def test_multitask_finetune_learns_every_head(multitask_run):
     assert metrics["trainable_parameters"] > metrics["head_parameters"]
 
 
+@pytest.mark.slow
 def test_multitask_adapter_restores_heads(multitask_run, cuau):
     from sparseft import load_adapter, load_model
     from sparseft.predict import predict
@@ -162,6 +165,8 @@ def _recipe_dict(**heads_and_data):
         ([{"name": "s", "kind": "magmom"}, {"name": "s", "kind": "energy"}], {}, "repeated"),
         ([{"name": "s", "kind": "magmom", "magmoms_weight": -1}], {}, r"heads\[0\]\.magmoms_weight"),
         ([{"name": "e", "kind": "energy", "E0s": "guess"}], {}, r"heads\[0\]\.E0s"),
+        ([{"name": "s", "kind": "magmom", "hidden": 2.5}], {}, r"heads\[0\]\.hidden: expected an integer"),
+        ([{"name": "s", "kind": "magmom", "constrain_total": "yes"}], {}, r"constrain_total: expected true or false"),
         ([{"name": "e", "kind": "energy"}], {"calculator_labels": "dft"}, "data.calculator_labels: 'dft'"),
     ],
 )

@@ -101,6 +101,7 @@ def _wait_for_epoch(workdir, name, proc, epoch, timeout=120):
     raise AssertionError("no checkpoint appeared")
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_an_uninterrupted_run(workdir):
     settings = dict(epochs=30, target_density=0.2)
     run(load_recipe(_recipe(workdir, "whole", **settings)), quiet=True)
@@ -117,6 +118,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(workdir):
         assert torch.allclose(whole[key].double(), resumed[key].double(), rtol=1e-9, atol=1e-12), key
 
 
+@pytest.mark.slow
 def test_ctrl_c_writes_a_checkpoint_and_resume_finishes(workdir):
     recipe = _recipe(workdir, "interrupted", epochs=30)
     proc = _start(workdir, recipe)

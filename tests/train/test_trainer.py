@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+
 import ase.io
 import pytest
 
+from sparseft import SparseConfig, wrap
 from sparseft._compat import torch
 from sparseft.finetune import run
-from sparseft.recipe import load_recipe
+from sparseft.recipe import TrainSection, load_recipe
 from sparseft.testing.tiny import tiny_mace
+from sparseft.train.trainer import Trainer, TrainState
 
 from ..finetune_data import emt_frames, recipe_text
 
@@ -59,3 +63,35 @@ def test_ema_and_plateau_run(workdir):
         weight_decay=0.01,
     )
     assert metrics["splits"]["train"]["stress_mae"] is not None
+    history = list(csv.DictReader((workdir / "ema" / "history.csv").open()))
+    assert len(history) == 3
+    assert all(float(row["lr"]) == pytest.approx(0.01) for row in history)  # plateau: no cosine decay
+
+
+def _bare_trainer(**train):
+    adapted = wrap(tiny_mace(atomic_numbers=(29, 79), r_max=4.5), [SparseConfig()])
+    return Trainer(adapted, [], [], TrainSection(**train), device="cpu", compute_stress=False, log=lambda _m: None)
+
+
+def test_plateau_halves_the_rate_after_three_flat_epochs():
+    trainer = _bare_trainer(scheduler="plateau", lr=0.01)
+    state = TrainState()
+    for epoch, loss in enumerate([1.0, 1.0, 1.0, 1.0]):
+        assert trainer.lr_at(0, state) == pytest.approx(0.01), epoch
+        state.epoch = epoch + 1
+        state.history.append({"train_loss": loss})
+        trainer._after_epoch(state, {"loss": loss})
+    assert trainer.lr_at(0, state) == pytest.approx(0.005)
+    trainer._after_epoch(state, {"loss": 0.5})  # an improvement resets the count, not the rate
+    assert state.plateau_bad == 0 and trainer.lr_at(0, state) == pytest.approx(0.005)
+
+
+def test_ema_averages_and_is_what_evaluation_uses():
+    trainer = _bare_trainer(ema_decay=0.5)
+    (delta,) = trainer.params[:1]
+    with torch.no_grad():
+        delta.fill_(2.0)
+    trainer.ema.update()  # shadow: 0.5 * 0 + 0.5 * 2
+    assert torch.allclose(trainer.ema.shadow[0], torch.ones_like(delta))
+    trainer.load_best()  # without validation: the EMA values
+    assert torch.allclose(delta.detach(), torch.ones_like(delta))
