@@ -53,7 +53,7 @@ def _reference(model) -> dict:
     }
     return {
         "energy": pred.energy,
-        "forces": pred.forces.tolist(),
+        "forces": [] if pred.forces is None else pred.forces.tolist(),
         "heads": heads,
         "dtype": str(model_dtype(model)).replace("torch.", ""),
     }

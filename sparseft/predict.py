@@ -127,7 +127,9 @@ MAX_BATCH_ATOMS = 512  # default batch: whole structures up to this many atoms (
 def batches_by_atoms(atoms_list, batch_size: int | None = None, max_atoms: int = MAX_BATCH_ATOMS) -> list[list[int]]:
     """Indices of consecutive structures per batch: ``batch_size`` structures each, or (None)
     as many whole structures as fit in ``max_atoms`` atoms."""
-    groups, current, count = [], [], 0
+    groups: list[list[int]] = []
+    current: list[int] = []
+    count = 0
     for i, atoms in enumerate(atoms_list):
         full = len(current) >= batch_size if batch_size else current and count + len(atoms) > max_atoms
         if full:
