@@ -62,7 +62,7 @@ from sparseft import FreezeConfig, LoRAConfig, Selector, SparseConfig  # noqa: E
 from sparseft._compat import torch  # noqa: E402
 from sparseft.predict import atoms_to_batch  # noqa: E402
 from sparseft.testing.structures import random_triclinic_cell  # noqa: E402
-from sparseft.testing.tiny import tiny_mace  # noqa: E402
+from sparseft.testing.tiny import LIKE, foundation_like, tiny_mace  # noqa: E402
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "overhead.md"
 GOAL_INFERENCE = 1.02  # merged inference / base inference
@@ -89,8 +89,16 @@ class ModelCase:
     structures_note: str = ""
 
 
-def build_model(spec: str, dtype_name: str | None) -> tuple[torch.nn.Module, str]:
-    if spec in TINY_MODELS:
+def build_model(spec: str, dtype_name: str | None, device: str = "cpu") -> tuple[torch.nn.Module, str]:
+    model, desc = _build_model(spec, dtype_name)
+    return model.to(device), desc
+
+
+def _build_model(spec: str, dtype_name: str | None) -> tuple[torch.nn.Module, str]:
+    if spec in LIKE:  # a randomly initialised model with a foundation model's architecture
+        model = foundation_like(spec, dtype=DTYPES[dtype_name or "float32"])
+        desc = f"`{spec}`: randomly initialised, {spec}'s architecture, {dtype_name or 'float32'}"
+    elif spec in TINY_MODELS:
         dtype = DTYPES[dtype_name or "float64"]
         kwargs = {**TINY_COMMON, **TINY_MODELS[spec]}
         model = tiny_mace(dtype=dtype, **kwargs)
@@ -175,8 +183,8 @@ def make_targets(model, batch, seed: int):
     g = torch.Generator().manual_seed(seed)
     energy = out["energy"].detach()
     forces = out["forces"].detach()
-    energy = energy + 0.01 * torch.randn(energy.shape, generator=g, dtype=energy.dtype)
-    forces = forces + 0.1 * torch.randn(forces.shape, generator=g, dtype=forces.dtype)
+    energy = energy + 0.01 * torch.randn(energy.shape, generator=g, dtype=energy.dtype).to(energy.device)
+    forces = forces + 0.1 * torch.randn(forces.shape, generator=g, dtype=forces.dtype).to(forces.device)
     return energy, forces
 
 
@@ -189,6 +197,8 @@ def train_step(v: TrainVariant, batch, targets, n_per_structure) -> None:
     v.optimizer.step()
     if v.proximal:
         v.model.proximal_step(LR)
+    if loss.is_cuda:
+        torch.cuda.synchronize()  # time the step, not its launch
 
 
 @torch.no_grad()
@@ -364,6 +374,7 @@ def parse_args(argv=None):
     p.add_argument("--infer-calls", type=int, default=3, help="inference calls per variant per repetition (default 3)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: usable cores)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--quick", action="store_true", help="a smoke run (~1 minute): 32 atoms, 3 repeats, 1 warm-up")
     p.add_argument(
         "--output", default=str(DEFAULT_OUTPUT), help="markdown record (default benchmarks/results/overhead.md)"
@@ -385,7 +396,7 @@ def parse_args(argv=None):
 
 def run_case(spec: str, args) -> tuple[list[str], str]:
     torch.manual_seed(args.seed)
-    model, desc = build_model(spec, args.dtype)
+    model, desc = build_model(spec, args.dtype, args.device)
     atoms, note = build_structures(model, args.atoms, args.n_structures, args.structures, args.seed)
     batch = atoms_to_batch(atoms, model)
     n_atoms = int(batch["positions"].shape[0])
@@ -446,6 +457,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     header = [f"## Run of {started.strftime('%Y-%m-%d %H:%M UTC')}", ""]
     header += [f"- {k}: {v}" for k, v in machine_info(args.threads)]
+    if args.device == "cuda":
+        header.append(f"- device: cuda ({torch.cuda.get_device_name()})")
     header += [
         f"- command: `{' '.join(['python', 'benchmarks/overhead.py'] + (sys.argv[1:] if argv is None else list(argv)))}`",
         f"- settings: repeats={args.repeats} (interleaved, order rotated each repetition), warm-up={args.warmup} "

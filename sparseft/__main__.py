@@ -1,4 +1,4 @@
-"""``python -m sparseft``: the command line."""
+"""``python -m sparseft ...`` (what ``torchrun -m sparseft finetune recipe.yaml`` runs)."""
 
 import sys
 

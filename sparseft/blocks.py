@@ -111,8 +111,10 @@ class WeightBlock:
 
     def indices(self) -> torch.Tensor:
         """Flat indices of the block's entries in its parameter, row-major in ``shape``."""
-        total = self.offset + 1 + sum((s - 1) * st for s, st in zip(self.shape, self.stride))
-        return torch.arange(total).as_strided(self.shape, self.stride, self.offset).reshape(-1)
+        index = torch.tensor(self.offset, dtype=torch.long)  # built by broadcasting: cost ~ block size only
+        for size, stride in zip(self.shape, self.stride):
+            index = index.unsqueeze(-1) + torch.arange(size, dtype=torch.long) * stride
+        return index.reshape(-1)
 
 
 def _kind(name: str) -> str:
@@ -439,11 +441,17 @@ def blocks(model: torch.nn.Module) -> list[WeightBlock]:
 
 
 def _check_coverage(out, params):
-    counts = {name: torch.zeros(p.numel(), dtype=torch.int32) for name, p in params.items()}
+    by_param: dict[str, list[torch.Tensor]] = {name: [] for name in params}
     for b in out:
-        counts[b.param][b.indices()] += 1
+        by_param[b.param].append(b.indices())
+    counts = {
+        name: torch.bincount(torch.cat(idx), minlength=params[name].numel())
+        if idx
+        else torch.zeros(params[name].numel())
+        for name, idx in by_param.items()
+    }
     for name, c in counts.items():
-        if c.numel() and (c.min() != 1 or c.max() != 1):
+        if c.numel() != params[name].numel() or (c.numel() and (c.min() != 1 or c.max() != 1)):
             raise UnsupportedLayoutError(
                 f"parameter {name!r}: sparseft's blocks cover its entries {int(c.min())}..{int(c.max())} times "
                 "instead of exactly once; its layout differs from what sparseft expects"

@@ -23,7 +23,8 @@ class Calculator(AseCalculator):
     or adapted); ``adapter`` is an adapter directory to apply to it. ``head`` picks the energy
     head: an extra energy head's name, or a head of a multi-head mace model (default: the
     foundation's). ``magmom_head`` picks the moment head when there are several. Adapted
-    models are merged once, so MD runs at the speed of a plain model.
+    models are merged once, so MD runs at the speed of a plain model. ``device``: ``cpu``,
+    ``cuda``, ``cuda:N`` or ``auto`` (CUDA when torch sees a GPU).
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "magmoms", "magmom"]
@@ -40,7 +41,9 @@ class Calculator(AseCalculator):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        self.model = _prepare(model, adapter=adapter, head=head, dtype=dtype, device=device)
+        from .devices import resolve_device
+
+        self.model = _prepare(model, adapter=adapter, head=head, dtype=dtype, device=resolve_device(device))
         extra = dict(getattr(self.model, "output_heads", None) or {})
         energy_heads = [n for n, h in extra.items() if h.property == "energy"]
         moment_heads = [n for n, h in extra.items() if h.property == "magmoms"]

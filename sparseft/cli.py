@@ -33,7 +33,10 @@ def cmd_inspect(args) -> int:
         f"{args.model}: {type(model).__name__}, {len(all_blocks)} blocks, {total} weights, "
         f"elements {' '.join(chemical_symbols[int(z)] for z in model.atomic_numbers)}"
     )
-    print(catalogue_table(chosen, total, by=args.group))
+    by = "block" if args.details else args.group
+    print(catalogue_table(chosen, total, by=by))
+    if by != "block":
+        print("(one row per block: --details)")
     if args.select is not None:
         count = sum(b.size for b in chosen)
         print(
@@ -116,8 +119,9 @@ def cmd_tiny_model(args) -> int:
     from ._compat import torch
     from .files import check_writable, save_torch, write_file_atomically
     from .precision import parse_dtype
-    from .testing.tiny import tiny_mace
+    from .testing.tiny import foundation_like, tiny_mace
 
+    dtype = parse_dtype(args.dtype) or torch.float64
     out = Path(args.output)
     if out.is_dir():
         raise IsADirectoryError(f"tiny-model: {out} is a directory; give a file name such as {out / 'tiny.model'}")
@@ -126,10 +130,15 @@ def cmd_tiny_model(args) -> int:
     if not out.parent.is_dir():
         raise FileNotFoundError(f"tiny-model: the directory {out.parent} does not exist")
     check_writable(out.parent, "tiny-model")
-    hidden = "8x0e" if args.scalar else "8x0e+8x1o"
-    model = tiny_mace(hidden_irreps=hidden, dtype=parse_dtype(args.dtype) or torch.float64)
+    if args.like:
+        model = foundation_like(args.like, dtype=dtype)
+        what = f"randomly initialised ScaleShiftMACE with {args.like}'s architecture"
+    else:
+        hidden = "8x0e" if args.scalar else "8x0e+8x1o"
+        model = tiny_mace(hidden_irreps=hidden, dtype=dtype)
+        what = f"tiny ScaleShiftMACE ({hidden}, H and O, random weights)"
     write_file_atomically(out, lambda tmp: save_torch(model, tmp))
-    print(f"wrote {out}: tiny ScaleShiftMACE ({hidden}, H and O, random weights) for demos and tests")
+    print(f"wrote {out}: {what} ({sum(p.numel() for p in model.parameters())} weights) for demos and tests")
     return 0
 
 
@@ -156,10 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--select", default=None, help="selector, e.g. 'kinds=skip,contraction layers=1 l=0'")
     p.add_argument(
         "--group",
-        default="block",
+        default="kind",
         choices=["block", "kind", "layer", "param", "element"],
-        help="one row per block (default) or per group",
+        help="one row per group (default: per kind) or per block",
     )
+    p.add_argument("--details", action="store_true", help="one row per block (same as --group block)")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("check", parents=[common], help="equivariance report; exits 1 when a check fails")
@@ -193,6 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
     p.add_argument("--scalar", action="store_true", help="scalar-only features (8x0e)")
+    p.add_argument(
+        "--like",
+        default=None,
+        metavar="ARCH",
+        help="a foundation model's architecture instead (mp0-medium: 128x0e+128x1o, max_ell 3, "
+        "correlation 3, 89 elements, 4.7M weights), random weights",
+    )
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_tiny_model)
 

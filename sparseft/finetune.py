@@ -17,6 +17,7 @@ from ase.data import atomic_numbers as SYMBOL_TO_Z
 from ase.data import chemical_symbols
 
 from ._compat import torch
+from .blocks import blocks as catalogue
 from .data import DataError, Frames, Keys, attach_labels, label_counts, read_frames, split, to_atomic_data, validate
 from .e0s import current_e0s, resolve_e0s, set_e0s
 from .files import save_torch, write_file_atomically, write_text_atomically
@@ -25,10 +26,11 @@ from .heads import setup as head_setup
 from .io import save_adapter
 from .isolated import ISOLATED_KEY, e0s_option, without_isolated
 from .loading import HeadNotFoundError, ModelLoadError, load_base_model
-from .model import wrap
+from .model import reachable, wrap
 from .outputs import RECIPE_CHANGES, check_output, check_resumed_recipe, clear_outputs, record_changes, remove_temporary
 from .predict import model_dtype
 from .recipe import Recipe, RecipeError, save_recipe
+from .train import distributed as ddp
 from .train.checkpoint import has_checkpoint, load_checkpoint, remove_stale, save_checkpoint
 from .train.trainer import Trainer
 from .zero_shot import regression_warning, zero_shot_check
@@ -39,18 +41,23 @@ class Interrupted(Exception):
 
 
 def _device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RecipeError("base.device: cuda requested but torch sees no GPU")
-    return name
+    from .devices import resolve_device
+
+    try:
+        return resolve_device(name)
+    except ValueError as exc:
+        raise RecipeError(f"base.device: {exc}") from exc
 
 
-def load_base(recipe: Recipe):
-    """The base model named by the recipe (``embedded`` -> the shipped mini-foundation)."""
+def load_base(recipe: Recipe, device: str | None = None):
+    """The base model named by the recipe (``embedded`` -> the shipped mini-foundation), on
+    ``device`` (default: the recipe's ``base.device``)."""
     try:
         return load_base_model(
-            recipe.base.model, dtype=recipe.base.dtype, device=_device(recipe.base.device), head=recipe.base.head
+            recipe.base.model,
+            dtype=recipe.base.dtype,
+            device=device or _device(recipe.base.device),
+            head=recipe.base.head,
         )
     except HeadNotFoundError as exc:
         raise HeadNotFoundError(f"base.head: {exc}") from exc
@@ -247,13 +254,19 @@ def run(
     leaves nothing behind. ``resume`` refuses a recipe that differs from the saved one unless
     ``accept_recipe_changes`` (the differences are then recorded in ``recipe_changes.json``).
     Everything ``log`` receives also goes to ``train.log`` in the output directory (from the
-    first checkpoint on: lines logged before it are written then)."""
+    first checkpoint on: lines logged before it are written then).
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) this process is one rank of a data-parallel run
+    (:mod:`sparseft.train.distributed`): rank 0 alone logs, writes outputs and checkpoints and
+    returns the metrics, the other ranks return ``{}``."""
     from .train_log import TrainLog
 
+    dist, device = ddp.init_from_env(_device(recipe.base.device))
+    main = dist is None or dist.is_main
     if log is None:
         log = (lambda _msg: None) if quiet else print
     out_dir = Path(recipe.output.directory)
-    log = TrainLog(out_dir / "train.log", log)
+    log = TrainLog(out_dir / "train.log", log) if main else _Silent()
     try:
         return _run(
             recipe,
@@ -263,29 +276,62 @@ def run(
             quiet=quiet,
             log=log,
             accept_recipe_changes=accept_recipe_changes,
+            dist=dist,
+            device=device,
         )
     except Exception as exc:
         log.write(f"stopped: {type(exc).__name__}: {exc}")
         raise
     finally:
         log.close()
+        if dist is not None:
+            ddp.shutdown()
+
+
+class _Silent:
+    """The log of a rank other than 0: says nothing, writes nothing."""
+
+    def __call__(self, message: str) -> None:
+        pass
+
+    def write(self, message: str) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _run(
-    recipe: Recipe, out_dir: Path, *, resume: bool, overwrite: bool, quiet: bool, log, accept_recipe_changes: bool
+    recipe: Recipe,
+    out_dir: Path,
+    *,
+    resume: bool,
+    overwrite: bool,
+    quiet: bool,
+    log,
+    accept_recipe_changes: bool,
+    dist=None,
+    device=None,
 ) -> dict:
     """The steps of :func:`run`: checks, set-up, training, evaluation, report."""
+    main = dist is None or dist.is_main
     started = time.perf_counter()
-    check_output(out_dir, resume=resume, overwrite=overwrite)
-    changes = check_resumed_recipe(out_dir, recipe, accept=accept_recipe_changes) if resume else []
+    changes = _check_output_once(
+        out_dir, recipe, dist, resume=resume, overwrite=overwrite, accept=accept_recipe_changes
+    )
     existed = out_dir.exists()
-    setup = _set_up(recipe, log)
+    setup = _set_up(recipe, log, device)
     try:
-        state = _train(recipe, setup, out_dir, resume=resume, changes=changes, quiet=quiet, log=log)
+        state = _train(recipe, setup, out_dir, resume=resume, changes=changes, quiet=quiet, log=log, dist=dist)
     except BaseException:
-        if not resume and not has_checkpoint(out_dir):  # never started: leave nothing behind
+        if main and not resume and not has_checkpoint(out_dir):  # never started: leave nothing behind
             shutil.rmtree(out_dir, ignore_errors=True) if not existed else clear_outputs(out_dir)
         raise
+    if not main:
+        return {}
     metrics, parity_data, rows = _evaluate(recipe, setup, state, log)
     metrics["wall_time_s"] = time.perf_counter() - started
     metrics["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -297,14 +343,44 @@ def _run(
     return metrics
 
 
-def _set_up(recipe: Recipe, log) -> Setup:
-    """Data step: the base model, validated splits, E0s, the adapted model with its heads, datasets."""
-    base = load_base(recipe)
+def _check_output_once(out_dir: Path, recipe: Recipe, dist, *, resume: bool, overwrite: bool, accept: bool) -> list:
+    """The output folder and resumed-recipe checks, on rank 0 alone (they probe the folder by
+    writing); every rank raises the same error. Returns the accepted recipe changes."""
+    changes, error = [], None
+    if dist is None or dist.is_main:
+        try:
+            check_output(out_dir, resume=resume, overwrite=overwrite)
+            changes = check_resumed_recipe(out_dir, recipe, accept=accept) if resume else []
+        except Exception as exc:
+            if dist is None:
+                raise
+            error = exc
+    if dist is not None:
+        kind, message, changes = ddp.broadcast_from_main(
+            dist, (type(error) if error else None, str(error) if error else None, changes)
+        )
+        if error is not None:
+            raise error
+        if kind is not None:
+            raise kind(message)
+    return changes
+
+
+def _set_up(recipe: Recipe, log, device: str | None = None) -> Setup:
+    """Data step: the base model, validated splits, E0s, the adapted model with its heads, datasets.
+    Per-element weights of elements absent from the training data get no gradient: every adapter
+    leaves them out (not with replay data, whose elements are only known later)."""
+    base = load_base(recipe, device)
     added = added_elements(recipe, base)
     splits = load_splits(recipe, [int(z) for z in base.atomic_numbers] + added)
     keys = foundation_keys(recipe)
     adapted = wrap(
-        base, recipe.adapters, allow_empty=bool(recipe.heads), add_elements=added, element_init=recipe.base.element_init
+        base,
+        recipe.adapters,
+        allow_empty=bool(recipe.heads),
+        add_elements=added,
+        element_init=recipe.base.element_init,
+        train_elements=training_elements(splits) if recipe.data.replay is None else None,
     )
     base = adapted.base  # with its element table extended when elements were added
     e0_option = e0s_option(splits.pop(ISOLATED_KEY), keys.energy, recipe.data.E0s, log)
@@ -354,9 +430,11 @@ def _set_up(recipe: Recipe, log) -> Setup:
     return Setup(base, splits, e0s, model, datasets, initial_heads, weights, has_stress, derivative_heads)
 
 
-def _train(recipe: Recipe, setup: Setup, out_dir: Path, *, resume: bool, changes: list, quiet: bool, log):
+def _train(recipe: Recipe, setup: Setup, out_dir: Path, *, resume: bool, changes: list, quiet: bool, log, dist=None):
     """Training step: the trainer, resumed from the checkpoint when asked; checkpoints every epoch
-    (the first one also saves ``recipe.yaml``: from then on the run exists)."""
+    (the first one also saves ``recipe.yaml``: from then on the run exists); in a data-parallel
+    run rank 0 alone writes."""
+    main = dist is None or dist.is_main
     model = setup.model
     device = next(model.parameters()).device
     trainer = Trainer(
@@ -367,19 +445,26 @@ def _train(recipe: Recipe, setup: Setup, out_dir: Path, *, resume: bool, changes
         device=device,
         compute_stress=setup.has_stress,
         log=log,
-        progress=not quiet and sys.stderr.isatty(),
+        progress=main and not quiet and sys.stderr.isatty(),
         task_weights=setup.weights,
         derivative_heads=setup.derivative_heads,
         frame_names=setup.splits["train"].names(),
-        progress_seconds=None if quiet or sys.stderr.isatty() else recipe.output.progress_seconds,
+        progress_seconds=None if quiet or not main or sys.stderr.isatty() else recipe.output.progress_seconds,
+        dist=dist,
     )
     if trainer.fix_at_step is not None:
         setup.support_fixed_epoch = trainer.fix_at_step / trainer.steps_per_epoch
-    state = _start(out_dir, trainer, recipe, resume=resume, changes=changes, log=log)
+    state = _start(out_dir, trainer, recipe, resume=resume, changes=changes, log=log, dist=dist)
     if resume:
         log.start()
+    if dist is not None:
+        log(
+            f"data-parallel: {dist.world_size} ranks ({ddp.backend_for(device)}), global batch {recipe.train.batch_size}"
+        )
 
     def checkpoint(s):
+        if not main:
+            return
         if not has_checkpoint(out_dir):  # the run's first checkpoint
             out_dir.mkdir(parents=True, exist_ok=True)
             save_recipe(recipe, out_dir / "recipe.yaml")
@@ -393,27 +478,34 @@ def _train(recipe: Recipe, setup: Setup, out_dir: Path, *, resume: bool, changes
         )
 
     state = trainer.fit(state, on_epoch_end=checkpoint, on_interrupt=on_interrupt)
+    if not main:
+        return state
     trainer.load_best()
     model.eval()
     return state
 
 
-def _start(out_dir: Path, trainer: Trainer, recipe: Recipe, *, resume: bool, changes: list, log):
+def _start(out_dir: Path, trainer: Trainer, recipe: Recipe, *, resume: bool, changes: list, log, dist=None):
     """The state training starts from: the checkpoint (--resume: accepted recipe changes are
     recorded, leftovers of killed writes deleted), or a fresh one (--overwrite: the earlier
-    run's outputs are deleted now, once the model and data are known to be good)."""
+    run's outputs are deleted now, once the model and data are known to be good). Every rank
+    reads the checkpoint; rank 0 alone deletes or records."""
+    main = dist is None or dist.is_main
     if not resume:
-        if out_dir.exists():
+        if main and out_dir.exists():
             clear_outputs(out_dir)
         return None
     state = load_checkpoint(out_dir, trainer)
+    ddp.barrier(dist)  # every rank has read the checkpoint before rank 0 tidies the folder
+    if not main:
+        return state
     remove_stale(out_dir)
     remove_temporary(out_dir)
     if changes:
         state.done = trainer.finished(state)  # e.g. more epochs for a finished run
         record_changes(out_dir, recipe, changes, state)
         log(f"recipe changes accepted and recorded in {out_dir / RECIPE_CHANGES}: {'; '.join(changes)}")
-    log(f"resuming after epoch {state.epoch} (step {state.step})")
+    log(f"resuming after epoch {state.epoch} (step {state.step})" + (f" on {dist.world_size} ranks" if dist else ""))
     return state
 
 
@@ -452,6 +544,10 @@ def _evaluate(recipe: Recipe, setup: Setup, state, log):
             "changed_parameters": density["changed"],
             "selected_parameters": density["selected"],
             "base_parameters": sum(p.numel() for p in setup.base.parameters()),
+            "reachable_parameters": sum(b.size for b in reachable(catalogue(setup.base), adapted.train_elements)),
+            "training_elements": [chemical_symbols[z] for z in training_elements(setup.splits)],
+            "density_of": "selected weights the training data reaches (shared blocks and the per-element blocks "
+            "of the training elements; with replay data: all selected weights)",
             "added_elements": [chemical_symbols[z] for z in (adapted.elements.added if adapted.elements else ())],
             "density": density["overall"],
             "density_summary": _density_summary(rows),
@@ -462,6 +558,11 @@ def _evaluate(recipe: Recipe, setup: Setup, state, log):
         }
     )
     return metrics, parity_data, rows
+
+
+def training_elements(splits: dict) -> list[int]:
+    """Atomic numbers present in the training split (what the training data can reach)."""
+    return sorted({int(z) for atoms in splits["train"].atoms for z in atoms.numbers})
 
 
 def _write_outputs(
@@ -483,7 +584,7 @@ def _write_outputs(
     plots.learning_curves(state.history, out_dir / "learning_curves.png", support_fixed_epoch=setup.support_fixed_epoch)
     plots.parity_plots(parity_data, out_dir)
     if rows:  # nothing to map when only heads trained
-        plots.sparsity_map(rows, out_dir / "sparsity_map.png")
+        plots.sparsity_map(rows, out_dir / "sparsity_map.png", metrics["training_elements"])
     write_text_atomically(out_dir / "metrics.json", json.dumps(metrics, indent=1))
 
 
@@ -523,6 +624,7 @@ def _final_summary(metrics: dict) -> str:
         lines.append("errors per config_type:\n" + config_type_table(metrics["config_types"]))
     lines.append(
         f"changed {metrics['changed_parameters']} of {metrics['base_parameters']} weights "
-        f"(density {metrics['density']:.4f} of selected); {metrics['wall_time_s']:.0f} s"
+        f"({metrics['reachable_parameters']} reachable from {' '.join(metrics['training_elements'])}; "
+        f"density {metrics['density']:.4f} of the selected reachable ones); {metrics['wall_time_s']:.0f} s"
     )
     return "\n".join(lines)

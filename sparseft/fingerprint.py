@@ -86,11 +86,15 @@ def differences(saved: dict, current: dict) -> list[str]:
     return out
 
 
-def canonical_structure(model: torch.nn.Module):
-    """A fixed small cluster holding every element of the model, for reference predictions."""
+REFERENCE_ELEMENTS = 4  # elements in the reference structure of an adapter file (at most)
+
+
+def canonical_structure(model: torch.nn.Module, elements: list[int] | None = None):
+    """A fixed small cluster for reference predictions: every element of the model, or only
+    ``elements`` (atomic numbers; at least four atoms either way)."""
     from ase import Atoms
 
-    zs = [int(z) for z in model.atomic_numbers]
+    zs = [int(z) for z in (elements if elements else model.atomic_numbers)]
     n = max(len(zs), 4)
     numbers = [zs[i % len(zs)] for i in range(n)]
     rng = np.random.default_rng(1234)
@@ -98,3 +102,12 @@ def canonical_structure(model: torch.nn.Module):
     grid = np.array([(i, j, k) for i in range(side) for j in range(side) for k in range(side)][:n], float)
     positions = grid * 1.6 + rng.uniform(-0.2, 0.2, size=grid.shape)
     return Atoms(numbers=numbers, positions=positions)
+
+
+def spread_elements(model: torch.nn.Module, count: int = REFERENCE_ELEMENTS) -> list[int]:
+    """``count`` elements spread evenly over the model's element table (a cheap structure that
+    still exercises several per-element weight sets)."""
+    zs = [int(z) for z in model.atomic_numbers]
+    if len(zs) <= count:
+        return zs
+    return [zs[round(i * (len(zs) - 1) / (count - 1))] for i in range(count)] if count > 1 else zs[:1]

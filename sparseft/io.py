@@ -1,9 +1,11 @@
 """Adapter directories: ``sparseft.json`` + ``adapter.safetensors``; no pickle anywhere.
 
 ``sparseft.json`` holds the format version, package versions, adapter configs, the
-base model's fingerprint, the sha256 of the tensor file and one reference prediction
-of the adapted model on a canonical structure. Tensors are keyed
-``<adapter>/<parameter name>/<tensor>`` (sparse: ``indices`` + ``values``; LoRA:
+base model's fingerprint, the sha256 of the tensor file, the training elements an adapter was
+restricted to (``train_elements``) and one reference prediction of the adapted model on a small
+canonical cluster of (at most four of) the elements whose per-element weights the adapter
+changes most (cheap on an 89-element base). Tensors are keyed
+``<adapter>/<parameter name>/<tensor>`` (sparse: ``index_gaps`` or ``indices`` + ``values``; LoRA:
 ``<block>.A``/``<block>.B``; freeze: ``values``); extra heads are listed under ``heads``
 in ``sparseft.json`` (name, kind, architecture options) with their full state under
 ``heads/<name>/<tensor>``; added elements (:mod:`sparseft.elements`) under ``elements`` (added
@@ -27,7 +29,7 @@ from ._compat import package_versions, torch
 from .adapters import config_from_dict
 from .elements import ElementSpec, apply_spec, new_element_rows, set_new_element_rows
 from .files import sha256_file, write_directory_atomically, write_file_atomically  # noqa: F401  (old import path)
-from .fingerprint import canonical_structure, differences, fingerprint
+from .fingerprint import REFERENCE_ELEMENTS, canonical_structure, differences, fingerprint, spread_elements
 from .heads import HeadedModel, HeadError, build_head, split_heads
 from .model import ELEMENT_ADAPTER, AdaptedModel, wrap_extended
 from .predict import model_dtype, predict
@@ -45,18 +47,41 @@ class AdapterFileError(ValueError):
     """An adapter directory that is missing, damaged, or made for another base model."""
 
 
-def _reference(model) -> dict:
-    pred = predict(model, [canonical_structure(model)])[0]
+def reference_elements(adapted: AdaptedModel, count: int = REFERENCE_ELEMENTS) -> list[int]:
+    """Elements of the reference structure: the ``count`` elements with the most changed
+    per-element entries (ties: lower Z first), filled up with elements spread over the table.
+    Changes outside per-element blocks act on every structure; the tensor-file hash covers the rest."""
+    changed: dict[int, int] = {}
+    with torch.no_grad():
+        for _, _, part in adapted.all_parts():
+            nz = part.values().detach() != 0
+            for block, start, stop in part.block_slices():
+                if block.element is not None:
+                    changed[block.element] = changed.get(block.element, 0) + int(nz[start:stop].sum())
+    chosen = [z for z, n in sorted(changed.items(), key=lambda item: (-item[1], item[0])) if n > 0][:count]
+    for z in spread_elements(adapted.model, count):
+        if len(chosen) < count and z not in chosen:
+            chosen.append(z)
+    return sorted(chosen)
+
+
+def _reference(model, elements: list[int] | None) -> dict:
+    """Prediction on the canonical structure of ``elements`` (None: every element, format of
+    files written before the element list was recorded)."""
+    pred = predict(model, [canonical_structure(model, elements)])[0]
     heads = {
         name: {k: (v if isinstance(v, float) else v.tolist()) for k, v in values.items() if k in ("energy", "magmoms")}
         for name, values in pred.heads.items()
     }
-    return {
+    out = {
         "energy": pred.energy,
         "forces": [] if pred.forces is None else pred.forces.tolist(),
         "heads": heads,
         "dtype": str(model_dtype(model)).replace("torch.", ""),
     }
+    if elements is not None:
+        out["elements"] = list(elements)
+    return out
 
 
 def adapter_tensors(model: AdaptedModel | HeadedModel) -> dict[str, torch.Tensor]:
@@ -105,7 +130,8 @@ def save_adapter(
             "elements": _elements_meta(adapted),
             "base": adapted.base_fingerprint,
             "tensors_sha256": sha256_file(tmp / TENSOR_FILE),
-            "reference": _reference(model),
+            "train_elements": None if adapted.train_elements is None else list(adapted.train_elements),
+            "reference": _reference(model, reference_elements(adapted)),
             "density": {k: v for k, v in adapted.density().items() if k != "blocks"},
             "extra": extra or {},
         }
@@ -213,6 +239,7 @@ def load_adapter(
             spec,
             copy_model=spec is None,
             allow_empty=bool(meta.get("heads")) or spec is not None,
+            train_elements=_train_elements(meta, extended, directory),
         )
     except ValueError as exc:
         raise AdapterFileError(f"{directory}: adapter configs cannot be applied: {exc}") from exc
@@ -296,8 +323,31 @@ def _load_heads(headed: HeadedModel, specs: list, tensors: dict, directory: Path
     return used
 
 
+def _train_elements(meta: dict, model, directory: Path) -> list[int] | None:
+    """The training elements an adapter was restricted to (``None``: every element)."""
+    elements = meta.get("train_elements")
+    known = {int(z) for z in model.atomic_numbers}
+    if elements is not None and (
+        not isinstance(elements, list) or not all(isinstance(z, int) and z in known for z in elements)
+    ):
+        raise AdapterFileError(
+            f"{directory / META_FILE}: 'train_elements' {elements!r} is not a list of the base model's "
+            "atomic numbers; the file is damaged"
+        )
+    return elements
+
+
 def _check_reference(model: torch.nn.Module, reference: dict, directory: Path) -> None:
-    got = _reference(model)
+    elements = reference.get("elements")
+    known = {int(z) for z in model.atomic_numbers}
+    if elements is not None and (
+        not isinstance(elements, list) or not elements or not all(isinstance(z, int) and z in known for z in elements)
+    ):
+        raise AdapterFileError(
+            f"{directory / META_FILE}: reference.elements {elements!r} is not a list of the base "
+            "model's atomic numbers; the file is damaged"
+        )
+    got = _reference(model, elements)
     loose = reference.get("dtype") != "float64" or got["dtype"] != "float64"
     rtol = 1e-4 if loose else 1e-8
     e_ref, e_got = float(reference["energy"]), got["energy"]

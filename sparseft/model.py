@@ -52,6 +52,7 @@ class AdaptedModel(WrapsMaceModel):
         self.parts: dict[str, dict[str, BlockPart]] = {}
         self._params: list[str] = []
         self.elements = None  # sparseft.elements.ElementSpec when the element table was extended
+        self.train_elements = None  # per-element blocks of other elements carry no delta (None: all elements)
 
     @property
     def base(self) -> torch.nn.Module:
@@ -193,11 +194,27 @@ def _check_elements(config: AdapterConfig, all_blocks: list[WeightBlock]) -> Non
         )
 
 
-def _resolve(config: AdapterConfig, all_blocks: list[WeightBlock]) -> list[WeightBlock]:
-    """The blocks ``config`` selects and its method can adapt; an error when a kind asked for
-    by name has none it can adapt, or when nothing is left."""
+def reachable(blocks: list[WeightBlock], elements) -> list[WeightBlock]:
+    """The blocks a fine-tune on structures of ``elements`` can change: every shared block and
+    the per-element blocks of those elements (the others receive no gradient). ``None``: all."""
+    if elements is None:
+        return list(blocks)
+    keep = set(elements)
+    return [b for b in blocks if b.element is None or b.element in keep]
+
+
+def _resolve(config: AdapterConfig, all_blocks: list[WeightBlock], train_elements=None) -> list[WeightBlock]:
+    """The blocks ``config`` selects and its method can adapt (of the ``train_elements``, when
+    given); an error when a kind asked for by name has none it can adapt, or when nothing is left."""
     _check_elements(config, all_blocks)
     chosen = config.select.resolve(all_blocks)
+    if train_elements is not None:
+        kept = reachable(chosen, train_elements)
+        if chosen and not kept:
+            raise SelectionError(
+                f"selector '{config.select}' selects only per-element blocks of elements absent from the training data"
+            )
+        chosen = kept
     usable = [b for b in chosen if config.applicable(b)]
     if len(usable) == len(chosen):
         return chosen
@@ -218,6 +235,7 @@ def wrap(
     allow_empty: bool = False,
     add_elements=None,
     element_init="nearest",
+    train_elements=None,
 ) -> AdaptedModel:
     """Attach adapters to (a copy of) ``model``; only the adapters' parameters train.
 
@@ -227,7 +245,10 @@ def wrap(
     ``add_elements`` (symbols or Z, or an :class:`~sparseft.elements.ElementSpec`) extends the
     element table first (:func:`sparseft.elements.extend_elements` with ``element_init``): the
     new elements' blocks train in full (adapter ``new_elements``), the other adapters act on
-    the rest, and the fingerprint stays the original base's.
+    the rest, and the fingerprint stays the original base's. ``train_elements`` (atomic numbers:
+    those of the training data) leaves out the per-element blocks of every other element, which
+    training cannot reach: no delta, no optimiser state, and densities count only reachable
+    weights (see :func:`reachable`).
     """
     base_fp = fingerprint(model)
     spec = None
@@ -236,7 +257,9 @@ def wrap(
             add_elements if isinstance(add_elements, ElementSpec) else spec_for(model, add_elements, init=element_init)
         )
         model, copy_model = apply_spec(model, spec), False
-    return wrap_extended(model, adapters, base_fp, spec, copy_model=copy_model, allow_empty=allow_empty)
+    return wrap_extended(
+        model, adapters, base_fp, spec, copy_model=copy_model, allow_empty=allow_empty, train_elements=train_elements
+    )
 
 
 def _element_configs(configs: list[AdapterConfig], spec) -> list[AdapterConfig]:
@@ -268,7 +291,14 @@ def _claim(plan: list, claims: dict, config: AdapterConfig, chosen: list[WeightB
 
 
 def wrap_extended(
-    model: torch.nn.Module, adapters, base_fp: dict, spec, *, copy_model: bool = True, allow_empty: bool = False
+    model: torch.nn.Module,
+    adapters,
+    base_fp: dict,
+    spec,
+    *,
+    copy_model: bool = True,
+    allow_empty: bool = False,
+    train_elements=None,
 ) -> AdaptedModel:
     """:func:`wrap` on a model that is ``base_fp``'s base already extended by ``spec`` (or None)."""
     configs = _element_configs(_assign_names(list(adapters)), spec)
@@ -283,7 +313,7 @@ def wrap_extended(
     for i, config in enumerate(configs):
         where = f"adapters[{i - offset}] ({config.name!r})" if i >= offset else f"adapter {config.name!r}"
         try:
-            chosen = _resolve(config, all_blocks)
+            chosen = _resolve(config, all_blocks, train_elements)
         except SelectionError as exc:
             raise SelectionError(f"{where}: {exc}") from exc
         _claim(plan, claims, config, chosen, added, where)
@@ -292,6 +322,7 @@ def wrap_extended(
         p.requires_grad_(False)
     adapted = AdaptedModel(target, configs, base_fp)
     adapted.elements = spec
+    adapted.train_elements = None if train_elements is None else tuple(sorted({int(z) for z in train_elements}))
     deltas: dict[str, ParamDelta] = {}
     for config, chosen in plan:
         by_param = defaultdict(list)

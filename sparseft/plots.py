@@ -124,8 +124,9 @@ def parity_plots(parity_data: dict, out_dir: Path) -> None:
         )
 
 
-def sparsity_map(rows: list[dict], path: Path) -> None:
-    """Heat map of density by (layer, kind) x output irrep l; one panel per element group."""
+def sparsity_map(rows: list[dict], path: Path, elements: list[str] | None = None) -> None:
+    """Heat map of density by (layer, kind) x output irrep l; ``elements``: the training
+    elements the per-element densities are restricted to (named in the colour-bar label)."""
     plt = _pyplot()
     labels = sorted({(r["layer"], r["kind"]) for r in rows}, key=lambda k: (str(k[0]), k[1]))
     ls = sorted({r["l"] for r in rows}, key=lambda v: (v is None, v if v is not None else 0))
@@ -144,7 +145,8 @@ def sparsity_map(rows: list[dict], path: Path) -> None:
         for j in range(len(ls)):
             if not np.isnan(grid[i, j]):
                 ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", fontsize=7, color="w")
-    fig.colorbar(image, ax=ax, label="fraction of weights changed")
+    label = "fraction of weights changed" + (f"\n(of those {' '.join(elements)} data reach)" if elements else "")
+    fig.colorbar(image, ax=ax, label=label)
     ax.set_title("where the fine-tune changed the model")
     fig.tight_layout()
     _save(fig, path)

@@ -69,7 +69,12 @@ class DataSection:
 
 @dataclass
 class TrainSection:
-    """Optimiser, schedule, loss weights, sparsity schedule, EMA, clipping, early stopping."""
+    """Optimiser, schedule, loss weights, sparsity schedule, EMA, clipping, early stopping.
+
+    ``batch_size`` is the global batch: under ``torchrun`` it is split across the ranks, so one
+    recipe trains the same model on any number of processes. ``target_density`` counts the
+    selected weights the training data reaches (per-element weights of absent elements excluded).
+    """
 
     optimizer: str = "adam"
     lr: float = field(default=1e-3, metadata=ranged(gt=0))

@@ -18,10 +18,17 @@ def model_file(make_model, tmp_path):
 
 
 def test_inspect_prints_the_catalogue(model_file, capsys):
-    assert main(["inspect", str(model_file)]) == 0
+    assert main(["inspect", str(model_file), "--details"]) == 0
     out = capsys.readouterr().out
     assert "interactions.0.skip_tp.weight[1ox0e->1o Z=8]" in out
     assert "share" in out and "not adaptable" in out
+
+
+def test_inspect_groups_by_kind_by_default(model_file, capsys):
+    assert main(["inspect", str(model_file)]) == 0
+    out = capsys.readouterr().out
+    assert "skip_tp.weight[" not in out and "contraction" in out and "--details" in out
+    assert len(out.splitlines()) < 25
 
 
 def test_inspect_resolves_a_selector(model_file, capsys):
@@ -75,6 +82,17 @@ def test_check_with_an_adapter(model_file, tmp_path, capsys):
     sf.save_adapter(adapted, tmp_path / "ad")
     assert main(["check", str(model_file), "--adapter", str(tmp_path / "ad")]) == 0
     assert "adapter" in capsys.readouterr().out
+
+
+def test_tiny_model_like_mp0_medium(tmp_path, capsys):
+    from sparseft.blocks import blocks
+
+    target = tmp_path / "mp0.model"
+    assert main(["tiny-model", str(target), "--like", "mp0-medium", "--dtype", "float32"]) == 0
+    model = torch.load(target, weights_only=False)
+    assert sum(p.numel() for p in model.parameters()) == 4_688_656  # MACE-MP-0 medium's weight count
+    assert len(model.atomic_numbers) == 89 and len(blocks(model)) == 1111
+    assert "4688656 weights" in capsys.readouterr().out
 
 
 def test_tiny_model_refuses_to_overwrite(tmp_path, capsys):

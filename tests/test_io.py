@@ -38,7 +38,7 @@ def test_files_are_json_and_safetensors(saved):
     assert [a["method"] for a in meta["adapters"]] == ["sparse", "lora"]
     with safe_open(str(directory / TENSOR_FILE), "pt") as f:
         keys = list(f.keys())
-    assert any(k.endswith("interactions.0.skip_tp.weight/indices") for k in keys)
+    assert any(k.endswith("interactions.0.skip_tp.weight/index_gaps") for k in keys)  # uint16 index gaps
     assert any(k.endswith("interactions.0.linear.weight/0.A") for k in keys)
     assert not (directory / TENSOR_FILE).read_bytes().startswith(b"\x80")  # not a pickle
 
@@ -118,3 +118,36 @@ def test_changed_e0s_are_saved_loaded_and_merged(make_model, tmp_path):
     assert current_e0s(loaded.model) == {1: -10.0, 8: -400.0}
     assert current_e0s(loaded.merge()) == {1: -10.0, 8: -400.0}
     assert current_e0s(base)[1] != -10.0
+
+
+def test_reference_structure_holds_the_most_changed_elements(tmp_path):
+    base = tiny_mace(atomic_numbers=(1, 6, 8, 13, 29, 79))
+    adapted = sf.wrap(base, [sf.SparseConfig(select=sf.Selector(kinds=["skip"], elements=["Cu"]))])
+    with torch.no_grad():
+        for p in adapted.trainable_parameters():
+            p.normal_(0, 0.05)
+    sf.save_adapter(adapted, tmp_path / "ad")
+    meta = json.loads((tmp_path / "ad" / META_FILE).read_text())
+    elements = meta["reference"]["elements"]
+    assert 29 in elements and len(elements) == 4 and len(meta["reference"]["forces"]) == 4
+    sf.load_adapter(base, tmp_path / "ad")
+    for damaged in ([], [92], "Cu"):
+        meta["reference"]["elements"] = damaged
+        (tmp_path / "ad" / META_FILE).write_text(json.dumps(meta))
+        with pytest.raises(sf.AdapterFileError, match="reference.elements"):
+            sf.load_adapter(base, tmp_path / "ad")
+    del meta["reference"]["elements"]  # read as a file of the earlier format: every element, which disagrees
+    (tmp_path / "ad" / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(sf.AdapterFileError, match="does not reproduce the reference prediction"):
+        sf.load_adapter(base, tmp_path / "ad")
+
+
+def test_sparse_indices_are_stored_as_uint16_gaps_when_they_fit():
+    from sparseft.adapters.sparse import _decode_indices, _encode_indices
+
+    near = torch.tensor([0, 3, 65538, 65539])
+    far = torch.tensor([7, 70_000])
+    assert _encode_indices(near)["index_gaps"].dtype == torch.uint16
+    assert _encode_indices(far)["indices"].dtype == torch.int32
+    for flat in (near, far, torch.tensor([], dtype=torch.long)):
+        assert torch.equal(_decode_indices(_encode_indices(flat)).long(), flat)

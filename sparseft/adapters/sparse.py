@@ -7,8 +7,10 @@ which sets small entries to exact zeros, then fixes the support (a mask) for ret
 the surviving entries; ``str`` parts (:class:`ThresholdPart`) have learnable thresholds. A part
 can be *compacted* to a fixed support (:meth:`SparsePart.compact`): its parameter then holds
 only the support's values, so the optimiser keeps state for those alone. Files store only the
-non-zero (or in-support) entries as parameter-flat indices (int32) + values; a fixed support
-is flagged by ``fixed_support`` and equals the stored indices.
+non-zero (or in-support) entries, sorted by their parameter-flat index: the gaps between
+consecutive indices as uint16 (``index_gaps``, the first counted from -1) when every gap fits,
+else the indices as int32 (``indices``), plus ``values``; a fixed support is flagged by
+``fixed_support`` and equals the stored indices.
 """
 
 from __future__ import annotations
@@ -116,19 +118,18 @@ class SparsePart(PrunablePart):
         else:
             keep = self.nonzero() if self.mask is None else self.mask.bool()
         positions = torch.nonzero(keep).reshape(-1)
-        out = {
-            "indices": self.index[positions].to(torch.int32).cpu(),
-            "values": self.values().detach()[positions].cpu(),
-        }
+        flat, order = torch.sort(self.index[positions].cpu())
+        values = self.values().detach()[positions[order.to(positions.device)]].cpu()
+        out = {**_encode_indices(flat), "values": values}
         if self.fixed:  # the stored indices are exactly the fixed support
             out["fixed_support"] = torch.ones(1, dtype=torch.int8)
         return out
 
     @torch.no_grad()
     def load_state_tensors(self, tensors: dict[str, torch.Tensor], where: str) -> None:
-        indices, values = tensors.get("indices"), tensors.get("values")
+        indices, values = _decode_indices(tensors), tensors.get("values")
         if indices is None or values is None or indices.shape != values.shape or indices.dim() != 1:
-            raise ValueError(f"{where}: expected 1-D 'indices' and 'values' of equal length")
+            raise ValueError(f"{where}: expected 1-D 'indices' (or 'index_gaps') and 'values' of equal length")
         positions = self._positions(indices.long(), where)
         self._expand()
         self.delta.zero_()
@@ -204,3 +205,18 @@ class ThresholdPart(SparsePart):
     def load_state_tensors(self, tensors, where: str) -> None:
         super().load_state_tensors(tensors, where)
         self.offset.fill_(-math.inf)  # no threshold: the loaded values are the delta exactly
+
+
+def _encode_indices(flat: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Sorted flat indices as uint16 gaps (6 bytes per float32 entry instead of 8) when they fit."""
+    gaps = torch.diff(flat, prepend=torch.tensor([-1], dtype=flat.dtype))
+    if gaps.numel() and int(gaps.max()) <= 65535:
+        return {"index_gaps": gaps.to(torch.int32).to(torch.uint16)}
+    return {"indices": flat.to(torch.int32)}
+
+
+def _decode_indices(tensors: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    if "index_gaps" in tensors:
+        gaps = tensors["index_gaps"]
+        return torch.cumsum(gaps.to(torch.int64), 0) - 1 if gaps.dim() == 1 else gaps
+    return tensors.get("indices")

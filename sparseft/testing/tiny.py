@@ -23,6 +23,10 @@ def tiny_mace(
     heads: list[str] | None = None,
     scale_shift: bool = True,
     seed: int = 0,
+    mlp_irreps: str = "8x0e",
+    radial_mlp: tuple[int, ...] = (16, 16),
+    num_bessel: int = 6,
+    avg_num_neighbors: float = 8.0,
 ) -> torch.nn.Module:
     """Build a small ``ScaleShiftMACE`` (or plain ``MACE``) with random (seeded) weights.
 
@@ -46,7 +50,7 @@ def tiny_mace(
         model_class = modules.ScaleShiftMACE if scale_shift else modules.MACE
         model = model_class(
             r_max=r_max,
-            num_bessel=6,
+            num_bessel=num_bessel,
             num_polynomial_cutoff=5,
             max_ell=max_ell,
             interaction_cls=modules.interaction_classes[interaction],
@@ -54,14 +58,42 @@ def tiny_mace(
             num_interactions=num_interactions,
             num_elements=len(atomic_numbers),
             hidden_irreps=o3.Irreps(hidden_irreps),
-            MLP_irreps=o3.Irreps("8x0e"),
+            MLP_irreps=o3.Irreps(mlp_irreps),
             atomic_energies=e0s,
-            avg_num_neighbors=8.0,
+            avg_num_neighbors=avg_num_neighbors,
             atomic_numbers=list(atomic_numbers),
             correlation=correlation,
             gate=torch.nn.functional.silu,
-            radial_MLP=[16, 16],
+            radial_MLP=list(radial_mlp),
             heads=heads,
             **extra,
         )
     return model.to(dtype)
+
+
+# Architectures of public foundation models, for building randomly initialised stand-ins of
+# their size (same shapes, random weights): benchmarks and scale tests without a download.
+LIKE = {
+    "mp0-medium": dict(  # MACE-MP-0 medium: 128x0e+128x1o, max_ell 3, correlation 3, 89 elements
+        hidden_irreps="128x0e+128x1o",
+        atomic_numbers=tuple(range(1, 90)),
+        max_ell=3,
+        correlation=3,
+        num_interactions=2,
+        r_max=6.0,
+        num_bessel=10,
+        mlp_irreps="16x0e",
+        radial_mlp=(64, 64, 64),
+        avg_num_neighbors=61.96,
+        interaction="RealAgnosticResidualInteractionBlock",
+        first_interaction="RealAgnosticResidualInteractionBlock",
+    ),
+}
+
+
+def foundation_like(name: str, *, dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.nn.Module:
+    """A randomly initialised model with the architecture of the foundation model ``name``
+    (one of :data:`LIKE`)."""
+    if name not in LIKE:
+        raise ValueError(f"unknown architecture {name!r}; known: {sorted(LIKE)}")
+    return tiny_mace(**LIKE[name], dtype=dtype, seed=seed)

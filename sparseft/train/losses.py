@@ -88,15 +88,28 @@ def views(batch, out) -> list[View]:
     return result
 
 
-def _masked_mean(sq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Weighted mean; entries with zero weight are dropped even when NaN (stress of a cluster)."""
-    total = mask.sum()
-    return torch.where(mask > 0, sq * mask, torch.zeros_like(sq)).sum() / total.clamp(min=1e-12)
+def _masked_sum(sq: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted sum and total weight; entries with zero weight are dropped even when NaN (stress
+    of a cluster)."""
+    return torch.where(mask > 0, sq * mask, torch.zeros_like(sq)).sum(), mask.sum()
 
 
-def loss_terms(batch, out) -> dict[str, torch.Tensor]:
-    """Mean squared error of each task over the entries that carry its label."""
-    return {v.task: _masked_mean((v.pred - v.ref) ** 2, v.mask) for v in views(batch, out)}
+def loss_sums(batch, out) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per task: (weighted sum of squared errors, total weight) over the entries that carry its
+    label. Data-parallel training sums the totals over ranks before dividing."""
+    return {v.task: _masked_sum((v.pred - v.ref) ** 2, v.mask) for v in views(batch, out)}
+
+
+def loss_terms(batch, out, totals: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Mean squared error of each task over the entries that carry its label; ``totals`` replaces
+    the batch's own total weights (the global ones of a data-parallel step)."""
+    return normalised(loss_sums(batch, out), totals)
+
+
+def normalised(sums: dict, totals: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """``{task: sum / total}`` from :func:`loss_sums`, with ``totals`` overriding the totals."""
+    totals = totals or {}
+    return {task: num / totals.get(task, den).clamp(min=1e-12) for task, (num, den) in sums.items()}
 
 
 def total_loss(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:

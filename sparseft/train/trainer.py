@@ -14,7 +14,8 @@ from ..adapters.sparse_modes import SparseSchedule
 from ..data import loader
 from ..heads import HeadedModel, split_heads
 from ..model import AdaptedModel
-from .losses import ErrorAccumulator, loss_terms, total_loss
+from . import distributed as ddp
+from .losses import ErrorAccumulator, loss_sums, loss_terms, normalised, total_loss
 
 
 @dataclass
@@ -85,7 +86,11 @@ def make_optimizer(params, config, lr_scales: dict | None = None):
 
 class Trainer:
     """Fits an :class:`AdaptedModel` (or a :class:`~sparseft.heads.HeadedModel` around one) on mace
-    ``AtomicData`` lists with a ``TrainSection`` config."""
+    ``AtomicData`` lists with a ``TrainSection`` config.
+
+    With ``dist`` (a :class:`~sparseft.train.distributed.Distributed`), this process is one rank
+    of a data-parallel run: it computes its share of every global batch through DDP, and
+    validation runs on rank 0 and is broadcast (see :mod:`sparseft.train.distributed`)."""
 
     def __init__(
         self,
@@ -102,6 +107,7 @@ class Trainer:
         derivative_heads: list | None = None,
         frame_names: list[str] | None = None,
         progress_seconds: float | None = None,
+        dist: ddp.Distributed | None = None,
     ):
         self.model = model
         self.adapted: AdaptedModel = split_heads(model)[0]  # the adapter side: after-step hooks, supports, E0s
@@ -131,6 +137,9 @@ class Trainer:
         self.fixed_up_front = self._prepare_sparse()
         self.fix_at_step = None if self.fixed_up_front else self.sparse.fix_at_step
         self.params = model.trainable_parameters()
+        self.dist = dist
+        # after any up-front compaction (fisher): DDP registers the final parameters
+        self.forward_model = ddp.wrap_ddp(model, device) if dist else model
         self.optimizer = make_optimizer(self.params, config, self._lr_scales())
         self.ema = EMA(self.params, config.ema_decay) if config.ema_decay else None
         self.best_params: list[torch.Tensor] | None = None
@@ -216,7 +225,13 @@ class Trainer:
 
     # --- evaluation
     def evaluate(self, dataset) -> dict:
-        """Loss and MAE/RMSE on a dataset (with EMA weights when enabled)."""
+        """Loss and MAE/RMSE on a dataset (with EMA weights when enabled); in a data-parallel
+        run rank 0 evaluates and every rank receives its result."""
+        if self.dist is None:
+            return self._evaluate(dataset)
+        return ddp.broadcast_from_main(self.dist, self._evaluate(dataset) if self.dist.is_main else None)
+
+    def _evaluate(self, dataset) -> dict:
         if not dataset:
             return {}
         if self.ema:
@@ -267,6 +282,9 @@ class Trainer:
             state.support_fixed = True
         if self.fix_at_step is not None and not state.support_fixed and state.step >= self.fix_at_step:
             kept = self.sparse.fix(self._curvature())
+            if self.dist:  # identical inputs give identical masks; rank 0's settle any tie broken by noise
+                parts = [p for p in self.adapted.prunable_parts() if p.mask is not None]
+                ddp.broadcast_tensors(self.dist, [p.mask for p in parts] + [p.delta.data for p in parts])
             state.support_fixed = True
             if self.sparse.resets_optimizer:
                 self.optimizer.state.clear()  # two_phase: retraining starts from fresh moments
@@ -279,8 +297,13 @@ class Trainer:
 
         start = time.perf_counter()
         epoch = state.epoch
-        batches = loader(self.train_data, self.config.batch_size, shuffle=True, seed=self.config.seed * 100_003 + epoch)
+        batches = ddp.global_batches(
+            len(self.train_data), self.config.batch_size, shuffle=True, seed=self.config.seed * 100_003 + epoch
+        )
+        main = self.dist is None or self.dist.is_main
         sums = dict(state.epoch_sums) or {"loss": 0.0, "frames": 0}
+        # the loss sum stays on the device (no sync per step); the resumed part counts once, on rank 0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device) + (float(sums["loss"]) if main else 0.0)
         bar = tqdm(
             total=self.steps_per_epoch,
             initial=state.step_in_epoch,
@@ -289,27 +312,33 @@ class Trainer:
             leave=False,
         )
         self.model.train()
-        for i, batch in enumerate(batches):
+        for i, indices in enumerate(batches):
             if i < state.step_in_epoch:
                 continue  # resumed mid-epoch: these batches were already used
             if self.config.max_steps and state.step >= self.config.max_steps:
                 break
             self._maybe_fix_support(state)
-            loss = self._step(batch.to(self.device).to_dict(), state)
-            frames = int(batch["ptr"].numel() - 1)
-            sums["loss"] += loss * frames
-            sums["frames"] += frames
+            loss = self._step(self._local_batch(indices), state)
+            loss_sum += loss * len(indices)
+            sums["frames"] += len(indices)
             state.step_in_epoch = i + 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4g}")
+            if self.progress:  # reading the value is a device sync: only for progress output
+                bar.set_postfix(loss=f"{float(loss):.4g}")
             if self.ticker:
-                self.ticker(state.step, epoch, loss)
-            if self._stop_requested:
-                state.epoch_sums = sums
+                self.ticker(state.step, epoch, float(loss))
+            stop = ddp.any_rank(self.dist, self._stop_requested) if self.dist else self._stop_requested
+            if stop:
+                state.epoch_sums = {**sums, "loss": self._global_sum(loss_sum)}
                 state.interrupted = True
                 bar.close()
                 return
         bar.close()
+        sums["loss"] = self._global_sum(loss_sum)
+        if not math.isfinite(sums["loss"]):
+            raise FloatingPointError(
+                f"epoch {epoch + 1}: the training loss is {sums['loss']}; lower train.lr or check the data"
+            )
         self.model.eval()
         valid = self.evaluate(self.valid_data)
         density = self.adapted.density()
@@ -334,22 +363,47 @@ class Trainer:
         self._after_epoch(state, valid)
         self.log(_summary(row, self.config.epochs))
 
-    def _step(self, batch, state: TrainState) -> float:
+    def _local_batch(self, indices: list[int]):
+        """This rank's share of one global batch, moved to the device once: ``(batch, weight)``;
+        a rank whose share is empty computes one frame with weight 0 (every rank must take part
+        in the gradient all-reduce)."""
+        from mace.tools.torch_geometric.batch import Batch
+
+        mine = ddp.rank_share(indices, self.dist.rank, self.dist.world_size) if self.dist else indices
+        frames = [self.train_data[i] for i in (mine or indices[:1])]
+        return Batch.from_data_list(frames).to(self.device).to_dict(), 1.0 if mine else 0.0
+
+    def _global_sum(self, value: torch.Tensor) -> float:
+        if self.dist:
+            ddp.all_reduce_sum(value)
+        return float(value)
+
+    def _step(self, local, state: TrainState) -> torch.Tensor:
+        """One optimiser step on this rank's share ``(batch, weight)``; returns this rank's part of
+        the global batch loss (detached, on the device: parts sum to the global loss)."""
+        batch, share = local
         lr = self.lr_at(state.step, state)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         self.sparse.before_step(state.step, state.support_fixed)
         self.optimizer.zero_grad(set_to_none=True)
-        out = self.model(
+        out = self.forward_model(
             batch, training=True, compute_force=True, compute_stress=self.compute_stress, **self._heads_kwargs
         )
-        loss = total_loss(loss_terms(batch, out), self.weights_at(state.step))
-        if not torch.isfinite(loss):
+        sums = loss_sums(batch, out)
+        totals = None
+        if self.dist:  # normalise by the global label counts: the reduced gradient is the global batch's
+            tasks = sorted(sums)
+            counts = torch.stack([sums[t][1].detach() * share for t in tasks]) if tasks else torch.zeros(0)
+            totals = dict(zip(tasks, ddp.all_reduce_sum(counts.to(torch.float64)).to(counts.dtype)))
+        loss = total_loss(normalised(sums, totals), self.weights_at(state.step)) * share
+        if torch.device(self.device).type == "cpu" and not torch.isfinite(loss):  # GPUs: checked per epoch
             raise FloatingPointError(
                 f"step {state.step}: the training loss is {float(loss)} on a batch of "
                 f"{self._batch_frames(batch)}; lower train.lr or check those frames"
             )
-        loss.backward()
+        # DDP averages gradients over ranks; the loss is a sum of rank parts, so scale by the world size
+        (loss * self.dist.world_size if self.dist else loss).backward()
         if self.config.clip_grad:
             torch.nn.utils.clip_grad_norm_(self.params, self.config.clip_grad)
         self.optimizer.step()
@@ -361,7 +415,7 @@ class Trainer:
         if self.ema:
             self.ema.update()
         state.step += 1
-        return float(loss.detach())
+        return loss.detach()
 
     def _batch_frames(self, batch) -> str:
         index = batch.get("source_frame")
