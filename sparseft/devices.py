@@ -11,7 +11,7 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but torch sees no GPU")
+        raise ValueError(f"{name} requested but torch sees no GPU")
     if name != "cpu" and not name.startswith("cuda"):
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not {name!r}")
     return name

@@ -339,7 +339,7 @@ def _train_elements(meta: dict, model, directory: Path) -> list[int] | None:
 
 def _check_reference(model: torch.nn.Module, reference: dict, directory: Path) -> None:
     elements = reference.get("elements")
-    known = {int(z) for z in model.atomic_numbers}
+    known = {int(z) for z in torch.as_tensor(model.atomic_numbers).tolist()}
     if elements is not None and (
         not isinstance(elements, list) or not elements or not all(isinstance(z, int) and z in known for z in elements)
     ):

@@ -52,7 +52,9 @@ class AdaptedModel(WrapsMaceModel):
         self.parts: dict[str, dict[str, BlockPart]] = {}
         self._params: list[str] = []
         self.elements = None  # sparseft.elements.ElementSpec when the element table was extended
-        self.train_elements = None  # per-element blocks of other elements carry no delta (None: all elements)
+        self.train_elements: tuple[int, ...] | None = (
+            None  # per-element blocks of other elements carry no delta (None: all elements)
+        )
 
     @property
     def base(self) -> torch.nn.Module:

@@ -676,12 +676,22 @@ adapter_case(
 adapter_case(
     "config_l1_string", rf"{ADAPTER}.*adapters\[0\]\.l1", lambda d, m, t, w: m["adapters"][0].__setitem__("l1", "abc")
 )
+
+
+def _shift_sparse_indices(tensors: dict, shift: int) -> None:
+    """Move the first sparse part's stored indices (``indices``, or uint16 ``index_gaps``) by ``shift``."""
+    from sparseft.adapters.sparse import _decode_indices
+
+    key = next(k for k in tensors if k.endswith(("/indices", "/index_gaps")))
+    prefix = key.rsplit("/", 1)[0]
+    flat = _decode_indices({key.rsplit("/", 1)[1]: tensors.pop(key)})
+    tensors[prefix + "/indices"] = (flat.long() + shift).to(__import__("torch").int32)
+
+
 adapter_case(
     "indices_out_of_range",
     rf"{ADAPTER}.*indices",
-    lambda d, m, t, w: t.__setitem__(
-        next(k for k in t if k.endswith("/indices")), t[next(k for k in t if k.endswith("/indices"))] + 10**6
-    ),
+    lambda d, m, t, w: _shift_sparse_indices(t, 10**6),
 )
 adapter_case("heads_damaged", rf"{ADAPTER}.*heads\[0\]", lambda d, m, t, w: m.__setitem__("heads", [{"name": "x"}]))
 adapter_case(

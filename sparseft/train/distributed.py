@@ -92,7 +92,7 @@ def rank_share(batch: list[int], rank: int, world_size: int) -> list[int]:
     return batch[rank::world_size]
 
 
-def wrap_ddp(model: torch.nn.Module, device: str) -> torch.nn.Module:
+def wrap_ddp(model: torch.nn.Module, device: str | torch.device) -> torch.nn.Module:
     """DDP around the adapted model: parameters broadcast from rank 0, gradients all-reduced
     (averaged) during backward. Buffers are not re-broadcast: every rank holds the same."""
     device_ids = [torch.device(device).index] if str(device).startswith("cuda") else None
@@ -126,13 +126,14 @@ def broadcast_from_main(ctx: Distributed, value):
 
 
 @torch.no_grad()
-def broadcast_tensors(ctx: Distributed, tensors: list[torch.Tensor]) -> None:
+def broadcast_tensors(ctx: Distributed, tensors: list) -> None:
     """Overwrite ``tensors`` with rank 0's values (e.g. sparse masks after support fixing, so a
     tie broken differently by floating-point noise cannot make ranks drift apart)."""
     import torch.distributed as dist
 
     for t in tensors:
-        dist.broadcast(t, src=0)
+        if t is not None:
+            dist.broadcast(t, src=0)
 
 
 def barrier(ctx: Distributed | None) -> None:
