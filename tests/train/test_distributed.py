@@ -140,16 +140,18 @@ def test_two_ranks_train_the_one_rank_adapter_and_only_rank_0_writes(workdir):
 
 
 def _wait_for_epoch(directory: Path, proc, epoch: int, timeout: float = 300):
-    state = directory / "checkpoint" / "state.json"
+    from sparseft.train.checkpoint import find_checkpoint
+
     deadline = time.time() + timeout
     while time.time() < deadline:
+        found = find_checkpoint(directory)
         try:
-            if json.loads(state.read_text())["state"]["epoch"] >= epoch:
+            if found is not None and json.loads((found / "state.json").read_text())["state"]["epoch"] >= epoch:
                 return
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError):  # deleted meanwhile by the next checkpoint
             pass
         assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
-        time.sleep(0.05)
+        time.sleep(0.02)
     raise AssertionError("no checkpoint appeared")
 
 
