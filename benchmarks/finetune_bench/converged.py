@@ -30,66 +30,28 @@ PROTOCOL = {
 }
 QUICK_PROTOCOL = {"max_epochs": 3, "patience": 1, "lr_grid": (2e-3,), "seeds": (0, 1), "lc_sizes": ()}
 
+
 # Per data set: the main training-set size, split sizes, batch size, loss weights.
+def _budget(**sizes) -> dict:
+    """One data set's budget: the shared loss weights, lr and caps, plus its own sizes."""
+    return dict(
+        n_forget=100,
+        lr=2e-3,
+        energy_weight=100.0,
+        forces_weight=10.0,
+        lc_sizes=[],
+        lc_seeds={},
+        lc_min_steps=0,
+        epochs=40,
+        **sizes,
+    )
+
+
 BUDGETS = {
-    "ecemc": dict(
-        n_train=20,
-        n_valid=10,
-        n_test=40,
-        n_forget=100,
-        batch_size=2,
-        lr=2e-3,
-        energy_weight=100.0,
-        forces_weight=10.0,
-        lc_sizes=[],
-        lc_seeds={},
-        lc_min_steps=0,
-        epochs=40,
-    ),
-    "domain": dict(
-        n_train=30,
-        n_valid=None,
-        n_test=None,
-        n_forget=100,
-        batch_size=4,
-        lr=2e-3,
-        energy_weight=100.0,
-        forces_weight=10.0,
-        lc_sizes=[],
-        lc_seeds={},
-        lc_min_steps=0,
-        epochs=40,
-    ),
-    "aspirin": dict(
-        n_train=30,
-        n_pool=100,
-        n_valid=30,
-        n_test=100,
-        n_forget=100,
-        batch_size=4,
-        lr=2e-3,
-        energy_weight=100.0,
-        forces_weight=10.0,
-        lc_sizes=[],
-        lc_seeds={},
-        lc_min_steps=0,
-        epochs=40,
-    ),
-    "acac": dict(
-        n_train=30,
-        n_pool=100,
-        n_valid=30,
-        n_test=100,
-        n_forget=100,
-        batch_size=4,
-        lr=2e-3,
-        energy_weight=100.0,
-        forces_weight=10.0,
-        lc_sizes=[],
-        lc_seeds={},
-        lc_min_steps=0,
-        epochs=40,
-    ),
+    "ecemc": _budget(n_train=20, n_valid=10, n_test=40, batch_size=2),
+    "domain": _budget(n_train=30, n_valid=None, n_test=None, batch_size=4),
+    "aspirin": _budget(n_train=30, n_pool=100, n_valid=30, n_test=100, batch_size=4),
+    "acac": _budget(n_train=30, n_pool=100, n_valid=30, n_test=100, batch_size=4),
 }
 QUICK_BUDGETS = {
     name: {
