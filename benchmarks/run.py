@@ -106,7 +106,12 @@ def parse_args(argv=None):
         help="fixed: the epoch budgets below; converged: early stopping, lr search, 3 seeds "
         "(finetune_bench/converged.py; data sets ecemc, domain, aspirin, acac)",
     )
-    p.add_argument("--lr-grid", default=None, help="converged: comma list of learning rates (default 1e-3,3e-3,1e-2)")
+    p.add_argument(
+        "--lr-grid",
+        default=None,
+        help="converged: comma list of learning rates for every method (default: full fine-tuning "
+        "1e-3,3e-3,1e-2; parameter-efficient methods 3e-3,1e-2,3e-2)",
+    )
     p.add_argument("--seeds", default=None, help="converged: comma list of seeds (default 0,1,2)")
     p.add_argument("--name", default=None, help="report name: results/<name>.md (default finetune, or finetune-quick)")
     p.add_argument("--datasets", default="ecemc,domain,magnetic", help="comma list of ecemc, domain, magnetic")
@@ -270,13 +275,14 @@ def converged_main(args, started: float, sparseft_path: str | None) -> int:
         QUICK_BUDGETS,
         QUICK_PROTOCOL,
         run_converged,
+        run_learning_curves,
     )
     from finetune_bench.converged_report import write_converged_report
     from finetune_bench.data import prepare_molecule
 
     protocol = dict(QUICK_PROTOCOL if args.quick else PROTOCOL)
     if args.lr_grid:
-        protocol["lr_grid"] = tuple(float(x) for x in args.lr_grid.split(","))
+        protocol["lr_grid"] = protocol["peft_lr_grid"] = tuple(float(x) for x in args.lr_grid.split(","))
     if args.seeds:
         protocol["seeds"] = tuple(int(x) for x in args.seeds.split(","))
     budgets = copy.deepcopy(QUICK_BUDGETS if args.quick else BUDGETS)
@@ -307,9 +313,11 @@ def converged_main(args, started: float, sparseft_path: str | None) -> int:
         }
         write_converged_report(state, meta, {n: keys for n in names}, path, len(protocol["seeds"]))
 
-    for name in names:
-        if name not in budgets:
-            raise SystemExit(f"--datasets: unknown {name!r} (converged: {', '.join(budgets)})")
+    unknown = [n for n in names if n not in budgets]
+    if unknown:
+        raise SystemExit(f"--datasets: unknown {unknown} (converged: {', '.join(budgets)})")
+    tasks = []
+    for name in names:  # the main comparison of every data set first, then the learning curves
         budget = budgets[name]
         if name == "ecemc":
             task = prepare_ecemc(args, budget, args.work_dir)
@@ -317,8 +325,12 @@ def converged_main(args, started: float, sparseft_path: str | None) -> int:
             task = prepare_domain(args, budget, args.work_dir)
         else:
             task = prepare_molecule(args, budget, args.work_dir, name)
+        tasks.append(task)
         run_converged(task, runner, methods, protocol, state, on_method=report)
         report()
+    if not args.no_learning_curves:
+        for task in tasks:
+            run_learning_curves(task, runner, state[task.name], protocol, on_method=report)
     report()
     log(f"report: {path} ({(time.perf_counter() - started) / 60:.1f} min this invocation)")
     return 0

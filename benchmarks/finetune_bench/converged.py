@@ -5,7 +5,8 @@ stop after ``patience + 1`` epochs in a row without a lower validation loss (spa
 ``train.patience = P``; mace ``--patience P+1``, which counts the same epochs) or at the
 epoch cap, and keep the best-validation weights. Sparse runs count only epochs that meet the
 target density (sparseft's rule). The lr of each method is chosen on the validation set from
-``LR_GRID`` with seed 0 (lowest ``forces_weight x force MAE + energy_weight x energy MAE``
+``lr_grid`` (full fine-tuning) or ``peft_lr_grid`` (every parameter-efficient method: fewer
+weights move, so their usual lr is higher, as for LoRA in HF PEFT) with seed 0 (lowest ``forces_weight x force MAE + energy_weight x energy MAE``
 on valid, as the training loss weighs them); seeds 1 and 2 then use it. Seeds differ in the
 training subset (the pool shuffled per seed) and in the initialisation / data order.
 
@@ -25,9 +26,14 @@ PROTOCOL = {
     "max_epochs": 40,
     "patience": 4,
     "lr_grid": (1e-3, 3e-3, 1e-2),
+    "peft_lr_grid": (3e-3, 1e-2, 3e-2),
     "seeds": (0, 1, 2),
-    "lc_sizes": (10, 30, 100),
+    "lc_sizes": (10, 100),  # plus the main size; for LC_METHODS on LC_DATASETS
 }
+EPOCH_CAP = {"ecemc": 30}  # 160-atom liquid boxes: the one data set whose runs cost 3x the others
+LC_DATASETS = ("aspirin", "acac")  # learning curves where a run costs ~40 s of CPU
+LC_METHODS = ("full", "lora-4", "sparse-two_phase-3")
+FULL_FAMILIES = ("full", "mace-full", "scratch")
 QUICK_PROTOCOL = {"max_epochs": 3, "patience": 1, "lr_grid": (2e-3,), "seeds": (0, 1), "lc_sizes": ()}
 
 
@@ -48,7 +54,7 @@ def _budget(**sizes) -> dict:
 
 
 BUDGETS = {
-    "ecemc": _budget(n_train=20, n_valid=10, n_test=40, batch_size=2),
+    "ecemc": _budget(n_train=10, n_valid=5, n_test=40, batch_size=2),
     "domain": _budget(n_train=30, n_valid=None, n_test=None, batch_size=4),
     "aspirin": _budget(n_train=30, n_pool=100, n_valid=30, n_test=100, batch_size=4),
     "acac": _budget(n_train=30, n_pool=100, n_valid=30, n_test=100, batch_size=4),
@@ -122,6 +128,13 @@ def lr_group(method: Method) -> str:
     return key
 
 
+def lr_grid(method: Method, protocol: dict) -> tuple:
+    """The stated lr grid of ``method``: full fine-tuning's, or the parameter-efficient one."""
+    if method.family in FULL_FAMILIES:
+        return protocol["lr_grid"]
+    return protocol.get("peft_lr_grid", protocol["lr_grid"])
+
+
 def valid_score(result: dict, budget: dict) -> float:
     v = result["valid"]
     return budget["forces_weight"] * v["forces_mae"] + budget["energy_weight"] * v["energy_mae"]
@@ -148,14 +161,15 @@ def run_converged(task, runner, methods: list[Method], protocol: dict, state: di
     chosen_lr: dict[str, float] = {}
     for method in methods:
         group = lr_group(method)
-        spec = {"epochs": protocol["max_epochs"], "patience": protocol["patience"]}
+        spec = _spec(task, protocol)
         if group not in chosen_lr:
             search_method = CONVERGED_METHODS.get(group, method)
-            trials = [runner.run(task, ev, search_method, n, 0, n, {**spec, "lr": lr}) for lr in protocol["lr_grid"]]
+            grid = lr_grid(search_method, protocol)
+            trials = [runner.run(task, ev, search_method, n, 0, n, {**spec, "lr": lr}) for lr in grid]
             ok = [(valid_score(r, task.budget), r["lr"]) for r in trials if r.get("status") == "ok"]
-            chosen_lr[group] = min(ok)[1] if ok else protocol["lr_grid"][0]
+            chosen_lr[group] = min(ok)[1] if ok else grid[0]
             info["lr"][group] = {
-                "grid": list(protocol["lr_grid"]),
+                "grid": list(grid),
                 "chosen": chosen_lr[group],
                 "scores": {f"{lr:g}": s for s, lr in ok},
             }
@@ -167,6 +181,36 @@ def run_converged(task, runner, methods: list[Method], protocol: dict, state: di
         if on_method:
             on_method()  # the report after every method: a long run shows its progress
     return info
+
+
+def _spec(task, protocol: dict) -> dict:
+    return {"epochs": EPOCH_CAP.get(task.name, protocol["max_epochs"]), "patience": protocol["patience"]}
+
+
+def run_learning_curves(task, runner, info: dict, protocol: dict, on_method=None) -> None:
+    """Learning curves for ``LC_METHODS`` at ``protocol['lc_sizes']`` (plus the main size), every
+    seed, each method at the lr its main-size search chose (no new search per size)."""
+    from .evaluate import Evaluator
+
+    if task.name not in LC_DATASETS or not protocol.get("lc_sizes"):
+        return
+    ev = Evaluator(task)
+    n_main = task.budget["n_train"]
+    info.setdefault("lc", {})
+    for key in LC_METHODS:
+        if key not in info["runs"] or lr_group(CONVERGED_METHODS[key]) not in info["lr"]:
+            continue
+        lr = info["lr"][lr_group(CONVERGED_METHODS[key])]["chosen"]
+        curve = {n_main: info["runs"][key]}
+        for n in protocol["lc_sizes"]:
+            if n != n_main:
+                curve[n] = [
+                    runner.run(task, ev, CONVERGED_METHODS[key], n, seed, n_main, {**_spec(task, protocol), "lr": lr})
+                    for seed in protocol["seeds"]
+                ]
+            info["lc"][key] = dict(sorted(curve.items()))
+            if on_method:
+                on_method()
 
 
 def summarize(runs: list[dict], split: str, metric: str) -> tuple[float, float, int] | None:
