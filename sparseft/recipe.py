@@ -77,6 +77,7 @@ class TrainSection:
     """
 
     optimizer: str = "adam"
+    amsgrad: bool = True  # mace_run_train's optimiser (its --amsgrad is on by default)
     lr: float = field(default=1e-3, metadata=ranged(gt=0))
     weight_decay: float = field(default=0.0, metadata=ranged(ge=0))
     scheduler: str = "cosine"

@@ -93,6 +93,22 @@ def sparse_method(mode: str, density: float, replay: bool = False) -> Method:
     )
 
 
+def defaults_method(density: float) -> Method:
+    """``method: sparse`` + ``train.target_density``, nothing else: sparseft's own defaults for
+    everything a user would not set (lr, schedule, epochs, batch size, loss weights, l1)."""
+    from .sparseft_runner import DEFAULTS
+
+    pct = f"{100 * density:g}"
+    return Method(
+        f"sparse-defaults-{pct}",
+        f"sparse {pct}%, recipe defaults",
+        "sparseft",
+        "sparse",
+        adapters=(json.dumps({"method": "sparse"}),),
+        train=((DEFAULTS, True), ("target_density", density)),
+    )
+
+
 def with_replay(method: Method) -> Method:
     from dataclasses import replace
 
@@ -115,6 +131,7 @@ CONVERGED_METHODS = {
         *[sparse_method(mode, d) for mode in SPARSE_MODES for d in DENSITIES],
         with_replay(METHOD_BY_KEY["full"]),
         *[sparse_method(mode, 0.03, replay=True) for mode in SPARSE_MODES],
+        defaults_method(0.03),
     ]
 }
 
@@ -162,6 +179,11 @@ def run_converged(task, runner, methods: list[Method], protocol: dict, state: di
     for method in methods:
         group = lr_group(method)
         spec = _spec(task, protocol)
+        if method.key.startswith("sparse-defaults-"):  # no search: the recipe's defaults decide
+            info["runs"][method.key] = [
+                runner.run(task, ev, method, n, seed, n, {**spec, "lr": "default"}) for seed in protocol["seeds"]
+            ]
+            continue
         if group not in chosen_lr:
             search_method = CONVERGED_METHODS.get(group, method)
             grid = lr_grid(search_method, protocol)

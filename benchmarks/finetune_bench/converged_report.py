@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 
 from .converged import compare, summarize
+from .converged_goals import goal_lines, lc_lines
+from .converged_plots import converged_plots
 
 DISCUSSION = re.compile(r"<!-- discussion:start -->.*<!-- discussion:end -->", re.S)
 
@@ -64,10 +66,10 @@ def dataset_table(name: str, info: dict) -> list[str]:
     mace = summarize(runs.get("mace-full", []), "test", "forces_mae")
     for key, rs in runs.items():
         f = summarize(rs, "test", "forces_mae")
-        lrs = sorted({r["lr"] for r in rs if r.get("status") == "ok"})
+        lrs = sorted({r["lr"] for r in rs if r.get("status") == "ok"}, key=str)
         row = [
             key,
-            ",".join(f"{x:g}" for x in lrs) or "-",
+            ",".join(x if isinstance(x, str) else f"{x:g}" for x in lrs) or "-",
             str(sum(r.get("status") == "ok" for r in rs)),
             _fmt(f),
             _fmt(summarize(rs, "test", "energy_mae"), digits=2),
@@ -128,6 +130,11 @@ def write_converged_report(state: dict, meta: dict, planned: dict, path: Path, s
     ]
     for name, info in state.items():
         lines += dataset_table(name, info)
+    lines += lc_lines(state)
+    lines += goal_lines(state)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figures = converged_plots(state, path.parent, path.stem)
+    lines += [f"![{f}]({f})" for f in figures] + [""]
     lines.append(kept.group(0) if kept else "<!-- discussion:start -->\n<!-- discussion:end -->")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")

@@ -33,7 +33,8 @@ class Runner:
         ``patience`` and a per-seed training subset, and tags the run directory with the lr."""
         args = self.args
         protocol = protocol or {}
-        run_id = f"{method.key}_n{n}_s{seed}" + (f"_lr{protocol['lr']:g}" if protocol else "")
+        lr_tag = "default" if protocol.get("lr") == "default" else f"{protocol.get('lr', 0):g}"
+        run_id = f"{method.key}_n{n}_s{seed}" + (f"_lr{lr_tag}" if protocol else "")
         run_dir = task.dir / ("runs-converged" if protocol else "runs") / run_id
         result_path = run_dir / "result.json"
         train_file = train_file_for(task, n, seed if protocol else None)

@@ -17,6 +17,9 @@ from .util import write_json
 EPOCH_PATTERN = r"^epoch \d+/\d+ "  # sparseft's epoch log line (stdout of the worker)
 
 
+DEFAULTS = "_recipe_defaults"  # a Method.train marker: keep only seed + the method's own keys
+
+
 def sparseft_recipe(
     task: Task,
     method: Method,
@@ -48,7 +51,11 @@ def sparseft_recipe(
         "patience": patience,
         "seed": seed,
     }
-    train.update(dict(method.train))
+    overrides = dict(method.train)
+    if overrides.pop(DEFAULTS, False):
+        # "what a user gets": sparseft's own defaults for lr, schedule, epochs, batch, loss weights
+        train = {"seed": seed}
+    train.update(overrides)
     data = {
         "train": str(train_file),
         "valid": str(task.valid),

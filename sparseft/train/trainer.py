@@ -74,14 +74,15 @@ class EMA:
 
 
 def make_optimizer(params, config, lr_scales: dict | None = None):
-    """Adam(W) over ``params``; ``lr_scales`` maps some of them to a learning-rate factor (own group)."""
+    """Adam(W) over ``params`` (AMSGrad with ``config.amsgrad``, mace_run_train's default);
+    ``lr_scales`` maps some of them to a learning-rate factor (own group)."""
     cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     lr_scales = lr_scales or {}
     groups = [{"params": [p for p in params if p not in lr_scales], "lr_scale": 1.0}]
     for scale in sorted(set(lr_scales.values())):
         groups.append({"params": [p for p in params if lr_scales.get(p) == scale], "lr_scale": scale})
     groups = [g for g in groups if g["params"]]
-    return cls(groups, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
+    return cls(groups, lr=config.lr, weight_decay=config.weight_decay, amsgrad=config.amsgrad, foreach=True)
 
 
 class Trainer:
