@@ -95,3 +95,19 @@ def test_ema_averages_and_is_what_evaluation_uses():
     assert torch.allclose(trainer.ema.shadow[0], torch.ones_like(delta))
     trainer.load_best()  # without validation: the EMA values
     assert torch.allclose(delta.detach(), torch.ones_like(delta))
+
+
+@pytest.mark.parametrize("amsgrad", [True, False])
+def test_amsgrad_reaches_the_optimiser_and_keeps_its_maximum(amsgrad):
+    """``train.amsgrad`` (default on, mace_run_train's optimiser) sets Adam's variant; with it the
+    second-moment maximum is state the checkpoint must carry."""
+    trainer = _bare_trainer(amsgrad=amsgrad)
+    assert all(g["amsgrad"] is amsgrad for g in trainer.optimizer.param_groups)
+    p = trainer.params[0]
+    p.grad = torch.ones_like(p)
+    trainer.optimizer.step()
+    assert ("max_exp_avg_sq" in trainer.optimizer.state[p]) is amsgrad
+
+
+def test_amsgrad_is_on_by_default():
+    assert TrainSection().amsgrad is True
