@@ -182,6 +182,8 @@ def load_checkpoint(output: Path, trainer: Trainer) -> TrainState:
             )
         p.copy_(saved.to(p))
         state = {k.split("/", 2)[2]: v.to(p.device) for k, v in tensors.items() if k.startswith(f"optim/{i}/")}
+        if state and "exp_avg_sq" in state and "max_exp_avg_sq" not in state and _amsgrad(trainer.optimizer, p):
+            state["max_exp_avg_sq"] = state["exp_avg_sq"].clone()  # written by plain Adam (before train.amsgrad)
         if state:
             trainer.optimizer.state[p] = state
     for j, part in enumerate(trainer.adapted.prunable_parts()):
@@ -199,3 +201,7 @@ def load_checkpoint(output: Path, trainer: Trainer) -> TrainState:
     state = TrainState.from_dict(meta["state"])
     state.interrupted = False
     return state
+
+
+def _amsgrad(optimizer, p) -> bool:
+    return any(g.get("amsgrad") and any(q is p for q in g["params"]) for g in optimizer.param_groups)

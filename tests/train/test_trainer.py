@@ -111,3 +111,22 @@ def test_amsgrad_reaches_the_optimiser_and_keeps_its_maximum(amsgrad):
 
 def test_amsgrad_is_on_by_default():
     assert TrainSection().amsgrad is True
+
+
+def test_a_plain_adam_checkpoint_resumes_under_amsgrad(tmp_path):
+    """A checkpoint written before ``train.amsgrad`` has no second-moment maximum: resuming it
+    under AMSGrad starts the maximum at the saved second moment instead of failing in ``step``."""
+    from sparseft.train.checkpoint import load_checkpoint, save_checkpoint
+
+    old = _bare_trainer(amsgrad=False)
+    for p in old.params:
+        p.grad = torch.full_like(p, 0.5)
+    old.optimizer.step()
+    save_checkpoint(tmp_path, old, TrainState(step=1))
+    new = _bare_trainer(amsgrad=True)
+    load_checkpoint(tmp_path, new)
+    p = new.params[0]
+    saved = new.optimizer.state[p]
+    assert torch.equal(saved["max_exp_avg_sq"], saved["exp_avg_sq"])
+    p.grad = torch.full_like(p, 0.5)
+    new.optimizer.step()  # raised KeyError('max_exp_avg_sq') before
