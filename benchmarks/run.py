@@ -112,6 +112,13 @@ def parse_args(argv=None):
         help="converged: comma list of learning rates for every method (default: full fine-tuning "
         "1e-3,3e-3,1e-2; parameter-efficient methods 3e-3,1e-2,3e-2)",
     )
+    p.add_argument(
+        "--dataset-source",
+        default=None,
+        help="converged: NAME=git:REV[,...]: another sparseft snapshot for these data sets (runs cached "
+        "under an earlier snapshot stay usable when the report says which)",
+    )
+    p.add_argument("--lc-sizes", default=None, help="converged: learning-curve sizes besides the main one (10,100)")
     p.add_argument("--seeds", default=None, help="converged: comma list of seeds (default 0,1,2)")
     p.add_argument("--name", default=None, help="report name: results/<name>.md (default finetune, or finetune-quick)")
     p.add_argument("--datasets", default="ecemc,domain,magnetic", help="comma list of ecemc, domain, magnetic")
@@ -271,6 +278,7 @@ def converged_main(args, started: float, sparseft_path: str | None) -> int:
     from finetune_bench.converged import (
         BUDGETS,
         CONVERGED_METHODS,
+        EPOCH_CAP,
         PROTOCOL,
         QUICK_BUDGETS,
         QUICK_PROTOCOL,
@@ -283,6 +291,8 @@ def converged_main(args, started: float, sparseft_path: str | None) -> int:
     protocol = dict(QUICK_PROTOCOL if args.quick else PROTOCOL)
     if args.lr_grid:
         protocol["lr_grid"] = protocol["peft_lr_grid"] = tuple(float(x) for x in args.lr_grid.split(","))
+    if args.lc_sizes is not None:
+        protocol["lc_sizes"] = tuple(int(x) for x in args.lc_sizes.split(",") if x)
     if args.seeds:
         protocol["seeds"] = tuple(int(x) for x in args.seeds.split(","))
     budgets = copy.deepcopy(QUICK_BUDGETS if args.quick else BUDGETS)
@@ -291,8 +301,15 @@ def converged_main(args, started: float, sparseft_path: str | None) -> int:
     if unknown:
         raise SystemExit(f"--methods: unknown {unknown}; valid: {', '.join(CONVERGED_METHODS)}")
     methods = [CONVERGED_METHODS[k] for k in keys]
-    runner = Runner(args, sparseft_path)
     names = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    runners = {name: Runner(args, sparseft_path) for name in names}
+    for item in filter(None, (args.dataset_source or "").split(",")):
+        name, _, spec = item.partition("=")
+        if name not in runners:
+            raise SystemExit(f"--dataset-source: {name!r} is not in --datasets")
+        own = copy.copy(args)
+        own.sparseft_source = spec
+        runners[name] = Runner(own, prepare_sparseft_source(spec, args.work_dir)[0])
     state: dict = {}
     loads = [os.getloadavg()[0]]
     path = Path(args.output_dir) / f"{args.name}.md"
@@ -305,8 +322,11 @@ def converged_main(args, started: float, sparseft_path: str | None) -> int:
             "command": "benchmarks/run.py " + shlex.join(sys.argv[1:]),
             "load_min": min(loads),
             "load_max": max(loads),
-            "protocol": f"epoch cap {protocol['max_epochs']}, patience {protocol['patience']}, lr grid "
-            f"{list(protocol['lr_grid'])}, seeds {list(protocol['seeds'])}; "
+            "sources": {n: runners[n].args.sparseft_source for n in names},
+            "protocol": f"epoch cap {protocol['max_epochs']} (ecemc {EPOCH_CAP.get('ecemc')}), patience "
+            f"{protocol['patience']}, lr grid {list(protocol['lr_grid'])} for full fine-tuning and "
+            f"{list(protocol.get('peft_lr_grid', protocol['lr_grid']))} for parameter-efficient methods, seeds "
+            f"{list(protocol['seeds'])}, learning curves at {list(protocol.get('lc_sizes', ()))} + the main size; "
             + "; ".join(
                 f"{n}: {budgets[n]['n_train']} training structures, batch {budgets[n]['batch_size']}" for n in names
             ),
@@ -326,11 +346,11 @@ def converged_main(args, started: float, sparseft_path: str | None) -> int:
         else:
             task = prepare_molecule(args, budget, args.work_dir, name)
         tasks.append(task)
-        run_converged(task, runner, methods, protocol, state, on_method=report)
+        run_converged(task, runners[name], methods, protocol, state, on_method=report)
         report()
     if not args.no_learning_curves:
         for task in tasks:
-            run_learning_curves(task, runner, state[task.name], protocol, on_method=report)
+            run_learning_curves(task, runners[task.name], state[task.name], protocol, on_method=report)
     report()
     log(f"report: {path} ({(time.perf_counter() - started) / 60:.1f} min this invocation)")
     return 0

@@ -36,7 +36,7 @@ def _machine(m) -> str:
     packages = ", ".join(f"{k} {v}" for k, v in m.get("packages", {}).items())
     return (
         f"{m.get('cpu')}, {m.get('logical_cores')} logical cores, {m.get('memory')}; {m.get('threads')} torch "
-        f"thread per training process, one process at a time, OMP_WAIT_POLICY={m.get('omp_wait_policy')}; "
+        f"thread per training process, OMP_WAIT_POLICY={m.get('omp_wait_policy')}; "
         f"python {m.get('python')}, {packages}"
     )
 
@@ -120,6 +120,7 @@ def write_converged_report(state: dict, meta: dict, planned: dict, path: Path, s
         f"- machine: {_machine(meta['machine'])}; load average (1 min) during the runs {meta['load_min']:.1f}-"
         f"{meta['load_max']:.1f} (shared with other jobs)",
         f"- protocol: {meta['protocol']}",
+        "- sparseft source per data set: " + ", ".join(f"{n}: `{src}`" for n, src in meta.get("sources", {}).items()),
         "",
     ]
     lines += status_lines(state, planned, seeds)

@@ -65,6 +65,8 @@ class Runner:
                 cached["forget_subsets"] = ev.forget_subsets(load_any_model(run_dir / model_file))
                 write_json(result_path, cached)  # evaluation added later; the training run is unchanged
             return cached
+        if args.report_only:  # the converged protocol's report from whatever finished
+            return {"run": run_id, "status": "not run", "method": method.key, "lr": lr, "seed": seed}
         fresh_dir(run_dir)
         e0s = estimated_e0s(task, train_file)
         n_layers = len(ev.base.interactions)
