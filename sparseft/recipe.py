@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 from ase.data import chemical_symbols
 
-from .adapters import AdapterConfig, config_from_dict
+from .adapters import AdapterConfig, config_from_dict, default_lr
 from .heads.base import HeadError
 from .heads.config import HeadConfig, head_config_from_dict
 from .mace_facts import check_e0s_option
@@ -77,9 +77,9 @@ class TrainSection:
     """
 
     optimizer: str = "adam"
-    amsgrad: bool = True  # mace_run_train's optimiser (its --amsgrad is on by default)
-    lr: float = field(default=1e-3, metadata=ranged(gt=0))
+    lr: typing.Optional[float] = field(default=None, metadata=ranged(gt=0))  # null: the adapters' default_lr
     weight_decay: float = field(default=0.0, metadata=ranged(ge=0))
+    amsgrad: bool = True  # mace_run_train's optimiser (its --amsgrad is on by default)
     scheduler: str = "cosine"
     warmup_epochs: int = field(default=0, metadata=ranged(ge=0))
     epochs: int = field(default=20, metadata=ranged(ge=1))
@@ -245,6 +245,8 @@ def _validate_elements(base: BaseSection) -> None:
 
 
 def _validate(recipe: Recipe) -> None:
+    if recipe.train.lr is None:
+        recipe.train.lr = default_lr(recipe.adapters)
     if not recipe.data.train:
         raise RecipeError("data.train: a training file is required")
     _validate_elements(recipe.base)

@@ -16,6 +16,11 @@ def check_type(value, annotation, where: str, error: type[Exception] = ValueErro
     hint = annotation
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None and len(options) < len(typing.get_args(hint)):
+            return None
+        if len(options) == 1:  # Optional[X] with a value: X's own message ("expected a number")
+            return check_type(value, options[0], where, error)
         errors = []
         for option in typing.get_args(hint):
             try:

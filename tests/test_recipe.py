@@ -67,3 +67,25 @@ def test_missing_and_broken_recipe_files(tmp_path):
     (tmp_path / "r.yaml").write_text("data: {train: t.xyz}\nadapters: [{method: sparse}]\ntrain: {lr: -1}\n")
     with pytest.raises(RecipeError, match=r"r.yaml: train.lr: must be > 0"):
         load_recipe(tmp_path / "r.yaml")
+
+
+@pytest.mark.parametrize(
+    "adapters, lr",
+    [
+        ([{"method": "sparse"}], 1e-2),
+        ([{"method": "lora"}], 1e-2),
+        ([{"method": "full"}], 1e-3),
+        ([{"method": "sparse"}, {"method": "full", "select": {"kinds": ["readout"]}}], 1e-3),
+    ],
+)
+def test_an_unset_lr_is_the_adapters_default(adapters, lr):
+    """No ``train.lr``: the smallest ``default_lr`` of the adapters (parameter-efficient methods
+    1e-2, full fine-tuning 1e-3), resolved at load so the saved recipe shows the rate used."""
+    recipe = recipe_from_dict(_with(adapters=adapters))
+    assert recipe.train.lr == lr
+    assert recipe.to_dict()["train"]["lr"] == lr
+
+
+def test_an_explicit_lr_is_kept():
+    recipe = recipe_from_dict(_with(adapters=[{"method": "sparse"}], train={"lr": 3e-4}))
+    assert recipe.train.lr == 3e-4

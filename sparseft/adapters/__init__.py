@@ -12,6 +12,12 @@ from .sparse import SparseConfig
 METHODS: dict[str, type[AdapterConfig]] = {cls.method: cls for cls in (SparseConfig, LoRAConfig, FreezeConfig)}
 
 
+def default_lr(configs) -> float:
+    """``train.lr`` when a recipe sets none: the smallest ``default_lr`` of its adapters (full
+    fine-tuning's 1e-3 wins in a mix; heads on a frozen model get 1e-3)."""
+    return min((type(c).default_lr for c in configs), default=AdapterConfig.default_lr)
+
+
 def config_from_dict(data: dict, where: str = "adapter") -> AdapterConfig:
     """Build an adapter config from ``{"method": ..., ...}``; unknown methods/keys raise."""
     if not isinstance(data, dict) or "method" not in data:
@@ -32,4 +38,5 @@ __all__ = [
     "SparseConfig",
     "METHODS",
     "config_from_dict",
+    "default_lr",
 ]

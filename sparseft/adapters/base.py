@@ -30,6 +30,8 @@ class AdapterConfig(abc.ABC):
     """Base config: a name (unique within a model) and a selector."""
 
     method: ClassVar[str] = ""
+    # the lr a recipe without ``train.lr`` gets: the smallest over its adapters (see default_lr)
+    default_lr: ClassVar[float] = 1e-3
     coverage: ClassVar[str] = ""  # what ``applicable`` admits, for error messages ("" = every block)
     name: str = ""
     select: Selector = field(default_factory=Selector)

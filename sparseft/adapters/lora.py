@@ -32,6 +32,7 @@ class LoRAConfig(AdapterConfig):
     """``rank`` of each block's delta; ``scale`` multiplies ``A @ B``; ``seed`` for A's init."""
 
     method = "lora"
+    default_lr = 1e-2  # as sparse: few weights move, so a higher rate than full fine-tuning's
     coverage = (
         f"LoRA covers matrix blocks of kinds {', '.join(LORA_KINDS)} (use a sparse or freeze adapter for the others)"
     )

@@ -43,6 +43,7 @@ class SparseConfig(AdapterConfig):
     """
 
     method = "sparse"
+    default_lr = 1e-2  # chosen on validation in every converged benchmark set (benchmarks/results/converged.md)
     l1: float = field(default=0.1, metadata=ranged(ge=0))
     mode: str = "two_phase"
     fisher_frames: int = field(default=256, metadata=ranged(ge=1))

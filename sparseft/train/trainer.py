@@ -3,6 +3,7 @@ clipping, early stopping; resumable from a :class:`TrainState` at any step."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import time
@@ -115,6 +116,10 @@ class Trainer:
         self._heads_kwargs = {"derivative_heads": derivative_heads} if self.adapted is not model else {}
         self.train_data = train_data
         self.valid_data = valid_data
+        if config.lr is None:  # API use without a recipe: the adapters' default rate
+            from ..adapters import default_lr
+
+            config = dataclasses.replace(config, lr=default_lr(self.adapted.configs))
         self.config = config
         self.device = device
         self.compute_stress = compute_stress
