@@ -115,8 +115,8 @@ def parse_args(argv=None):
     p.add_argument(
         "--dataset-source",
         default=None,
-        help="converged: NAME=git:REV[,...]: another sparseft snapshot for these data sets (runs cached "
-        "under an earlier snapshot stay usable when the report says which)",
+        help="converged: NAME=git:REV[,...]: another sparseft snapshot for a data set or a method (runs "
+        "cached under an earlier snapshot stay usable; the report says which snapshot made what)",
     )
     p.add_argument("--lc-sizes", default=None, help="converged: learning-curve sizes besides the main one (10,100)")
     p.add_argument("--seeds", default=None, help="converged: comma list of seeds (default 0,1,2)")
@@ -273,6 +273,18 @@ def main(argv=None) -> int:
     return 0
 
 
+class SourceRouter:
+    """The converged protocol's runner: a method's own snapshot (``--dataset-source METHOD=...``),
+    else the data set's, else ``--sparseft-source``."""
+
+    def __init__(self, runners: dict):
+        self.runners = runners
+
+    def run(self, task, ev, method, *rest):
+        runner = self.runners.get(method.key) or self.runners[task.name]
+        return runner.run(task, ev, method, *rest)
+
+
 def converged_main(args, started: float, sparseft_path: str | None) -> int:
     """``--protocol converged``: early stopping, lr chosen on validation, seeds; cached runs resume."""
     from finetune_bench.converged import (
@@ -305,11 +317,12 @@ def converged_main(args, started: float, sparseft_path: str | None) -> int:
     runners = {name: Runner(args, sparseft_path) for name in names}
     for item in filter(None, (args.dataset_source or "").split(",")):
         name, _, spec = item.partition("=")
-        if name not in runners:
-            raise SystemExit(f"--dataset-source: {name!r} is not in --datasets")
+        if name not in runners and name not in CONVERGED_METHODS:
+            raise SystemExit(f"--dataset-source: {name!r} is neither in --datasets nor a method")
         own = copy.copy(args)
         own.sparseft_source = spec
         runners[name] = Runner(own, prepare_sparseft_source(spec, args.work_dir)[0])
+    router = SourceRouter(runners)
     state: dict = {}
     loads = [os.getloadavg()[0]]
     path = Path(args.output_dir) / f"{args.name}.md"
@@ -322,7 +335,7 @@ def converged_main(args, started: float, sparseft_path: str | None) -> int:
             "command": "benchmarks/run.py " + shlex.join(sys.argv[1:]),
             "load_min": min(loads),
             "load_max": max(loads),
-            "sources": {n: runners[n].args.sparseft_source for n in names},
+            "sources": {n: r.args.sparseft_source for n, r in runners.items()},
             "protocol": f"epoch cap {protocol['max_epochs']} (ecemc {EPOCH_CAP.get('ecemc')}), patience "
             f"{protocol['patience']}, lr grid {list(protocol['lr_grid'])} for full fine-tuning and "
             f"{list(protocol.get('peft_lr_grid', protocol['lr_grid']))} for parameter-efficient methods, seeds "
@@ -346,11 +359,11 @@ def converged_main(args, started: float, sparseft_path: str | None) -> int:
         else:
             task = prepare_molecule(args, budget, args.work_dir, name)
         tasks.append(task)
-        run_converged(task, runners[name], methods, protocol, state, on_method=report)
+        run_converged(task, router, methods, protocol, state, on_method=report)
         report()
     if not args.no_learning_curves:
         for task in tasks:
-            run_learning_curves(task, runners[task.name], state[task.name], protocol, on_method=report)
+            run_learning_curves(task, router, state[task.name], protocol, on_method=report)
     report()
     log(f"report: {path} ({(time.perf_counter() - started) / 60:.1f} min this invocation)")
     return 0
