@@ -141,3 +141,31 @@ def test_pseudo_label_replay_reduces_forgetting(tiny, tmp_path):
         return float(np.mean([np.abs(p.forces - b).mean() for p, b in zip(predict(model, held_out), base)]))
 
     assert forgetting(replayed) < 0.7 * forgetting(plain)
+
+
+def test_the_shipped_replay_set_of_the_embedded_foundation():
+    """``embedded:foundation_replay.xyz``: unlabelled structures of the foundation's own
+    chemistry (all seven EMT metals), pseudo-labelled by the base at fine-tune time."""
+    from sparseft.embedded import DOMAIN_DIR, load_foundation
+    from sparseft.finetune import _embedded_path
+
+    base = load_foundation(dtype="float64")
+    zs = [int(z) for z in base.atomic_numbers]
+    config = ReplayConfig.from_dict({"source": "embedded:foundation_replay.xyz", "labels": "base", "n": 8})
+    frames = replay_frames(config, _frames(), base, current_e0s(base), KEYS, zs, _embedded_path, log=lambda _: None)
+    assert len(frames.atoms) == 8 and all("REF_energy" in a.info for a in frames.atoms)
+    shipped = ase.io.read(DOMAIN_DIR / "foundation_replay.xyz", ":")
+    assert {int(z) for a in shipped for z in a.numbers} == set(zs), "every element the foundation knows"
+    assert all("REF_energy" not in a.info and a.calc is None for a in shipped), "structures only"
+
+
+@pytest.mark.slow
+def test_the_shipped_replay_set_is_reproducible(tmp_path):
+    import subprocess
+    import sys
+
+    from sparseft.embedded import DOMAIN_DIR
+
+    script = DOMAIN_DIR.parents[2] / "scripts" / "make_replay_set.py"
+    subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "r.xyz")], check=True, capture_output=True)
+    assert (tmp_path / "r.xyz").read_bytes() == (DOMAIN_DIR / "foundation_replay.xyz").read_bytes()

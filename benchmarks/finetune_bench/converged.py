@@ -74,6 +74,8 @@ QUICK_BUDGETS = {
 SPARSE_MODES = ("two_phase", "gradual", "fisher", "str")
 DENSITIES = (0.005, 0.01, 0.03)
 REPLAY = {"source": "generate", "n": 30, "weight": 1.0, "selection": "random"}  # pseudo-label replay
+# the embedded foundation's shipped set (domain only): its own chemistry, labelled by the base
+REPLAY_SHIPPED = {"source": "embedded:foundation_replay.xyz", "labels": "base", "n": 30, "weight": 1.0}
 
 
 def sparse_method(mode: str, density: float, replay: bool = False) -> Method:
@@ -109,14 +111,14 @@ def defaults_method(density: float) -> Method:
     )
 
 
-def with_replay(method: Method) -> Method:
+def with_replay(method: Method, shipped: bool = False) -> Method:
     from dataclasses import replace
 
     return replace(
         method,
-        key=method.key + "+replay",
-        label=method.label + " + pseudo-label replay",
-        data=(("replay", json.dumps(REPLAY)),),
+        key=method.key + ("+replay-shipped" if shipped else "+replay"),
+        label=method.label + (" + replay of the shipped set" if shipped else " + pseudo-label replay"),
+        data=(("replay", json.dumps(REPLAY_SHIPPED if shipped else REPLAY)),),
     )
 
 
@@ -132,6 +134,8 @@ CONVERGED_METHODS = {
         with_replay(METHOD_BY_KEY["full"]),
         *[sparse_method(mode, 0.03, replay=True) for mode in SPARSE_MODES],
         defaults_method(0.03),
+        with_replay(METHOD_BY_KEY["full"], shipped=True),
+        with_replay(sparse_method("two_phase", 0.03), shipped=True),
     ]
 }
 
@@ -139,7 +143,7 @@ CONVERGED_METHODS = {
 def lr_group(method: Method) -> str:
     """The method whose lr search this one reuses: sparse densities share the 3 % search of their
     mode, replay variants the search of the method without replay."""
-    key = method.key.replace("+replay", "")
+    key = method.key.split("+")[0]
     if key.startswith("sparse-"):
         key = key.rsplit("-", 1)[0] + "-3"
     return key
