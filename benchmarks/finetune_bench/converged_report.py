@@ -65,6 +65,8 @@ def dataset_table(name: str, info: dict) -> list[str]:
     full = summarize(runs.get("full", []), "test", "forces_mae")
     mace = summarize(runs.get("mace-full", []), "test", "forces_mae")
     for key, rs in runs.items():
+        if not any(r.get("status") == "ok" for r in rs):
+            continue  # not run on this data set (the status section lists it)
         f = summarize(rs, "test", "forces_mae")
         lrs = sorted({r["lr"] for r in rs if r.get("status") == "ok"}, key=str)
         row = [
@@ -86,6 +88,7 @@ def dataset_table(name: str, info: dict) -> list[str]:
     lr_lines = [
         f"{g}: {v['chosen']:g} (valid scores " + ", ".join(f"{k}: {s:.4g}" for k, s in v["scores"].items()) + ")"
         for g, v in info["lr"].items()
+        if v["scores"]
     ]
     if lr_lines:
         lines += [
