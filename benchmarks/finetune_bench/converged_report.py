@@ -86,7 +86,10 @@ def dataset_table(name: str, info: dict) -> list[str]:
         ]
         lines.append("| " + " | ".join(row) + " |")
     lr_lines = [
-        f"{g}: {v['chosen']:g} (valid scores " + ", ".join(f"{k}: {s:.4g}" for k, s in v["scores"].items()) + ")"
+        f"{g}: {v['chosen']:g} (valid scores "
+        + ", ".join(f"{k}: {s:.4g}" for k, s in v["scores"].items())
+        + "".join(f", {x:g}: not run" for x in v["grid"] if f"{x:g}" not in v["scores"])
+        + ")"
         for g, v in info["lr"].items()
         if v["scores"]
     ]
