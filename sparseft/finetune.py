@@ -20,13 +20,15 @@ from ._compat import torch
 from .blocks import blocks as catalogue
 from .data import DataError, Frames, Keys, attach_labels, label_counts, read_frames, split, to_atomic_data, validate
 from .e0s import current_e0s, resolve_e0s, set_e0s
+from .elements import apply_spec, spec_for
 from .files import save_torch, write_file_atomically, write_text_atomically
+from .fingerprint import fingerprint
 from .heads import HeadedModel, split_heads
 from .heads import setup as head_setup
 from .io import save_adapter
 from .isolated import ISOLATED_KEY, e0s_option, without_isolated
 from .loading import HeadNotFoundError, ModelLoadError, load_base_model
-from .model import reachable, wrap
+from .model import reachable, wrap_extended
 from .outputs import RECIPE_CHANGES, check_output, check_resumed_recipe, clear_outputs, record_changes, remove_temporary
 from .predict import model_dtype
 from .recipe import Recipe, RecipeError, save_recipe
@@ -367,26 +369,13 @@ def _check_output_once(out_dir: Path, recipe: Recipe, dist, *, resume: bool, ove
 
 
 def _set_up(recipe: Recipe, log, device: str | None = None) -> Setup:
-    """Data step: the base model, validated splits, E0s, the adapted model with its heads, datasets.
-    Per-element weights of elements absent from the training data get no gradient: every adapter
-    leaves them out (not with replay data, whose elements are only known later)."""
+    """Data step: the base model, validated splits, E0s, the adapted model with its heads, datasets."""
     base = load_base(recipe, device)
     added = added_elements(recipe, base)
     splits = load_splits(recipe, [int(z) for z in base.atomic_numbers] + added)
     keys = foundation_keys(recipe)
-    adapted = wrap(
-        base,
-        recipe.adapters,
-        allow_empty=bool(recipe.heads),
-        add_elements=added,
-        element_init=recipe.base.element_init,
-        train_elements=training_elements(splits) if recipe.data.replay is None else None,
-    )
+    adapted, e0s = _adapt(recipe, base, splits, added, log)
     base = adapted.base  # with its element table extended when elements were added
-    e0_option = e0s_option(splits.pop(ISOLATED_KEY), keys.energy, recipe.data.E0s, log)
-    e0s = resolve_e0s(e0_option, base, splits["train"], keys, new=added, log=log)
-    if recipe.data.replay is not None:  # after the E0s: those come from the new data alone
-        splits["train"] = _with_replay(recipe, splits["train"], base, e0s, log)
     log(
         f"base: {recipe.base.model} ({type(base).__name__}, {model_dtype(base)}); "
         + (f"added {' '.join(chemical_symbols[z] for z in added)}; " if added else "")
@@ -428,6 +417,31 @@ def _set_up(recipe: Recipe, log, device: str | None = None) -> Setup:
         weights, {h: c["stress"] for h, c in energy_counts.items()}, {h: c["forces"] for h, c in energy_counts.items()}
     )
     return Setup(base, splits, e0s, model, datasets, initial_heads, weights, has_stress, derivative_heads)
+
+
+def _adapt(recipe: Recipe, base, splits: dict, added: list[int], log):
+    """The adapted model and the E0s. The element table is extended first; the E0s come from the
+    new data alone; the replay frames (chosen and labelled by the extended base) then join the
+    training split, and only then are the adapters attached: per-element weights of elements in
+    neither the training nor the replay structures get no gradient, so every adapter leaves them
+    out (``train_elements``)."""
+    spec = spec_for(base, added, init=recipe.base.element_init) if added else None
+    extended = apply_spec(base, spec) if spec is not None else base
+    keys = foundation_keys(recipe)
+    e0_option = e0s_option(splits.pop(ISOLATED_KEY), keys.energy, recipe.data.E0s, log)
+    e0s = resolve_e0s(e0_option, extended, splits["train"], keys, new=added, log=log)
+    if recipe.data.replay is not None:
+        splits["train"] = _with_replay(recipe, splits["train"], extended, e0s, log)
+    adapted = wrap_extended(
+        extended,
+        recipe.adapters,
+        fingerprint(base),
+        spec,
+        copy_model=spec is None,  # apply_spec made a copy already
+        allow_empty=bool(recipe.heads),
+        train_elements=training_elements(splits),
+    )
+    return adapted, e0s
 
 
 def _train(recipe: Recipe, setup: Setup, out_dir: Path, *, resume: bool, changes: list, quiet: bool, log, dist=None):
@@ -547,7 +561,7 @@ def _evaluate(recipe: Recipe, setup: Setup, state, log):
             "reachable_parameters": sum(b.size for b in reachable(catalogue(setup.base), adapted.train_elements)),
             "training_elements": [chemical_symbols[z] for z in training_elements(setup.splits)],
             "density_of": "selected weights the training data reaches (shared blocks and the per-element blocks "
-            "of the training elements; with replay data: all selected weights)",
+            "of the training elements, those of the replay structures included)",
             "added_elements": [chemical_symbols[z] for z in (adapted.elements.added if adapted.elements else ())],
             "density": density["overall"],
             "density_summary": _density_summary(rows),
@@ -561,7 +575,8 @@ def _evaluate(recipe: Recipe, setup: Setup, state, log):
 
 
 def training_elements(splits: dict) -> list[int]:
-    """Atomic numbers present in the training split (what the training data can reach)."""
+    """Atomic numbers present in the training split, replay frames included (what the training
+    data can reach)."""
     return sorted({int(z) for atoms in splits["train"].atoms for z in atoms.numbers})
 
 

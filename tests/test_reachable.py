@@ -90,3 +90,30 @@ def test_finetune_density_is_relative_to_reachable_weights(base, tmp_path):
     assert abs(metrics["changed_parameters"] - 0.1 * reach) <= 1
     rows = json.loads((tmp_path / "out" / "sparsity.json").read_text())
     assert rows and not any(r["element"] == "O" for r in rows)
+
+
+def _replay_run(base, tmp_path, name: str, replay: str) -> tuple[dict, list]:
+    path = tmp_path / f"{name}.yaml"
+    text = recipe_text("ocuau.model", "data.xyz", f"out-{name}", epochs=1, target_density=0.1)
+    path.write_text(text.replace("  E0s: estimated\n", f"  E0s: estimated\n  replay: {replay}\n"))
+    metrics = run(load_recipe(path), quiet=True)
+    return metrics, json.loads((tmp_path / f"out-{name}" / "sparsity.json").read_text())
+
+
+def test_replay_structures_add_their_elements_to_the_reachable_ones(base, tmp_path):
+    torch.save(base, tmp_path / "ocuau.model")
+    ase.io.write(tmp_path / "data.xyz", emt_frames(10))
+    oxides = emt_frames(3, seed=4, stress=False)
+    for atoms in oxides:
+        atoms[0].symbol = "O"  # the base labels them (labels: base): any element the base knows
+    ase.io.write(tmp_path / "old.xyz", oxides)
+    metrics, rows = _replay_run(base, tmp_path, "oxygen", "{source: old.xyz, labels: base}")
+    assert metrics["training_elements"] == ["O", "Cu", "Au"]
+    assert metrics["reachable_parameters"] == metrics["base_parameters"] == sum(b.size for b in blocks(base))
+    assert {r["element"] for r in rows} >= {"O", "Cu", "Au"}
+
+    metrics, rows = _replay_run(base, tmp_path, "generated", "{n: 4}")  # copies of Cu/Au cells: no O
+    reach = sum(b.size for b in reachable(blocks(base), [29, 79]))
+    assert metrics["training_elements"] == ["Cu", "Au"]
+    assert metrics["reachable_parameters"] == metrics["selected_parameters"] == reach < metrics["base_parameters"]
+    assert not any(r["element"] == "O" for r in rows)
