@@ -1,14 +1,14 @@
 """Foundation-size ergonomics: load/save times, adapter file sizes and peak memory on a randomly
 initialised model with MACE-MP-0-medium's architecture (``sparseft tiny-model --like mp0-medium``).
 
-    python benchmarks/foundation_size.py [--like mp0-medium] [--device cpu|cuda] [--no-memory]
+    python benchmarks/foundation_size.py [--like mp0-medium] [--device cpu|cuda] [--no-memory] [--methods TEXT]
 
 Measures, in one process (one torch thread): ``load_model`` (float32 file) and the float32 ->
 float64 rebuild; for each adapter method ``save_adapter``, ``load_adapter`` (after a warm-up, i.e.
 excluding TorchScript's first-call cost) and the file size relative to the base's weight bytes;
 then, in one fresh process per method, the peak resident memory and time of a training step
-(forward + forces + backward + Adam) on a 32-atom Cu/Au cell, and the optimiser-state size.
-Writes ``benchmarks/results/foundation_size.md``.
+(forward + forces + backward + Adam) on a 32-atom Cu/Au cell, and the optimiser-state size
+(the sparse methods also with their fixed support compacted, as training does). Writes ``benchmarks/results/foundation_size.md``.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ METHODS = {  # name -> (adapter configs, restrict to the Cu/Au training elements
     "full fine-tuning (Cu/Au data)": ([sf.FreezeConfig()], True),
     "full fine-tuning (all elements)": ([sf.FreezeConfig()], False),
 }
+COMPACTED = ", support compacted"  # step rows only: the fixed support compacted (what training does)
+STEP_METHODS = [*METHODS, *(m + COMPACTED for m in METHODS if m.startswith("sparse"))]
 
 
 def timed(fn, repeats: int = 3) -> tuple[float, object]:
@@ -56,7 +58,7 @@ def timed(fn, repeats: int = 3) -> tuple[float, object]:
 
 
 def adapted_for(base, method: str, seed: int = 0):
-    configs, restrict = METHODS[method]
+    configs, restrict = METHODS[method.removesuffix(COMPACTED)]
     adapted = sf.wrap(base, configs, train_elements=CU_AU if restrict else None)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -64,15 +66,17 @@ def adapted_for(base, method: str, seed: int = 0):
             p.copy_(0.01 * torch.randn(p.shape, generator=g, dtype=torch.float64))
     if adapted.prunable_parts():
         adapted.fix_support(density=0.03)
+    if method.endswith(COMPACTED):
+        adapted.compact_supports()
     return adapted
 
 
-def file_rows(base, device: str) -> list[str]:
+def file_rows(base, device: str, methods: str = "") -> list[str]:
     weight_bytes = sum(p.numel() * p.element_size() for p in base.parameters())
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         sf.predict(base, [_cell()])  # warm-up: TorchScript's first call is not load_adapter's cost
-        for method in METHODS:
+        for method in [m for m in METHODS if methods in m]:
             adapted = adapted_for(base, method)
             directory = Path(tmp) / method.replace(" ", "_").replace("/", "")
             t_save, _ = timed(lambda a=adapted, d=directory: sf.save_adapter(a, d, overwrite=True))
@@ -144,12 +148,15 @@ def one_step(like: str, method: str | None, device: str) -> dict:
         for v in s.values()
         if torch.is_tensor(v) and v.dim()
     )
+    fixed = [t for p in model.prunable_parts() for t in (p.mask, p.support) if t is not None] if method else []
+    delta_bytes = sum(t.numel() * t.element_size() for t in [*params, *fixed]) if method else 0
     peak = torch.cuda.max_memory_allocated() / 1e6 if device.startswith("cuda") else _rss_mb("VmHWM") - rss_before
     return {
         "step_s": times[-1],
         "peak_mb": peak,
         "trainable": sum(p.numel() for p in params),
         "optimizer_state_mb": state_bytes / 1e6,
+        "delta_mb": delta_bytes / 1e6,  # adapter parameters + fixed masks or compacted support positions
         "process_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
@@ -176,6 +183,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--no-memory", action="store_true", help="skip the per-method training-step processes")
     p.add_argument("--output", default=str(OUTPUT))
+    p.add_argument("--methods", default="", help="only the methods whose name contains this text")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     from sparseft.testing.tiny import foundation_like
@@ -215,7 +223,7 @@ def main(argv=None) -> int:
         "| method | trainable | changed | `save_adapter` CPU s | `load_adapter` CPU s | file | of base weight bytes |",
         "|---|---|---|---|---|---|---|",
     ]
-    lines += file_rows(base, args.device)
+    lines += file_rows(base, args.device, args.methods)
     if not args.no_memory:
         lines += [
             "",
@@ -228,14 +236,15 @@ def main(argv=None) -> int:
             )
             + "; process MB: the whole process's peak RSS:",
             "",
-            "| method | trainable | step CPU s | peak MB | process MB | Adam state MB |",
-            "|---|---|---|---|---|---|",
+            "| method | trainable | step CPU s | peak MB | process MB | Adam state MB | delta + mask/support MB |",
+            "|---|---|---|---|---|---|---|",
         ]
-        for method in [None, *METHODS]:
+        for method in [None] * (not args.methods) + [m for m in STEP_METHODS if args.methods in m]:
             r = step_in_fresh_process(args.like, method, args.device)
             lines.append(
                 f"| {method or 'plain base model (every weight)'} | {r['trainable']:,} | {r['step_s']:.2f} | "
-                f"{r['peak_mb']:.0f} | {r['process_peak_mb']:.0f} | {r['optimizer_state_mb']:.1f} |"
+                f"{r['peak_mb']:.0f} | {r['process_peak_mb']:.0f} | {r['optimizer_state_mb']:.1f} | "
+                f"{r['delta_mb']:.1f} |"
             )
             print(lines[-1], flush=True)
     lines += ["", f"Load average at the end: {os.getloadavg()[0]:.1f}."]

@@ -52,12 +52,17 @@ def check_writable(directory: str | Path, where: str) -> None:
 
 
 def save_torch(obj: object, path: str | Path) -> None:
-    """``torch.save`` through a Python file, so that a full disk raises ``OSError(ENOSPC)``
-    (torch's own file writer raises an opaque ``RuntimeError``)."""
+    """``torch.save`` into memory, then one Python write, so that a full disk raises
+    ``OSError(ENOSPC)`` (torch's writer raises an opaque ``RuntimeError``, also when it writes
+    through a Python file: "unexpected pos ...")."""
+    import io
+
     import torch
 
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with open(path, "wb") as f:
-        torch.save(obj, f)
+        f.write(buffer.getbuffer())
 
 
 def write_file_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:

@@ -108,6 +108,31 @@ class AdaptedModel(WrapsMaceModel):
                 groups[name].append(part)
         return fix_support(list(groups.values()), density=density, threshold=threshold, curvature=curvature)
 
+    def compact_supports(self, supports: dict[int, torch.Tensor] | None = None) -> dict:
+        """Compact prunable parts (:meth:`~sparseft.adapters.sparse.SparsePart.compact`): every
+        part with a fixed mask, or, with ``supports`` (part number in :meth:`prunable_parts` ->
+        support positions, e.g. from a checkpoint), those parts. Their parameters are new objects:
+        returns ``{old parameter: (new parameter, positions kept)}`` (positions into the old
+        parameter; ``None`` when the old one was compacted already)."""
+        moved = {}
+        for j, part in enumerate(self.prunable_parts()):
+            compact = getattr(part, "compact", None)
+            if compact is None:
+                continue
+            if supports is not None:
+                if j not in supports:
+                    continue
+                keep = torch.zeros(part.index.numel(), dtype=torch.bool, device=part.delta.device)
+                keep[supports[j].to(keep.device).long()] = True
+            elif part.mask is not None:
+                keep = part.mask.bool()
+            else:
+                continue
+            old = part.delta
+            compact(keep)
+            moved[old] = (part.delta, part.support if old.numel() == part.index.numel() else None)
+        return moved
+
     @torch.no_grad()
     def density(self) -> dict:
         """Fraction of selected entries that differ from the base: per block, per adapter, overall."""

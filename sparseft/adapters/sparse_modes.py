@@ -20,6 +20,10 @@
   for the density budget through ``s_b``; at ``1 - retrain_fraction`` the support is fixed
   (the thresholded values become the delta) and trained on with the optimiser state kept.
 
+Once a support is fixed during training (every mode but ``fisher``, whose parts start compact),
+the trainer compacts the parts (:meth:`sparseft.train.trainer.Trainer.compact`): from then on the
+optimiser holds state for the support alone, moments of the kept entries carried over.
+
 The trainer calls :class:`SparseSchedule`'s hooks: :meth:`~SparseSchedule.prepare` before it
 builds the optimiser, :meth:`~SparseSchedule.before_step` and :meth:`~SparseSchedule.after_step`
 around every optimiser step.

@@ -11,9 +11,10 @@ only then does ``LATEST`` point to it (one atomic rename of a small file); older
 are deleted last. Resuming takes the checkpoint ``LATEST`` names when it is complete (its
 ``state.json`` parses and the tensors match their recorded sha256), else the newest complete
 one found, and deletes temporary and damaged folders. Holds the trainable values, the fixed
-supports (masks) of prunable parts, optimiser moments, EMA shadow, best values, E0 buffers and
-the :class:`TrainState`; no pickle. A run resumed from it continues exactly where the
-checkpoint was taken (data order is a pure function of seed and epoch).
+supports of prunable parts (masks, or the positions a compacted part holds), optimiser moments,
+EMA shadow, best values, E0 buffers and the :class:`TrainState`; no pickle. A run resumed
+from it continues exactly where the checkpoint was taken (data order is a pure function of
+seed and epoch).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def _tensors(trainer: Trainer) -> dict[str, torch.Tensor]:
     for j, part in enumerate(trainer.adapted.prunable_parts()):
         if part.mask is not None:
             tensors[f"mask/{j}"] = part.mask.detach().cpu().contiguous()
+        if getattr(part, "support", None) is not None:  # compacted: the parameter holds these entries
+            tensors[f"support/{j}"] = part.support.detach().cpu().contiguous()
     if trainer.ema:
         for i, s in enumerate(trainer.ema.shadow):
             tensors[f"ema/{i}"] = s.detach().cpu().contiguous()
@@ -168,6 +171,9 @@ def load_checkpoint(output: Path, trainer: Trainer) -> TrainState:
         raise ValueError(f"{Path(output) / CHECKPOINT_DIR}: no complete checkpoint to resume from")
     meta = json.loads((d / STATE).read_text())
     tensors = load_file(str(d / TENSORS))
+    supports = {int(k.split("/")[1]): v for k, v in tensors.items() if k.startswith("support/")}
+    if supports:  # compacted parts first: their parameters take the checkpoint's shapes
+        trainer.compact(supports)
     if meta["num_params"] != len(trainer.params):
         raise ValueError(
             f"{d}: checkpoint has {meta['num_params']} parameter tensors, the recipe builds "
@@ -200,6 +206,8 @@ def load_checkpoint(output: Path, trainer: Trainer) -> TrainState:
             trainer.adapted.set_buffer(key[len("buffer/") :], value)
     state = TrainState.from_dict(meta["state"])
     state.interrupted = False
+    if state.support_fixed and trainer.compact_support:  # a checkpoint with fixed masks, not compacted
+        trainer.compact()
     return state
 
 

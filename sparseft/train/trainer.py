@@ -110,6 +110,7 @@ class Trainer:
         frame_names: list[str] | None = None,
         progress_seconds: float | None = None,
         dist: ddp.Distributed | None = None,
+        compact_support: bool = True,
     ):
         self.model = model
         self.adapted: AdaptedModel = split_heads(model)[0]  # the adapter side: after-step hooks, supports, E0s
@@ -144,6 +145,7 @@ class Trainer:
         self.fix_at_step = None if self.fixed_up_front else self.sparse.fix_at_step
         self.params = model.trainable_parameters()
         self.dist = dist
+        self.compact_support = compact_support  # once fixed, sparse parameters hold only their support
         # after any up-front compaction (fisher): DDP registers the final parameters
         self.forward_model = ddp.wrap_ddp(model, device) if dist else model
         self.optimizer = make_optimizer(self.params, config, self._lr_scales())
@@ -292,11 +294,42 @@ class Trainer:
                 parts = [p for p in self.adapted.prunable_parts() if p.mask is not None]
                 ddp.broadcast_tensors(self.dist, [p.mask for p in parts] + [p.delta.data for p in parts])
             state.support_fixed = True
+            if self.compact_support:
+                self.compact()
             if self.sparse.resets_optimizer:
                 self.optimizer.state.clear()  # two_phase: retraining starts from fresh moments
             self.log(f"step {state.step}: support fixed at density {self.config.target_density} ({kept} entries kept)")
             if self.ema:
                 self.ema = EMA(self.params, self.config.ema_decay)
+
+    @torch.no_grad()
+    def compact(self, supports: dict[int, torch.Tensor] | None = None) -> None:
+        """Compact the fixed supports (:meth:`AdaptedModel.compact_supports`, ``supports`` from a
+        checkpoint): sparse parameters, gradients and Adam moments then cover only the support.
+        The optimiser is rebuilt with the surviving entries' moments, the EMA shadow and best
+        values follow, and DDP is wrapped around the new parameters."""
+        moved = self.adapted.compact_supports(supports)
+        if not moved:
+            return
+        old_params, old_state = self.params, self.optimizer.state
+        self.params = self.model.trainable_parameters()
+        self.optimizer = make_optimizer(self.params, self.config, self._lr_scales())
+        for old, values in old_state.items():
+            new, positions = moved.get(old, (old, None))
+            if new is old or positions is not None:
+                self.optimizer.state[new] = {k: _kept(v, old, new, positions) for k, v in values.items()}
+        if self.ema:
+            shadow = [
+                _kept(s, o, n, moved.get(o, (o, None))[1]) for s, o, n in zip(self.ema.shadow, old_params, self.params)
+            ]
+            self.ema = EMA(self.params, self.config.ema_decay)
+            self.ema.shadow = shadow
+        if self.best_params is not None:
+            self.best_params = [
+                _kept(b, o, n, moved.get(o, (o, None))[1]) for b, o, n in zip(self.best_params, old_params, self.params)
+            ]
+        if self.dist:  # DDP registers parameters once: wrap the new ones (every rank compacts here)
+            self.forward_model = ddp.wrap_ddp(self.model, self.device)
 
     def _run_epoch(self, state: TrainState):
         from tqdm import tqdm
@@ -472,6 +505,16 @@ class Trainer:
         for p, v in zip(self.params, values):
             p.copy_(v)
         self.adapted.after_step(0.0)  # re-applies fixed masks
+
+
+def _kept(value, old: torch.Tensor, new: torch.Tensor, positions: torch.Tensor | None):
+    """``value`` (a per-entry tensor of parameter ``old``, or anything else) for the compacted
+    parameter ``new``: its ``positions`` when it has ``old``'s shape."""
+    if new is old or not torch.is_tensor(value) or value.shape != old.shape:
+        return value
+    if positions is None:  # recompacted from a checkpoint: what it holds is restored from there
+        return torch.zeros_like(new)
+    return value[positions].clone()
 
 
 def _fmt(value, spec):

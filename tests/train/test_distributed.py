@@ -127,6 +127,8 @@ def test_two_ranks_train_the_one_rank_adapter_and_only_rank_0_writes(workdir):
     _assert_same_adapter(one, two)
     m1, m2 = (json.loads((workdir / n / "metrics.json").read_text()) for n in ("one", "two"))
     assert m2["changed_parameters"] == m1["changed_parameters"]
+    # the fixed support was compacted on every rank: parameters only over the support
+    assert m2["trainable_parameters"] == m1["trainable_parameters"] < m1["selected_parameters"]
     assert (
         abs(m2["splits"]["test"]["forces_mae"] - m1["splits"]["test"]["forces_mae"])
         <= 1e-6 * m1["splits"]["test"]["forces_mae"]
