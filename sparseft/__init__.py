@@ -51,7 +51,7 @@ _EXPORTS = {  # public name -> module that defines it
     "RecipeError": "recipe",
     "SelectionError": "select",
     "UnsupportedLayoutError": "blocks",
-    "UntrustedModelWarning": "loading",
+    "UntrustedModelWarning": "trust",
     "torch": "_compat",
 }
 _SHADOWED = {"blocks", "fingerprint", "predict"}  # functions named like the module they live in

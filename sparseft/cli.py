@@ -267,7 +267,7 @@ def main(argv=None) -> int:
     if extra and not getattr(args, "takes_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
-    from .loading import UntrustedModelWarning
+    from .trust import UntrustedModelWarning  # not .loading: init and usage errors need no torch
 
     try:
         with warnings.catch_warnings():

@@ -9,6 +9,7 @@ from ._compat import default_dtype, torch
 from .blocks import UnsupportedLayoutError, blocks
 from .mace_facts import mace_heads
 from .precision import parse_dtype, to_dtype
+from .trust import UntrustedModelWarning  # re-exported: sparseft.loading.UntrustedModelWarning
 
 TRUST_WARNING = (
     "a mace-torch .model file is a pickled Python object: loading it runs code from the file, "
@@ -22,11 +23,6 @@ class ModelLoadError(ValueError):
 
 class HeadNotFoundError(ModelLoadError):
     """The head asked for is not one of the model's heads."""
-
-
-class UntrustedModelWarning(UserWarning):
-    """Loading a pickled ``.model`` file runs code from it. Emitted once per file and process;
-    for files you trust: ``warnings.filterwarnings("ignore", category=sparseft.UntrustedModelWarning)``."""
 
 
 _WARNED: set[str] = set()

@@ -22,13 +22,15 @@ def _env():
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
-def test_import_and_help_do_not_load_torch_or_mace():
+def test_import_help_and_init_do_not_load_torch_or_mace(tmp_path):
     code = (
         "import sys, sparseft, sparseft.cli; sparseft.cli.build_parser(); "
-        "print(sorted(m for m in ('torch', 'mace', 'e3nn') if m in sys.modules))"
+        f"assert sparseft.cli.main(['init', 'sparse', {str(tmp_path)!r}]) == 0; "
+        "print(sorted(m for m in ('torch', 'mace', 'e3nn', 'ase', 'matplotlib') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert (tmp_path / "sparse.yaml").is_file()
 
 
 def test_python_m_and_version():
