@@ -1,6 +1,7 @@
 """Data-parallel fine-tuning with real torch.distributed processes (torchrun, gloo on CPU):
-a 2-rank run trains the same adapter as a 1-rank run with the same global batch, only rank 0
-writes, and a run killed under 2 ranks resumes under 2 ranks (or 1) to the same result."""
+a 2-rank run trains the same adapter (and extra energy head) as a 1-rank run with the same
+global batch, only rank 0 writes, and a run killed under 2 ranks resumes under 2 ranks (or 1)
+to the same result."""
 
 from __future__ import annotations
 
@@ -182,3 +183,40 @@ def test_killed_two_rank_run_resumes_under_two_ranks_and_under_one(workdir):
         else:
             run(load_recipe(recipe), resume=True, quiet=True)
         _assert_same_adapter(_adapter(workdir / "whole"), _adapter(workdir / name))
+
+
+ENERGY_HEAD = """
+heads:
+  - name: lj
+    kind: energy
+    energy_key: LJ_energy
+    forces_key: LJ_forces
+    E0s: average
+"""
+
+
+@pytest.mark.slow  # ~16 s each: a 1-rank run and a 2-rank torchrun
+@pytest.mark.parametrize("magmom", [False, True], ids=["energy-head", "energy-and-magmom-heads"])
+def test_two_ranks_train_the_one_rank_adapter_and_heads(workdir, magmom):
+    """An extra energy head (its own E0s, LJ labels on only some frames; with a moment head too)
+    under DDP: the trunk's adapter, the heads' weights and the E0 buffers equal the 1-rank run's."""
+    from ..finetune_data import MULTITASK_HEADS, multitask_frames
+
+    ase.io.write(workdir / "lj.xyz", multitask_frames(12, seed=2))  # LJ labels on 2 of 3 frames, some no EMT energy
+    names = ("moments1", "moments2") if magmom else ("head1", "head2")
+    for name in names:
+        text = _recipe(workdir, name).read_text().replace("data.xyz", "lj.xyz")
+        (workdir / f"{name}.yaml").write_text(text + (MULTITASK_HEADS if magmom else ENERGY_HEAD))
+    run(load_recipe(workdir / f"{names[0]}.yaml"), quiet=True)
+    _finish(_torchrun(workdir, workdir / f"{names[1]}.yaml"))
+    one, two = (_adapter(workdir / name) for name in names)
+    assert any(k.startswith("heads/lj/") for k in one) and any(k.endswith("fixed_support") for k in one), sorted(one)
+    _assert_same_adapter(one, two)
+    m1, m2 = (json.loads((workdir / n / "metrics.json").read_text()) for n in names)
+    for split in ("valid", "test"):
+        x, y = m1["splits"][split]["lj.forces_mae"], m2["splits"][split]["lj.forces_mae"]
+        assert abs(x - y) <= 1e-6 * x, (split, x, y)
+        assert x < m1["base_zero_shot"][split]["lj.forces_mae"], "the head must train"
+        if magmom:
+            x, y = m1["splits"][split]["spin.magmoms_mae"], m2["splits"][split]["spin.magmoms_mae"]
+            assert abs(x - y) <= 1e-6 * x, (split, x, y)
