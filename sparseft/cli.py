@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import __version__  # nothing heavy at import time: --help and usage errors are instant
@@ -97,7 +98,7 @@ def cmd_finetune(args) -> int:
     if args.accept_recipe_changes and not args.resume:
         raise RecipeError("--accept-recipe-changes only applies with --resume")
     recipe = load_recipe(args.recipe, overrides=args.set)
-    if recipe.base.model != "embedded":
+    if recipe.base.model != "embedded" and not _other_rank():
         print(f"note: {TRUST_WARNING}", file=sys.stderr)
     try:
         run(
@@ -107,10 +108,17 @@ def cmd_finetune(args) -> int:
             quiet=args.quiet,
             accept_recipe_changes=args.accept_recipe_changes,
         )
-    except Interrupted as exc:
-        print(f"sparseft: {exc}", file=sys.stderr)
+    except Interrupted as exc:  # rank 0 wrote the checkpoint and says so
+        if not _other_rank():
+            print(f"sparseft: {exc}", file=sys.stderr)
         return 130
     return 0
+
+
+def _other_rank() -> bool:
+    """A torchrun rank other than 0: notes and the Ctrl-C line come from rank 0 alone (errors
+    from every rank)."""
+    return os.environ.get("RANK", "0") != "0"
 
 
 def cmd_tiny_model(args) -> int:
@@ -274,7 +282,8 @@ def main(argv=None) -> int:
             warnings.simplefilter("ignore", UntrustedModelWarning)  # the commands print their own note
             return args.func(args)
     except KeyboardInterrupt:
-        print("sparseft: interrupted", file=sys.stderr)
+        if not _other_rank():
+            print("sparseft: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place where errors become messages
         if getattr(args, "debug", False):  # before or after the command name

@@ -95,8 +95,12 @@ def rank_share(batch: list[int], rank: int, world_size: int) -> list[int]:
 def wrap_ddp(model: torch.nn.Module, device: str | torch.device) -> torch.nn.Module:
     """DDP around the adapted model: parameters broadcast from rank 0, gradients all-reduced
     (averaged) during backward. Buffers are not re-broadcast: every rank holds the same."""
+    import warnings
+
     device_ids = [torch.device(device).index] if str(device).startswith("cuda") else None
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+    with warnings.catch_warnings():  # torch >= 2.13 names it forward_sync_buffers; the meaning is kept
+        warnings.filterwarnings("ignore", message=".*broadcast_buffers.*deprecated", category=FutureWarning)
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

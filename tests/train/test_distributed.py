@@ -220,3 +220,36 @@ def test_two_ranks_train_the_one_rank_adapter_and_heads(workdir, magmom):
         if magmom:
             x, y = m1["splits"][split]["spin.magmoms_mae"], m2["splits"][split]["spin.magmoms_mae"]
             assert abs(x - y) <= 1e-6 * x, (split, x, y)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_ctrl_c_under_torchrun_leaves_a_complete_checkpoint_and_one_line(workdir):
+    """SIGINT to torchrun's process group (Ctrl-C in its terminal): torchrun passes it to the
+    ranks, which stop after the same step; rank 0 writes a checkpoint and prints one line
+    (torchrun then reports the signal itself); only complete files remain, and --resume finishes."""
+    from sparseft.train.checkpoint import find_checkpoint
+
+    recipe = _recipe(workdir, "ctrlc", epochs=30)
+    proc = _torchrun(workdir, recipe)
+    _wait_for_epoch(workdir / "ctrlc", proc, 1)
+    ranks = [int(c) for c in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    err = err.decode()
+    assert proc.returncode != 0 and not any(_alive(pid) for pid in ranks), err[-3000:]
+    ours = [line for line in err.splitlines() if line.startswith("sparseft:")]
+    assert len(ours) == 1 and ours[0].startswith("sparseft: interrupted at step") and "--resume" in ours[0], err
+    assert "/sparseft/" not in "".join(line for line in err.splitlines() if line.lstrip().startswith('File "')), err
+    out = workdir / "ctrlc"
+    assert {p.name for p in out.iterdir()} <= {"checkpoint", "recipe.yaml", "train.log"}
+    found = find_checkpoint(out)
+    assert found is not None and {p.name for p in (out / "checkpoint").iterdir()} == {"LATEST", found.name}
+    assert "stopped: Interrupted" in (out / "train.log").read_text()
+    assert run(load_recipe(recipe), resume=True, quiet=True)["epochs"] == 30
