@@ -23,6 +23,7 @@ from sparseft.finetune import run
 from sparseft.recipe import load_recipe
 from sparseft.testing.tiny import tiny_mace
 from sparseft.train import distributed as ddp
+from sparseft.train.checkpoint import find_checkpoint
 
 from ..finetune_data import emt_frames, recipe_text
 
@@ -143,8 +144,6 @@ def test_two_ranks_train_the_one_rank_adapter_and_only_rank_0_writes(workdir):
 
 
 def _wait_for_epoch(directory: Path, proc, epoch: int, timeout: float = 300):
-    from sparseft.train.checkpoint import find_checkpoint
-
     deadline = time.time() + timeout
     while time.time() < deadline:
         found = find_checkpoint(directory)
@@ -167,16 +166,22 @@ def _kill_tree(pid: int) -> None:
 
 
 @pytest.mark.slow
-def test_killed_two_rank_run_resumes_under_two_ranks_and_under_one(workdir):
+@pytest.mark.parametrize("kill_epoch", [2, 30], ids=["before-the-fix", "after-the-fix"])
+def test_killed_two_rank_run_resumes_under_two_ranks_and_under_one(workdir, kill_epoch):
+    """Killed before the support is fixed (the resumed run fixes and compacts it), or after (the
+    checkpoint holds the compacted parts: the support is fixed at step 84 of 120, in epoch 28)."""
     settings = dict(epochs=40)
-    run(load_recipe(_recipe(workdir, "whole", **settings)), quiet=True)
-    for name, resume_ranks in (("killed2", 2), ("killed1", 1)):
+    if not (workdir / "whole" / "metrics.json").exists():  # one uninterrupted run for both
+        run(load_recipe(_recipe(workdir, "whole", **settings)), quiet=True)
+    for name, resume_ranks in ((f"killed2-{kill_epoch}", 2), (f"killed1-{kill_epoch}", 1)):
         recipe = _recipe(workdir, name, **settings)
         proc = _torchrun(workdir, recipe)
-        _wait_for_epoch(workdir / name, proc, 2)
+        _wait_for_epoch(workdir / name, proc, kill_epoch)
         _kill_tree(proc.pid)  # torchrun and both ranks at once, as a crashed node would
         proc.communicate()
         assert not (workdir / name / "metrics.json").exists(), "the run finished before it could be killed"
+        saved = load_file(str(find_checkpoint(workdir / name) / "tensors.safetensors"))
+        assert any(k.startswith("support/") for k in saved) == (kill_epoch > 28)
         if resume_ranks == 2:
             out = _finish(_torchrun(workdir, recipe, "--resume"))
             assert "on 2 ranks" in out
@@ -234,8 +239,6 @@ def test_ctrl_c_under_torchrun_leaves_a_complete_checkpoint_and_one_line(workdir
     """SIGINT to torchrun's process group (Ctrl-C in its terminal): torchrun passes it to the
     ranks, which stop after the same step; rank 0 writes a checkpoint and prints one line
     (torchrun then reports the signal itself); only complete files remain, and --resume finishes."""
-    from sparseft.train.checkpoint import find_checkpoint
-
     recipe = _recipe(workdir, "ctrlc", epochs=30)
     proc = _torchrun(workdir, recipe)
     _wait_for_epoch(workdir / "ctrlc", proc, 1)
