@@ -112,8 +112,7 @@ def test_each_mode_meets_the_target_density_and_the_contract(trained, mode):
     assert 0 < m["changed_parameters"] <= target
     out = work / f"out-{mode}"
     rows = json.loads((out / "sparsity.json").read_text())
-    thresholds = len(rows) if mode == "str" else 0  # str: one learnable threshold per block stays
-    assert m["trainable_parameters"] == target + thresholds, "parameters and optimiser state only over the support"
+    assert m["trainable_parameters"] == target, "parameters and optimiser state only over the support"
     base = sf.load_model(work / "tiny.model", dtype="float64")
     loaded = sf.load_adapter(base, out / "adapter")
     assert loaded.density()["changed"] == m["changed_parameters"]

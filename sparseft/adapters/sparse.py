@@ -203,6 +203,13 @@ class ThresholdPart(SparsePart):
         super().set_mask(keep)
 
     @torch.no_grad()
+    def compact(self, keep: torch.Tensor) -> None:
+        """:meth:`SparsePart.compact`; the thresholds no longer act (the support is fixed), so
+        they stop training (a parameter without gradient would stall DDP)."""
+        super().compact(keep)
+        self.s.requires_grad_(False)
+
+    @torch.no_grad()
     def load_state_tensors(self, tensors, where: str) -> None:
         super().load_state_tensors(tensors, where)
         self.offset.fill_(-math.inf)  # no threshold: the loaded values are the delta exactly

@@ -312,22 +312,21 @@ class Trainer:
         if not moved:
             return
         old_params, old_state = self.params, self.optimizer.state
-        self.params = self.model.trainable_parameters()
+        self.params = self.model.trainable_parameters()  # str's thresholds no longer train
+        trains = {id(p) for p in self.params}
+        kept = [(i, old, *moved.get(old, (old, None))) for i, old in enumerate(old_params)]
+        kept = [(i, old, new, positions) for i, old, new, positions in kept if id(new) in trains]
+        assert [id(new) for _, _, new, _ in kept] == [id(p) for p in self.params], "the order must stay"
         self.optimizer = make_optimizer(self.params, self.config, self._lr_scales())
-        for old, values in old_state.items():
-            new, positions = moved.get(old, (old, None))
-            if new is old or positions is not None:
-                self.optimizer.state[new] = {k: _kept(v, old, new, positions) for k, v in values.items()}
+        for _, old, new, positions in kept:
+            if old in old_state and (new is old or positions is not None):
+                self.optimizer.state[new] = {k: _kept(v, old, new, positions) for k, v in old_state[old].items()}
         if self.ema:
-            shadow = [
-                _kept(s, o, n, moved.get(o, (o, None))[1]) for s, o, n in zip(self.ema.shadow, old_params, self.params)
-            ]
+            shadow = [_kept(self.ema.shadow[i], old, new, positions) for i, old, new, positions in kept]
             self.ema = EMA(self.params, self.config.ema_decay)
             self.ema.shadow = shadow
         if self.best_params is not None:
-            self.best_params = [
-                _kept(b, o, n, moved.get(o, (o, None))[1]) for b, o, n in zip(self.best_params, old_params, self.params)
-            ]
+            self.best_params = [_kept(self.best_params[i], old, new, positions) for i, old, new, positions in kept]
         if self.dist:  # DDP registers parameters once: wrap the new ones (every rank compacts here)
             self.forward_model = ddp.wrap_ddp(self.model, self.device)
 

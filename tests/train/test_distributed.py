@@ -143,6 +143,23 @@ def test_two_ranks_train_the_one_rank_adapter_and_only_rank_0_writes(workdir):
     assert not writes.get("rank1.log"), writes.get("rank1.log")
 
 
+@pytest.mark.slow  # ~15 s each
+@pytest.mark.parametrize("mode", ["str", "gradual"])
+def test_two_ranks_match_one_rank_in_other_sparse_modes(workdir, mode):
+    """After the support is fixed, str's thresholds stop training (DDP stalled on parameters
+    without gradient) and gradual's moments carry over the compaction, on every rank alike."""
+    names = (f"{mode}1", f"{mode}2")
+    for name in names:
+        text = _recipe(workdir, name).read_text().replace("    l1: 1.0e-3\n", f"    l1: 1.0e-3\n    mode: {mode}\n")
+        assert f"mode: {mode}" in text
+        (workdir / f"{name}.yaml").write_text(text)
+    run(load_recipe(workdir / f"{names[0]}.yaml"), quiet=True)
+    _finish(_torchrun(workdir, workdir / f"{names[1]}.yaml"))
+    one, two = (_adapter(workdir / name) for name in names)
+    assert any(k.endswith("fixed_support") for k in one), sorted(one)
+    _assert_same_adapter(one, two)
+
+
 def _wait_for_epoch(directory: Path, proc, epoch: int, timeout: float = 300):
     deadline = time.time() + timeout
     while time.time() < deadline:
