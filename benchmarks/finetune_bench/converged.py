@@ -1,9 +1,12 @@
 """The converged protocol (``run.py --protocol converged``): every run trains to early stopping.
 
-Rule, the same for every sparseft method and for ``mace_run_train``: validate every epoch,
-stop after ``patience + 1`` epochs in a row without a lower validation loss (sparseft
-``train.patience = P``; mace ``--patience P+1``, which counts the same epochs) or at the
-epoch cap, and keep the best-validation weights. Sparse runs count only epochs that meet the
+Rule for every sparseft method: validate every epoch, stop after ``patience + 1`` epochs in a
+row without a lower validation loss (``train.patience = P``) or at the epoch cap, and keep the
+best-validation weights. ``mace_run_train`` gets ``--patience P+1`` (the same count), but
+mace-torch 0.3.16 never acts on it in a single process (the stop flag it sets exists only under
+torch.distributed; it logs "Stopping optimization" and trains on), so every mace run trains to
+the cap and keeps its best-validation checkpoint. The ``@cap`` rows (sparseft full and LoRA
+without early stopping, at their searched lr) are the like-for-like comparison with mace. Sparse runs count only epochs that meet the
 target density (sparseft's rule). The lr of each method is chosen on the validation set from
 ``lr_grid`` (full fine-tuning) or ``peft_lr_grid`` (every parameter-efficient method: fewer
 weights move, so their usual lr is higher, as for LoRA in HF PEFT) with seed 0 (lowest ``forces_weight x force MAE + energy_weight x energy MAE``
@@ -111,6 +114,20 @@ def defaults_method(density: float) -> Method:
     )
 
 
+def to_cap(method: Method) -> Method:
+    """``method`` without early stopping: trained to the epoch cap, best-validation weights kept,
+    which is what mace_run_train 0.3.16 does in one process (its patience only logs: the stop
+    flag exists only under torch.distributed), so the fair twin of the ``mace-*`` rows."""
+    from dataclasses import replace
+
+    return replace(
+        method,
+        key=method.key + "@cap",
+        label=method.label + " (to the epoch cap)",
+        train=method.train + (("patience", None),),
+    )
+
+
 def with_replay(method: Method, shipped: bool = False) -> Method:
     from dataclasses import replace
 
@@ -134,6 +151,8 @@ CONVERGED_METHODS = {
         with_replay(METHOD_BY_KEY["full"]),
         *[sparse_method(mode, 0.03, replay=True) for mode in SPARSE_MODES],
         defaults_method(0.03),
+        to_cap(METHOD_BY_KEY["full"]),
+        to_cap(METHOD_BY_KEY["lora-4"]),
         with_replay(METHOD_BY_KEY["full"], shipped=True),
         with_replay(sparse_method("two_phase", 0.03), shipped=True),
     ]
@@ -143,7 +162,7 @@ CONVERGED_METHODS = {
 def lr_group(method: Method) -> str:
     """The method whose lr search this one reuses: sparse densities share the 3 % search of their
     mode, replay variants the search of the method without replay."""
-    key = method.key.split("+")[0]
+    key = method.key.split("+")[0].split("@")[0]
     if key.startswith("sparse-"):
         key = key.rsplit("-", 1)[0] + "-3"
     return key
