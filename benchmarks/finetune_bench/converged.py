@@ -128,14 +128,18 @@ def to_cap(method: Method) -> Method:
     )
 
 
-def with_replay(method: Method, shipped: bool = False) -> Method:
+def with_replay(method: Method, shipped: bool = False, weight: float = 1.0) -> Method:
     from dataclasses import replace
 
+    config = {**(REPLAY_SHIPPED if shipped else REPLAY), "weight": weight}
+    tag = ("+replay-shipped" if shipped else "+replay") + ("" if weight == 1.0 else f"-w{weight:g}")
     return replace(
         method,
-        key=method.key + ("+replay-shipped" if shipped else "+replay"),
-        label=method.label + (" + replay of the shipped set" if shipped else " + pseudo-label replay"),
-        data=(("replay", json.dumps(REPLAY_SHIPPED if shipped else REPLAY)),),
+        key=method.key + tag,
+        label=method.label
+        + (" + replay of the shipped set" if shipped else " + pseudo-label replay")
+        + ("" if weight == 1.0 else f" (weight {weight:g})"),
+        data=(("replay", json.dumps(config)),),
     )
 
 
@@ -155,6 +159,7 @@ CONVERGED_METHODS = {
         to_cap(METHOD_BY_KEY["lora-4"]),
         with_replay(METHOD_BY_KEY["full"], shipped=True),
         with_replay(sparse_method("two_phase", 0.03), shipped=True),
+        with_replay(sparse_method("two_phase", 0.03), shipped=True, weight=0.2),
     ]
 }
 
