@@ -23,14 +23,16 @@ def _ratio_goal(state: dict, key: str, limit: float, need: int, label: str) -> l
     rows, met = [], 0
     for ds, info in state.items():
         s = _f(info, key)
-        refs = {"full": _f(info, "full"), "mace-full": _f(info, "mace-full")}
+        fulls = {k: _f(info, k) for k in ("full", "full@cap") if _f(info, k)}
+        best = min(fulls, key=lambda k: fulls[k][0]) if fulls else None  # the better sparseft full
+        refs = {"full": fulls.get(best), "mace-full": _f(info, "mace-full")}
         if s is None or None in refs.values():
             rows.append(f"{ds}: not measured")
             continue
         ok = all(s[0] / r[0] <= limit for r in refs.values())
         met += ok
         rows.append(
-            f"{ds}: {_ms(s)} vs full {_ms(refs['full'])} ({compare(s, refs['full'])}), "
+            f"{ds}: {_ms(s)} vs {best} {_ms(refs['full'])} ({compare(s, refs['full'])}), "
             f"vs mace {_ms(refs['mace-full'])} ({compare(s, refs['mace-full'])})"
         )
     measured = sum(not r.endswith("not measured") for r in rows)
@@ -151,7 +153,13 @@ def goal_lines(state: dict) -> list[str]:
     return [
         "## Goals of issue 10",
         "",
-        *_ratio_goal(state, SPARSE_3, 1.00, need, "sparse 3 % test F MAE <= 1.00x full (sparseft's and mace's)"),
+        *_ratio_goal(
+            state,
+            SPARSE_3,
+            1.00,
+            need,
+            "sparse 3 % test F MAE <= 1.00x full (the better sparseft full row, and mace's)",
+        ),
         *_ratio_goal(state, SPARSE_05, 1.10, need, "sparse 0.5 % test F MAE <= 1.10x full"),
         *_small_data(state),
         *_extrapolation(state),

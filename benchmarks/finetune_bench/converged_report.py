@@ -47,7 +47,7 @@ def dataset_table(name: str, info: dict) -> list[str]:
     head = (
         ["method", "lr", "seeds", "test F MAE (meV/Å)", "test E MAE (meV/atom)"]
         + [f"{k} F MAE" for k in extra]
-        + ["forget F MAE", "changed %", "epochs run", "F vs full", "F vs mace full"]
+        + ["forget F MAE", "changed %", "epochs run", "F vs full", "F vs full@cap", "F vs mace full"]
     )
     lines = [
         f"### {name}: {info['task'].title}",
@@ -63,6 +63,7 @@ def dataset_table(name: str, info: dict) -> list[str]:
         "|" + "---|" * len(head),
     ]
     full = summarize(runs.get("full", []), "test", "forces_mae")
+    full_cap = summarize(runs.get("full@cap", []), "test", "forces_mae")
     mace = summarize(runs.get("mace-full", []), "test", "forces_mae")
     for key, rs in runs.items():
         if not any(r.get("status") == "ok" for r in rs):
@@ -82,6 +83,7 @@ def dataset_table(name: str, info: dict) -> list[str]:
             _changed(rs),
             _epochs(rs),
             compare(f, full),
+            compare(f, full_cap),
             compare(f, mace),
         ]
         lines.append("| " + " | ".join(row) + " |")
