@@ -97,6 +97,8 @@ class TrainSection:
     ema_decay: typing.Optional[float] = field(default=None, metadata=ranged(ge=0, lt=1))  # null: no EMA
     clip_grad: typing.Optional[float] = field(default=10.0, metadata=ranged(gt=0))  # null: no clipping
     patience: typing.Optional[int] = field(default=None, metadata=ranged(ge=0))
+    # best epoch: one no worse than zero-shot on validation energy and force MAE wins over any that is
+    zero_shot_guard: bool = True
     seed: int = field(default=0, metadata=ranged(ge=0))
 
 

@@ -30,6 +30,8 @@ class TrainState:
     support_fixed: bool = False
     best_valid: float = math.inf
     best_epoch: int = -1
+    zero_shot: dict = field(default_factory=dict)  # the untouched model's validation MAEs (the guard)
+    best_guarded: bool = False  # the best epoch is no worse than zero-shot on every guarded MAE
     bad_epochs: int = 0
     plateau_lr_scale: float = 1.0
     plateau_best: float = math.inf
@@ -267,6 +269,10 @@ class Trainer:
     def fit(self, state: TrainState | None = None, on_epoch_end=None, on_interrupt=None) -> TrainState:
         """Train until the epoch/step budget, early stopping, or Ctrl-C (then ``on_interrupt(state)``)."""
         state = state or TrainState()
+        if self.config.zero_shot_guard and self.valid_data and state.epoch == 0 and not state.zero_shot:
+            self.model.eval()  # still the base: every delta is zero before the first step
+            valid = self.evaluate(self.valid_data)
+            state.zero_shot = {k: valid[k] for k in GUARDED if valid.get(k) is not None}
         try:
             previous = signal.signal(signal.SIGINT, self.request_stop)
         except ValueError:  # not the main thread: Ctrl-C is not ours to handle
@@ -473,12 +479,15 @@ class Trainer:
                 if state.plateau_bad > 2:
                     state.plateau_lr_scale *= 0.5
                     state.plateau_bad = 0
-        # best = lowest validation loss; once the support is fixed only post-fix epochs qualify
+        # best = lowest validation loss; once the support is fixed only post-fix epochs qualify;
+        # with the zero-shot guard an epoch no worse than zero-shot on every MAE beats any that is
         eligible = self.density_met(state)
-        if eligible and metric < state.best_valid - 1e-6 * abs(
-            state.best_valid if math.isfinite(state.best_valid) else 0
-        ):
+        guarded = all(valid.get(k) is not None and valid[k] <= v for k, v in state.zero_shot.items())
+        lower = metric < state.best_valid - 1e-6 * abs(state.best_valid if math.isfinite(state.best_valid) else 0)
+        better = (guarded and not state.best_guarded) or (guarded == state.best_guarded and lower)
+        if eligible and better:
             state.best_valid, state.best_epoch, state.bad_epochs = metric, state.epoch, 0
+            state.best_guarded = guarded
             self.best_params = self.snapshot()
         elif eligible:
             state.bad_epochs += 1
@@ -504,6 +513,9 @@ class Trainer:
         for p, v in zip(self.params, values):
             p.copy_(v)
         self.adapted.after_step(0.0)  # re-applies fixed masks
+
+
+GUARDED = ("energy_per_atom_mae", "forces_mae")  # validation MAEs the zero-shot guard keeps from regressing
 
 
 def _kept(value, old: torch.Tensor, new: torch.Tensor, positions: torch.Tensor | None):

@@ -130,3 +130,32 @@ def test_a_plain_adam_checkpoint_resumes_under_amsgrad(tmp_path):
     assert torch.equal(saved["max_exp_avg_sq"], saved["exp_avg_sq"])
     p.grad = torch.full_like(p, 0.5)
     new.optimizer.step()  # raised KeyError('max_exp_avg_sq') before
+
+
+def test_the_zero_shot_guard_prefers_epochs_no_worse_than_zero_shot():
+    """Best epoch: among epochs no worse than the untouched model on validation energy and force
+    MAE, the lowest loss; an epoch that regresses either only wins while none is that good."""
+    trainer = _bare_trainer()
+    state = TrainState(zero_shot={"energy_per_atom_mae": 1.0, "forces_mae": 1.0})
+    epochs = [  # (loss, E MAE, F MAE) -> best epoch after it
+        ((0.5, 1.2, 0.5), 1),  # worse energies than zero-shot, but the only epoch so far
+        ((0.6, 0.9, 0.6), 2),  # no regression: wins although its loss is higher
+        ((0.4, 1.1, 0.4), 2),  # lower loss, regressed energies: does not win
+        ((0.55, 0.8, 0.5), 4),  # no regression and lower than epoch 2
+    ]
+    for epoch, ((loss, e, f), best) in enumerate(epochs, start=1):
+        state.epoch = epoch
+        state.history.append({"train_loss": loss})
+        trainer._after_epoch(state, {"loss": loss, "energy_per_atom_mae": e, "forces_mae": f})
+        assert state.best_epoch == best, epoch
+    assert state.best_guarded and state.bad_epochs == 0
+
+
+def test_without_the_guard_the_lowest_loss_wins():
+    trainer = _bare_trainer(zero_shot_guard=False)
+    state = TrainState()
+    for epoch, (loss, e) in enumerate([(0.6, 0.9), (0.4, 1.5)], start=1):
+        state.epoch = epoch
+        state.history.append({"train_loss": loss})
+        trainer._after_epoch(state, {"loss": loss, "energy_per_atom_mae": e, "forces_mae": 0.5})
+    assert state.best_epoch == 2
