@@ -178,7 +178,9 @@ def prepare_domain(args, budget: dict, work: Path) -> Task:
     base_path = d / "base.model"
     meta_path = d / "splits" / "meta.json"
     key = {
-        "src": str(src),
+        # not the path: every --sparseft-source snapshot has its own copy of the embedded data, and a
+        # path in the key made each snapshot rewrite the splits and base.model under the others' runs
+        "src": "embedded" if not args.domain_dir else str(src),
         "model": args.domain_model,
         "seed": args.split_seed,
         "forget_seed": args.emt_seed,
