@@ -273,14 +273,14 @@ def label(atoms):
     return atoms
 
 
-def make_data(work: Path, n_structures: int, seed: int, ref: dict, log) -> dict:
-    from ase.io import write
-
-    gen = Generator(seed, ref)
+def sample_structures(gen: "Generator", n_structures: int, ref: dict, rejected: Counter | None = None) -> list:
+    """``n_structures`` EMT-labelled structures in the ``FAMILIES`` proportions, drawn from ``gen``
+    and filtered (close contacts, forces above ``MAX_FORCE``; ``rejected`` counts those per family).
+    The foundation's training data, and with other seeds its held-out and replay structures."""
     counts = {k: int(round(v * n_structures)) for k, v in FAMILIES.items()}
     counts["bulk_fcc"] += n_structures - sum(counts.values())
-    structures, rejected = [], Counter()
-    t0 = time.time()
+    rejected = Counter() if rejected is None else rejected
+    structures = []
     for family, n in counts.items():
         made = 0
         while made < n:
@@ -298,6 +298,16 @@ def make_data(work: Path, n_structures: int, seed: int, ref: dict, log) -> dict:
             atoms.info["config_type"] = family
             structures.append(atoms)
             made += 1
+    return structures
+
+
+def make_data(work: Path, n_structures: int, seed: int, ref: dict, log) -> dict:
+    from ase.io import write
+
+    gen = Generator(seed, ref)
+    rejected: Counter = Counter()
+    t0 = time.time()
+    structures = sample_structures(gen, n_structures, ref, rejected)
     label_s = time.time() - t0
     order = gen.rng.permutation(len(structures))
     structures = [structures[i] for i in order]

@@ -24,8 +24,6 @@ import argparse
 import importlib.util
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 SEED = 424242
 N = 60
@@ -39,28 +37,15 @@ def _make_foundation():
 
 
 def structures(n: int, seed: int) -> list:
-    """``n`` structures in the foundation's family proportions, filtered as its training set was."""
+    """``n`` structures in the foundation's family proportions, filtered as its training set was
+    (``sample_structures`` labels them for its force filter), then stripped of their labels."""
     mf = _make_foundation()
     ref = mf.emt_reference()
-    gen = mf.Generator(seed, ref)
-    counts = {k: int(round(v * n)) for k, v in mf.FAMILIES.items()}
-    counts["bulk_fcc"] += n - sum(counts.values())
-    out = []
-    for family, count in counts.items():
-        made = 0
-        while made < count:
-            atoms = getattr(gen, family)()
-            atoms.wrap()
-            if mf._too_close(atoms, ref["a0_fcc"]):
-                continue
-            mf.label(atoms)  # the same force filter as the foundation's data, then the labels go
-            if np.abs(atoms.arrays["REF_forces"]).max() > mf.MAX_FORCE:
-                continue
-            atoms.calc = None
-            atoms.info = {"config_type": family}
-            atoms.arrays = {k: v for k, v in atoms.arrays.items() if k in ("numbers", "positions")}
-            out.append(atoms)
-            made += 1
+    out = mf.sample_structures(mf.Generator(seed, ref), n, ref)
+    for atoms in out:
+        atoms.calc = None
+        atoms.info = {"config_type": atoms.info["config_type"]}
+        atoms.arrays = {k: v for k, v in atoms.arrays.items() if k in ("numbers", "positions")}
     return out
 
 

@@ -145,24 +145,9 @@ def make_emt_structures(n: int, seed: int) -> list:
     """Held-out pretraining-style structures: the foundation's generator and filters, another seed."""
     mf = _load_make_foundation()
     ref = mf.emt_reference()
-    gen = mf.Generator(seed, ref)
-    counts = {k: int(round(v * n)) for k, v in mf.FAMILIES.items()}
-    counts["bulk_fcc"] += n - sum(counts.values())
-    out = []
-    for family, count in counts.items():
-        made = 0
-        while made < count:
-            atoms = getattr(gen, family)()
-            atoms.wrap()
-            if mf._too_close(atoms, ref["a0_fcc"]):
-                continue
-            mf.label(atoms)
-            if np.abs(atoms.arrays["REF_forces"]).max() > mf.MAX_FORCE:
-                continue
-            atoms.info.pop("REF_stress", None)
-            atoms.info["config_type"] = family
-            out.append(atoms)
-            made += 1
+    out = mf.sample_structures(mf.Generator(seed, ref), n, ref)
+    for atoms in out:
+        atoms.info.pop("REF_stress", None)
     return out
 
 
