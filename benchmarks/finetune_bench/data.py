@@ -88,15 +88,7 @@ def prepare_ecemc(args, budget: dict, work: Path) -> Task:
         _write_xyz(files["test"], boxes[:nt])
         _write_xyz(files["valid"], boxes[nt : nt + nv])
         _write_xyz(files["pool"], boxes[nt + nv :])
-        xtb = ase.io.read(forget, ":")
-        xtb = [a for a in xtb if len(a) > 1]
-        pick = np.random.default_rng(args.split_seed + 1).choice(
-            len(xtb), size=min(budget["n_forget"], len(xtb)), replace=False
-        )
-        _write_xyz(
-            files["forget"],
-            [_labelled(xtb[i], xtb[i].info["energy_xtb"], xtb[i].arrays["forces_xtb"]) for i in sorted(pick)],
-        )
+        xtb, pick = _write_xtb_forget(forget, files["forget"], budget["n_forget"], args.split_seed + 1)
         meta = {
             "key": key,
             "isolated_atoms_eV": {a.get_chemical_symbols()[0]: float(a.get_potential_energy()) for a in isolated},
@@ -139,6 +131,18 @@ def _load_make_foundation():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _write_xtb_forget(source, out: Path, n: int, seed: int):
+    """The forgetting set: ``n`` random multi-atom frames of the GFN2-xTB file ``source`` with its
+    xTB labels, written to ``out``; returns all frames and the chosen indices."""
+    import ase.io
+
+    xtb = [a for a in ase.io.read(source, ":") if len(a) > 1]
+    pick = np.random.default_rng(seed).choice(len(xtb), size=min(n, len(xtb)), replace=False)
+    frames = [_labelled(xtb[i], xtb[i].info["energy_xtb"], xtb[i].arrays["forces_xtb"]) for i in sorted(pick)]
+    _write_xyz(out, frames)
+    return xtb, pick
 
 
 def make_emt_structures(n: int, seed: int) -> list:
@@ -403,14 +407,7 @@ def prepare_molecule(args, budget: dict, work: Path, name: str) -> Task:
             frames = ase.io.read(source / file_name, ":")
             pick = sorted(rng.choice(len(frames), size=min(budget["n_test"], len(frames)), replace=False))
             _write_xyz(files[split], label([frames[i] for i in pick]))
-        xtb = [a for a in ase.io.read(forget, ":") if len(a) > 1]
-        pick = np.random.default_rng(args.split_seed + 1).choice(
-            len(xtb), size=min(budget["n_forget"], len(xtb)), replace=False
-        )
-        _write_xyz(
-            files["forget"],
-            [_labelled(xtb[i], xtb[i].info["energy_xtb"], xtb[i].arrays["forces_xtb"]) for i in sorted(pick)],
-        )
+        _write_xtb_forget(forget, files["forget"], budget["n_forget"], args.split_seed + 1)
         meta = {
             "key": key,
             "n_pool": min(budget["n_pool"], len(train) - nv),
