@@ -280,9 +280,34 @@ class SourceRouter:
     def __init__(self, runners: dict):
         self.runners = runners
 
+    @classmethod
+    def from_args(cls, args, names: list[str], sparseft_path: str | None, methods: dict) -> "SourceRouter":
+        """One runner per data set on ``--sparseft-source``, replaced by ``--dataset-source`` entries."""
+        runners = {name: Runner(args, sparseft_path) for name in names}
+        for item in filter(None, (args.dataset_source or "").split(",")):
+            name, _, spec = item.partition("=")
+            if name not in runners and name not in methods:
+                raise SystemExit(f"--dataset-source: {name!r} is neither in --datasets nor a method")
+            own = copy.copy(args)
+            own.sparseft_source = spec
+            runners[name] = Runner(own, prepare_sparseft_source(spec, args.work_dir)[0])
+        return cls(runners)
+
     def run(self, task, ev, method, *rest):
         runner = self.runners.get(method.key) or self.runners[task.name]
         return runner.run(task, ev, method, *rest)
+
+
+def _converged_protocol(args, base: dict) -> dict:
+    """The protocol with the ``--lr-grid`` / ``--lc-sizes`` / ``--seeds`` overrides."""
+    protocol = dict(base)
+    if args.lr_grid:
+        protocol["lr_grid"] = protocol["peft_lr_grid"] = tuple(float(x) for x in args.lr_grid.split(","))
+    if args.lc_sizes is not None:
+        protocol["lc_sizes"] = tuple(int(x) for x in args.lc_sizes.split(",") if x)
+    if args.seeds:
+        protocol["seeds"] = tuple(int(x) for x in args.seeds.split(","))
+    return protocol
 
 
 def converged_main(args, started: float, sparseft_path: str | None) -> int:
@@ -300,13 +325,7 @@ def converged_main(args, started: float, sparseft_path: str | None) -> int:
     from finetune_bench.converged_report import write_converged_report
     from finetune_bench.data import prepare_molecule
 
-    protocol = dict(QUICK_PROTOCOL if args.quick else PROTOCOL)
-    if args.lr_grid:
-        protocol["lr_grid"] = protocol["peft_lr_grid"] = tuple(float(x) for x in args.lr_grid.split(","))
-    if args.lc_sizes is not None:
-        protocol["lc_sizes"] = tuple(int(x) for x in args.lc_sizes.split(",") if x)
-    if args.seeds:
-        protocol["seeds"] = tuple(int(x) for x in args.seeds.split(","))
+    protocol = _converged_protocol(args, QUICK_PROTOCOL if args.quick else PROTOCOL)
     budgets = copy.deepcopy(QUICK_BUDGETS if args.quick else BUDGETS)
     keys = args.methods.split(",") if args.methods else list(CONVERGED_METHODS)
     unknown = [k for k in keys if k not in CONVERGED_METHODS]
@@ -314,15 +333,7 @@ def converged_main(args, started: float, sparseft_path: str | None) -> int:
         raise SystemExit(f"--methods: unknown {unknown}; valid: {', '.join(CONVERGED_METHODS)}")
     methods = [CONVERGED_METHODS[k] for k in keys]
     names = [d.strip() for d in args.datasets.split(",") if d.strip()]
-    runners = {name: Runner(args, sparseft_path) for name in names}
-    for item in filter(None, (args.dataset_source or "").split(",")):
-        name, _, spec = item.partition("=")
-        if name not in runners and name not in CONVERGED_METHODS:
-            raise SystemExit(f"--dataset-source: {name!r} is neither in --datasets nor a method")
-        own = copy.copy(args)
-        own.sparseft_source = spec
-        runners[name] = Runner(own, prepare_sparseft_source(spec, args.work_dir)[0])
-    router = SourceRouter(runners)
+    router = SourceRouter.from_args(args, names, sparseft_path, CONVERGED_METHODS)
     state: dict = {}
     loads = [os.getloadavg()[0]]
     path = Path(args.output_dir) / f"{args.name}.md"
@@ -335,7 +346,7 @@ def converged_main(args, started: float, sparseft_path: str | None) -> int:
             "command": "benchmarks/run.py " + shlex.join(sys.argv[1:]),
             "load_min": min(loads),
             "load_max": max(loads),
-            "sources": {n: r.args.sparseft_source for n, r in runners.items()},
+            "sources": {n: r.args.sparseft_source for n, r in router.runners.items()},
             "protocol": f"epoch cap {protocol['max_epochs']} (ecemc {EPOCH_CAP.get('ecemc')}), patience "
             f"{protocol['patience']}, lr grid {list(protocol['lr_grid'])} for full fine-tuning and "
             f"{list(protocol.get('peft_lr_grid', protocol['lr_grid']))} for parameter-efficient methods, seeds "

@@ -81,20 +81,19 @@ REPLAY = {"source": "generate", "n": 30, "weight": 1.0, "selection": "random"}  
 REPLAY_SHIPPED = {"source": "embedded:foundation_replay.xyz", "labels": "base", "n": 30, "weight": 1.0}
 
 
-def sparse_method(mode: str, density: float, replay: bool = False) -> Method:
+def sparse_method(mode: str, density: float) -> Method:
     pct = f"{100 * density:g}"
     adapter = {"method": "sparse", "mode": mode, "l1": 0.1}
     train = (("target_density", density), ("retrain_fraction", 0.3)) + (
         (("l1_schedule", "warmup"),) if mode == "two_phase" else ()
     )
     return Method(
-        f"sparse-{mode}-{pct}" + ("+replay" if replay else ""),
-        f"sparse {mode} {pct}%" + (" + pseudo-label replay" if replay else ""),
+        f"sparse-{mode}-{pct}",
+        f"sparse {mode} {pct}%",
         "sparseft",
         "sparse",
         adapters=(json.dumps(adapter),),
         train=train,
-        data=((("replay", json.dumps(REPLAY)),) if replay else ()),
     )
 
 
@@ -153,7 +152,7 @@ CONVERGED_METHODS = {
         METHOD_BY_KEY["freeze-readout"],
         *[sparse_method(mode, d) for mode in SPARSE_MODES for d in DENSITIES],
         with_replay(METHOD_BY_KEY["full"]),
-        *[sparse_method(mode, 0.03, replay=True) for mode in SPARSE_MODES],
+        *[with_replay(sparse_method(mode, 0.03)) for mode in SPARSE_MODES],
         defaults_method(0.03),
         to_cap(METHOD_BY_KEY["full"]),
         to_cap(METHOD_BY_KEY["lora-4"]),

@@ -23,7 +23,7 @@ def _ratio_goal(state: dict, key: str, limit: float, need: int, label: str) -> l
     rows, met = [], 0
     for ds, info in state.items():
         s = _f(info, key)
-        fulls = {k: _f(info, k) for k in ("full", "full@cap") if _f(info, k)}
+        fulls = {k: f for k in ("full", "full@cap") if (f := _f(info, k))}
         best = min(fulls, key=lambda k: fulls[k][0]) if fulls else None  # the better sparseft full
         refs = {"full": fulls.get(best), "mace-full": _f(info, "mace-full")}
         if s is None or None in refs.values():

@@ -27,68 +27,65 @@ def _points(info: dict, split: str = "test"):
         yield key, ok[0]["family"], changed, 1000 * f[0], 1000 * f[1], 1000 * g[0], 1000 * g[1]
 
 
+def _error_vs_changed(ax, ds: str, info: dict) -> None:
+    for key, fam, changed, f, fs, _, _ in _points(info):
+        if "+replay" in key:
+            continue
+        ax.errorbar(changed, f, yerr=fs, fmt="o", color=_color(key, fam), capsize=3)
+        ax.annotate(key, (changed, f), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("weights changed (%)")
+    ax.set_ylabel("test force MAE (meV/Å), mean ± sd over seeds")
+    ax.set_title(ds, fontsize=9)
+
+
+def _learning_curves(ax, ds: str, info: dict) -> None:
+    for key, curve in info["lc"].items():
+        points = [(int(n), s) for n, runs in curve.items() if (s := summarize(runs, "test", "forces_mae"))]
+        xs = [n for n, _ in points]
+        ys = [1000 * s[0] for _, s in points]
+        es = [1000 * s[1] for _, s in points]
+        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=key, color=_color(key, key.split("-")[0]))
+    ax.set_xscale("log")
+    ax.set_xlabel("training structures")
+    ax.set_ylabel("test force MAE (meV/Å)")
+    ax.set_title(ds, fontsize=9)
+    ax.legend(fontsize=7)
+
+
+def _forgetting(ax, ds: str, info: dict) -> None:
+    for key, fam, _, f, fs, g, gs in _points(info):
+        marker = "s" if "+replay" in key else "o"
+        ax.errorbar(f, g, xerr=fs, yerr=gs, fmt=marker, color=_color(key, fam), capsize=2)
+        ax.annotate(key, (f, g), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.axhline(1000 * info["base"]["forget"]["forces_mae"], color="gray", ls=":", lw=1)
+    ax.set_xlabel("test force MAE (meV/Å)")
+    ax.set_ylabel("forgetting-set force MAE (meV/Å)")
+    ax.set_title(f"{ds} (dotted: zero-shot base; squares: replay)", fontsize=8)
+
+
 def converged_plots(state: dict, out_dir: Path, name: str) -> list[str]:
-    """Write the three PNGs next to the report; returns their file names."""
+    """Write the three PNGs next to the report (one panel per data set); returns their file names."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = [n for n, i in state.items() if i["runs"]]
-    if not names:
-        return []
+    figures = [
+        (f"{name}-error-vs-changed.png", _error_vs_changed, names),
+        (f"{name}-learning-curves.png", _learning_curves, [ds for ds in names if state[ds].get("lc")]),
+        (f"{name}-forgetting.png", _forgetting, names),
+    ]
     written = []
-
-    def save(fig, fname):
+    for fname, panel, shown in figures:
+        if not shown:
+            continue
+        fig, axes = plt.subplots(1, len(shown), figsize=(4.6 * len(shown), 4.0), squeeze=False)
+        for ax, ds in zip(axes[0], shown):
+            panel(ax, ds, state[ds])
         fig.tight_layout()
         fig.savefig(out_dir / fname, dpi=110)
         plt.close(fig)
         written.append(fname)
-
-    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 4.0), squeeze=False)
-    for ax, ds in zip(axes[0], names):
-        for key, fam, changed, f, fs, _, _ in _points(state[ds]):
-            if "+replay" in key:
-                continue
-            ax.errorbar(changed, f, yerr=fs, fmt="o", color=_color(key, fam), capsize=3)
-            ax.annotate(key, (changed, f), fontsize=6, xytext=(3, 3), textcoords="offset points")
-        ax.set_xscale("log")
-        ax.set_xlabel("weights changed (%)")
-        ax.set_ylabel("test force MAE (meV/Å), mean ± sd over seeds")
-        ax.set_title(ds, fontsize=9)
-    save(fig, f"{name}-error-vs-changed.png")
-
-    lc = [ds for ds in names if state[ds].get("lc")]
-    if lc:
-        fig, axes = plt.subplots(1, len(lc), figsize=(4.6 * len(lc), 4.0), squeeze=False)
-        for ax, ds in zip(axes[0], lc):
-            for key, curve in state[ds]["lc"].items():
-                xs, ys, es = [], [], []
-                for n, runs in curve.items():
-                    s = summarize(runs, "test", "forces_mae")
-                    if s:
-                        xs.append(int(n))
-                        ys.append(1000 * s[0])
-                        es.append(1000 * s[1])
-                family = key.split("-")[0]
-                ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=key, color=_color(key, family))
-            ax.set_xscale("log")
-            ax.set_xlabel("training structures")
-            ax.set_ylabel("test force MAE (meV/Å)")
-            ax.set_title(ds, fontsize=9)
-            ax.legend(fontsize=7)
-        save(fig, f"{name}-learning-curves.png")
-
-    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 4.0), squeeze=False)
-    for ax, ds in zip(axes[0], names):
-        for key, fam, _, f, fs, g, gs in _points(state[ds]):
-            marker = "s" if "+replay" in key else "o"
-            ax.errorbar(f, g, xerr=fs, yerr=gs, fmt=marker, color=_color(key, fam), capsize=2)
-            ax.annotate(key, (f, g), fontsize=6, xytext=(3, 3), textcoords="offset points")
-        base = state[ds]["base"]
-        ax.axhline(1000 * base["forget"]["forces_mae"], color="gray", ls=":", lw=1)
-        ax.set_xlabel("test force MAE (meV/Å)")
-        ax.set_ylabel("forgetting-set force MAE (meV/Å)")
-        ax.set_title(f"{ds} (dotted: zero-shot base; squares: replay)", fontsize=8)
-    save(fig, f"{name}-forgetting.png")
     return written
