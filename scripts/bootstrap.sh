@@ -27,4 +27,7 @@ if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
   fi
 fi
 "$VENV/bin/pip" install --quiet -e ".[test]"
+# The SevenNet backend: sevenn without its e3nn>=0.5 pin (mace-torch pins e3nn 0.4.4; see
+# sparseft/backends/sevennet/_import.py); its other run-time dependencies come with .[test].
+"$VENV/bin/pip" install --quiet --no-deps "sevenn==${SEVENN_VERSION:-0.13.0}"
 touch "$stamp"

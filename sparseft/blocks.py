@@ -1,6 +1,7 @@
-"""The weight catalogue: every trainable weight of a MACE model as named blocks.
+"""The weight catalogue: every trainable weight of a model as named blocks.
 
-This is the only file that knows how mace-torch lays out its parameters. A *block* is a
+The e3nn part, shared by every backend; a backend's :class:`Layout` names its kinds and
+layers and catalogues its own module types. A *block* is a
 strided view into one parameter that belongs to a single irreps path (and, for
 per-element weights, a single element): one instruction of an e3nn ``o3.Linear``, one
 (path, element) of the ``skip_tp`` tensor product, one (irrep, correlation order,
@@ -9,7 +10,7 @@ by the convolution path it weights). All blocks are rotation-invariant scalars, 
 change to them keeps the model E(3)-equivariant.
 
 Dispatch is on the module type (e3nn ``Linear``, ``TensorProduct``, ``FullyConnectedNet``,
-mace's ``Contraction`` and ``RadialMLP``); the parameter name only decides the block
+and the family's own types through its layout); the parameter name only decides the block
 *kind* and *layer*. A parameter held by a module of any other type raises
 :class:`UnsupportedLayoutError` naming it.
 """
@@ -17,6 +18,7 @@ mace's ``Contraction`` and ``RadialMLP``); the parameter name only decides the b
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ._compat import o3, torch
@@ -34,31 +36,25 @@ KINDS = (
     "other",
 )
 
-_KIND_RULES = [
-    (r"^node_embedding\.", "embedding"),
-    (r"^joint_embedding\.", "embedding"),
-    (r"^embedding_readout\.", "readout"),
-    (r"^interactions\.\d+\.(source|target)_embedding\.", "embedding"),
-    (r"^interactions\.\d+\.conv_tp_weights\.", "radial"),
-    (r"^interactions\.\d+\.density_fn\.", "density"),
-    (r"^interactions\.\d+\.linear_up\.", "linear_up"),
-    (r"^interactions\.\d+\.(skip_tp|skip_linear)\.", "skip"),
-    (r"^interactions\.\d+\.(linear|linear_down|linear_res|linear_1|linear_2)\.", "linear"),
-    (r"^products\.\d+\.symmetric_contractions\.", "contraction"),
-    (r"^products\.\d+\.linear\.", "product_linear"),
-    (r"^readouts\.\d+\.", "readout"),
-    (r"^radial_embedding\.", "radial"),
-]
 
-# 1-D parameters outside the handled modules that are known to be invariant scalars
-# (mace_run_train saves fine-tuned models with trainable Bessel frequencies)
-KNOWN_VECTORS = (r"^radial_embedding\.bessel_fn\.bessel_weights$",)
+@dataclass(frozen=True)
+class Layout:
+    """How a model family names its weights: the backend's part of the catalogue.
 
-NOT_ADAPTABLE_BUFFERS = {
-    "atomic_energies_fn.atomic_energies": "E0s (isolated-atom energies): set by the E0s option, not trained",
-    "scale_shift.scale": "energy scale: a fixed normalisation",
-    "scale_shift.shift": "energy shift: a fixed normalisation",
-}
+    ``kind_rules``: (regex on the parameter name, kind), first match wins (else "other");
+    ``layer``: regex whose group 1 is the interaction layer; ``conv_sibling``: attribute, next
+    to a radial MLP, of the tensor product whose path weights it computes; ``known_vectors``:
+    regexes of 1-D parameters outside handled modules that are invariant scalars;
+    ``handler``: ``(prefix, module, model, kind, layer) -> blocks | None`` for the family's own
+    module types (None: not one), ``handled``: those types.
+    """
+
+    kind_rules: tuple[tuple[str, str], ...]
+    layer: str
+    conv_sibling: str
+    known_vectors: tuple[str, ...] = ()
+    handler: Callable | None = None
+    handled: tuple = ()
 
 
 class UnsupportedLayoutError(ValueError):
@@ -117,16 +113,16 @@ class WeightBlock:
         return index.reshape(-1)
 
 
-def _kind(name: str) -> str:
-    for pattern, kind in _KIND_RULES:
+def _kind(name: str, layout: Layout) -> str:
+    for pattern, kind in layout.kind_rules:
         if re.search(pattern, name):
             return kind
     return "other"
 
 
-def _layer(name: str) -> int | None:
-    m = re.match(r"^(interactions|products|readouts)\.(\d+)\.", name)
-    return int(m.group(2)) if m else None
+def _layer(name: str, layout: Layout) -> int | None:
+    m = re.match(layout.layer, name)
+    return int(m.group(1)) if m else None
 
 
 def _elements(model) -> list[int]:
@@ -229,7 +225,7 @@ def _tensor_product_blocks(prefix, mod, model, kind, layer):
                     layer,
                     offset,
                     shape,
-                    _contiguous_stride(shape),
+                    contiguous_stride(shape),
                     ir1,
                     ir_out,
                     None,
@@ -240,7 +236,7 @@ def _tensor_product_blocks(prefix, mod, model, kind, layer):
     return out
 
 
-def _contiguous_stride(shape):
+def contiguous_stride(shape):
     stride, acc = [], 1
     for s in reversed(shape):
         stride.append(acc)
@@ -248,10 +244,11 @@ def _contiguous_stride(shape):
     return tuple(reversed(stride))
 
 
-def _conv_paths(model, prefix):
-    """(irrep_in, irrep_out, width) of each weighted path of the sibling ``conv_tp``, if any."""
+def conv_paths(model, prefix, layout: Layout):
+    """(irrep_in, irrep_out, width) of each weighted path of the tensor product next to the
+    radial MLP at ``prefix`` (``layout.conv_sibling``), if any."""
     owner = model.get_submodule(prefix.rsplit(".", 2)[0]) if prefix.count(".") >= 2 else None
-    conv = getattr(owner, "conv_tp", None)
+    conv = getattr(owner, layout.conv_sibling, None)
     if conv is None or getattr(conv, "internal_weights", True):
         return None
     paths = []
@@ -270,7 +267,7 @@ def _conv_paths(model, prefix):
     return paths
 
 
-def _radial_matrix_blocks(name, kind, layer, n_in, n_out, out_major, paths, label):
+def radial_matrix_blocks(name, kind, layer, n_in, n_out, out_major, paths, label):
     """Blocks of one radial-MLP weight matrix; the last layer split by convolution path."""
     if paths is None or sum(p[2] for p in paths) != n_out:
         if out_major:
@@ -289,129 +286,44 @@ def _radial_matrix_blocks(name, kind, layer, n_in, n_out, out_major, paths, labe
     return out
 
 
-def _fcnet_blocks(prefix, mod, model, kind, layer):
+def _fcnet_blocks(prefix, mod, model, kind, layer, layout: Layout):
     """e3nn ``FullyConnectedNet``: weights ``layerK.weight`` of shape (in, out)."""
     layers = [(n, m) for n, m in mod.named_children() if hasattr(m, "weight")]
-    paths = _conv_paths(model, prefix) if kind == "radial" else None
+    paths = conv_paths(model, prefix, layout) if kind == "radial" else None
     out = []
     for i, (child, m) in enumerate(layers):
         n_in, n_out = m.weight.shape
         last = i == len(layers) - 1
-        out += _radial_matrix_blocks(
+        out += radial_matrix_blocks(
             f"{prefix}{child}.weight", kind, layer, n_in, n_out, False, paths if last else None, child
         )
     return out
 
 
-def _radial_mlp_blocks(prefix, mod, model, kind, layer):
-    """mace ``RadialMLP``: ``net.K`` torch Linear (out, in) + bias, and LayerNorm weight/bias."""
-    paths = _conv_paths(model, prefix) if kind == "radial" else None
-    linears = [i for i, m in enumerate(mod.net) if isinstance(m, torch.nn.Linear)]
-    out = []
-    for i, m in enumerate(mod.net):
-        base = f"{prefix}net.{i}."
-        if isinstance(m, torch.nn.Linear):
-            n_out, n_in = m.weight.shape
-            last_paths = paths if i == linears[-1] else None
-            out += _radial_matrix_blocks(base + "weight", kind, layer, n_in, n_out, True, last_paths, f"net.{i}")
-            if m.bias is not None:
-                if last_paths is not None and sum(p[2] for p in last_paths) == n_out:
-                    start = 0
-                    for j, (ir_in, ir_out, width) in enumerate(last_paths):
-                        out.append(
-                            WeightBlock(
-                                base + "bias",
-                                kind,
-                                layer,
-                                start,
-                                (width,),
-                                (1,),
-                                ir_in,
-                                ir_out,
-                                None,
-                                f"net.{i} bias path {ir_in}->{ir_out}#{j}",
-                            )
-                        )
-                        start += width
-                else:
-                    out.append(WeightBlock(base + "bias", kind, layer, 0, (n_out,), (1,), detail=f"net.{i} bias"))
-        elif isinstance(m, torch.nn.LayerNorm):
-            for p in ("weight", "bias"):
-                if getattr(m, p, None) is not None:
-                    out.append(
-                        WeightBlock(
-                            base + p, kind, layer, 0, (m.normalized_shape[0],), (1,), detail=f"net.{i} layernorm {p}"
-                        )
-                    )
-    return out
-
-
-def _contraction_blocks(prefix, mod, model, kind, layer, irrep_out):
-    """mace ``Contraction``: ``weights_max`` (nu = correlation) and ``weights.k`` (nu = correlation-1-k),
-    each (num_elements, num_coupling_paths, channels); one block per element."""
-    out = []
-    zs = _elements(model)
-    entries = [("weights_max", mod.weights_max, mod.correlation)]
-    entries += [(f"weights.{k}", w, mod.correlation - 1 - k) for k, w in enumerate(mod.weights)]
-    for pname, w, nu in entries:
-        n_el, n_paths, channels = w.shape
-        for e in range(n_el):
-            z = zs[e] if n_el == len(zs) and n_el > 1 else None
-            detail = f"{irrep_out} nu={nu}" + (f" Z={z}" if z is not None else "")
-            out.append(
-                WeightBlock(
-                    prefix + pname,
-                    kind,
-                    layer,
-                    e * n_paths * channels,
-                    (n_paths, channels),
-                    (channels, 1),
-                    None,
-                    irrep_out,
-                    z,
-                    detail,
-                )
-            )
-    return out
-
-
-def _module_blocks(prefix, mod, model):
+def _module_blocks(prefix, mod, model, layout: Layout):
     """Blocks for the parameters a module owns directly; None when the module type is unknown."""
     from e3nn import nn as e3nn_nn
-    from mace.modules.radial import RadialMLP
-    from mace.modules.symmetric_contraction import Contraction, SymmetricContraction
 
-    kind = _kind(prefix)
-    layer = _layer(prefix)
+    kind = _kind(prefix, layout)
+    layer = _layer(prefix, layout)
     if isinstance(mod, o3.Linear):
         per_element = kind == "embedding" and _is_element_irreps(mod.irreps_in, model)
         return _linear_blocks(prefix, mod, model, kind, layer, per_element)
     if isinstance(mod, o3.TensorProduct):
         return _tensor_product_blocks(prefix, mod, model, kind, layer)
     if isinstance(mod, e3nn_nn.FullyConnectedNet):
-        return _fcnet_blocks(prefix, mod, model, kind, layer)
-    if isinstance(mod, RadialMLP):
-        return _radial_mlp_blocks(prefix, mod, model, kind, layer)
-    if isinstance(mod, SymmetricContraction):
-        out = []
-        for j, (contraction, irrep) in enumerate(zip(mod.contractions, mod.irreps_out)):
-            out += _contraction_blocks(f"{prefix}contractions.{j}.", contraction, model, kind, layer, str(irrep.ir))
-        return out
-    if isinstance(mod, Contraction):
-        return []  # handled by its SymmetricContraction
-    return None
+        return _fcnet_blocks(prefix, mod, model, kind, layer, layout)
+    return layout.handler(prefix, mod, model, kind, layer, layout) if layout.handler else None
 
 
-def blocks(model: torch.nn.Module) -> list[WeightBlock]:
-    """Every trainable weight of ``model`` as blocks; each entry is covered exactly once.
-
-    Raises :class:`UnsupportedLayoutError` naming any parameter whose layout is unknown.
-    """
+def catalogue(model: torch.nn.Module, layout: Layout) -> list[WeightBlock]:
+    """Every trainable weight of ``model`` as blocks, each entry covered exactly once: e3nn
+    ``Linear``, ``TensorProduct`` and ``FullyConnectedNet`` here, the family's own modules by
+    ``layout.handler``. Raises :class:`UnsupportedLayoutError` naming any parameter whose
+    layout is unknown."""
     from e3nn import nn as e3nn_nn
-    from mace.modules.radial import RadialMLP
-    from mace.modules.symmetric_contraction import SymmetricContraction
 
-    handled = (o3.Linear, o3.TensorProduct, e3nn_nn.FullyConnectedNet, RadialMLP, SymmetricContraction)
+    handled = (o3.Linear, o3.TensorProduct, e3nn_nn.FullyConnectedNet, *layout.handled)
     out: list[WeightBlock] = []
     claimed: set[str] = set()
     for prefix, mod in model.named_modules():
@@ -420,16 +332,25 @@ def blocks(model: torch.nn.Module) -> list[WeightBlock]:
         if any(prefix.startswith(c + ".") for c in claimed):
             continue  # submodules of a handled module (e.g. FullyConnectedNet layers)
         prefix_dot = prefix + "." if prefix else ""
-        out += _module_blocks(prefix_dot, mod, model)
+        found = _module_blocks(prefix_dot, mod, model, layout)
+        out += found or []
         claimed.add(prefix)
     params = dict(model.named_parameters())
     covered = {b.param for b in out}
     for name, p in params.items():
         if name in covered:
             continue
-        if p.dim() == 0 or (p.dim() == 1 and (p.numel() <= 4 or any(re.match(r, name) for r in KNOWN_VECTORS))):
+        if p.dim() == 0 or (p.dim() == 1 and (p.numel() <= 4 or any(re.match(r, name) for r in layout.known_vectors))):
             out.append(
-                WeightBlock(name, _kind(name), _layer(name), 0, tuple(p.shape), _contiguous_stride(p.shape), detail="")
+                WeightBlock(
+                    name,
+                    _kind(name, layout),
+                    _layer(name, layout),
+                    0,
+                    tuple(p.shape),
+                    contiguous_stride(p.shape),
+                    detail="",
+                )
             )
             continue
         raise UnsupportedLayoutError(
@@ -438,6 +359,13 @@ def blocks(model: torch.nn.Module) -> list[WeightBlock]:
         )
     _check_coverage(out, params)
     return out
+
+
+def blocks(model: torch.nn.Module) -> list[WeightBlock]:
+    """Every trainable weight of ``model`` (any registered family) as blocks."""
+    from .core.backend import backend_of
+
+    return backend_of(model).blocks(model)
 
 
 def _check_coverage(out, params):
@@ -460,9 +388,11 @@ def _check_coverage(out, params):
 
 def not_adaptable(model: torch.nn.Module) -> list[tuple[str, str]]:
     """(name, reason) for model quantities that are listed but never adapted."""
+    from .core.backend import backend_of
+
     out = []
     buffers = dict(model.named_buffers())
-    for name, reason in NOT_ADAPTABLE_BUFFERS.items():
+    for name, reason in backend_of(model).not_adaptable.items():
         if name in buffers:
             out.append((name, reason))
     # a weight with requires_grad=False in the file is still adaptable: adapters add their own

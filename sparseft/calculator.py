@@ -47,11 +47,11 @@ class Calculator(AseCalculator):
         extra = dict(getattr(self.model, "output_heads", None) or {})
         energy_heads = [n for n, h in extra.items() if h.property == "energy"]
         moment_heads = [n for n, h in extra.items() if h.property == "magmoms"]
-        mace_heads = list(getattr(self.model, "heads", None) or [])
-        if head is not None and head not in energy_heads and head not in mace_heads:
-            raise ValueError(f"head {head!r} not found; energy heads: {['(foundation)'] + energy_heads + mace_heads}")
+        model_heads = list(getattr(self.model, "heads", None) or [])
+        if head is not None and head not in energy_heads and head not in model_heads:
+            raise ValueError(f"head {head!r} not found; energy heads: {['(foundation)'] + energy_heads + model_heads}")
         self.energy_head = head if head in energy_heads else None
-        self.head = head if head in mace_heads else None
+        self.head = head if head in model_heads else None
         if magmom_head is not None and magmom_head not in moment_heads:
             raise ValueError(f"magmom_head {magmom_head!r} not found; moment heads: {moment_heads or 'none'}")
         if magmom_head is None and len(moment_heads) > 1:

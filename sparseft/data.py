@@ -1,6 +1,7 @@
-"""Training data: extxyz/ASE frames -> validated, labelled mace ``AtomicData`` and batches.
+"""Training data: extxyz/ASE frames -> validated, labelled graph items and batches.
 
-ASE reads the files, mace-torch's own data classes build graphs and batches. Labels are
+ASE reads the files; the model's backend builds the graphs (mace's own data classes for MACE,
+sevenn's neighbour list for SevenNet), :mod:`sparseft.core.graph` batches them. Labels are
 read from ``energy_key``/``forces_key``/``stress_key``/``virials_key`` (default
 ``REF_*``), falling back to the values of the frame's ASE calculator. A frame without a
 label gets weight 0 for it (masked in the loss); virials of periodic frames without stress
@@ -18,7 +19,7 @@ from ase.data import chemical_symbols
 from ._compat import torch
 from .geometry import StructureError, check_structure
 from .labels import DataError, Keys, MagmomKeys  # noqa: F401  (re-exported)
-from .predict import atomic_data
+from .core.graph import loader  # noqa: F401  (re-exported: data.loader)
 
 
 @dataclass
@@ -136,17 +137,12 @@ MISSING_KEY = "__sparseft_no_label__"  # a disabled label: a key no frame has
 def to_atomic_data(
     frames: Frames, model, keys: Keys, head: str | None = None, heads=(), config_type_weights: dict | None = None
 ) -> list:
-    """mace ``AtomicData`` for each frame, with per-label weights (0 where a label is missing);
-    ``heads`` (``(name, label set)`` pairs) adds each extra head's labels as
-    ``<name>__<quantity>`` with ``<name>__<quantity>_weight``."""
-    from mace import data
+    """Graph items (the model backend's, see :func:`sparseft.predict.graphs`) for each frame, with
+    per-label weights (0 where a label is missing); ``heads`` (``(name, label set)`` pairs) adds
+    each extra head's labels as ``<name>__<quantity>`` with ``<name>__<quantity>_weight``."""
+    from .predict import graphs
 
-    pick = lambda key: MISSING_KEY if key is None else key  # noqa: E731
-    spec = data.KeySpecification(
-        info_keys={"energy": pick(keys.energy), "stress": pick(keys.stress), "virials": pick(keys.virials)},
-        arrays_keys={"forces": pick(keys.forces)},
-    )
-    items = atomic_data(frames.atoms, model, key_specification=spec, head=head, config_type_weights=config_type_weights)
+    items = graphs(frames.atoms, model, labels=keys, head=head, config_type_weights=config_type_weights)
     dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
     for k, (atoms, item) in enumerate(zip(frames.atoms, items)):
         item["source_frame"] = torch.tensor(
@@ -156,16 +152,6 @@ def to_atomic_data(
             for key, value in head_keys.tensors(atoms, name, dtype).items():
                 item[key] = value
     return items
-
-
-def loader(dataset: list, batch_size: int, *, shuffle: bool, seed: int = 0):
-    """A mace DataLoader; shuffling is a pure function of ``seed`` (resumable runs)."""
-    from mace.tools import torch_geometric
-
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return torch_geometric.dataloader.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, drop_last=False, generator=generator
-    )
 
 
 def label_counts(frames: Frames, keys) -> dict[str, int]:

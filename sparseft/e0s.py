@@ -1,7 +1,7 @@
 """Isolated-atom energies (E0s) for fine-tuning: keep, average, estimate, or set explicitly
 (a map, or a JSON file of ``{Z or element: eV}`` as mace_run_train's ``--E0s`` accepts).
 
-E0s live in the base model's E0s buffer (``mace_facts.E0S_BUFFER``); they are not an
+E0s live in the base model's E0s buffer (its backend's ``e0s_buffer``); they are not an
 adapter weight, so a fine-tune that changes them stores them in the adapter files too.
 """
 
@@ -13,7 +13,7 @@ from ase.data import chemical_symbols
 
 from ._compat import torch
 from .data import DataError, Frames, Keys
-from .mace_facts import e0s_buffer
+from .core.facts import e0s_buffer
 from .predict import predict
 
 

@@ -26,7 +26,7 @@ from ase.data import chemical_symbols
 
 from ._compat import default_dtype, o3, torch
 from .blocks import blocks as catalogue
-from .mace_facts import E0S_BUFFER, e0s_buffer
+from .core.facts import e0s_buffer, e0s_name
 
 INITS = ("nearest", "mean", "random")
 _PERIOD_STARTS = (1, 3, 11, 19, 37, 55, 87, 119)
@@ -208,7 +208,7 @@ def _copy_weights(base, fresh, sources: dict[int, list[int]]) -> None:
 def _copy_buffers(base, fresh) -> None:
     new = dict(fresh.named_buffers())
     for name, value in base.named_buffers():
-        if name in ("atomic_numbers", E0S_BUFFER) or name not in new:
+        if name in ("atomic_numbers", e0s_name(base)) or name not in new:
             continue
         if new[name].shape != value.shape:
             raise ElementError(

@@ -21,12 +21,12 @@ def config_type_groups(frames) -> dict[str, list[int]]:
 
 
 def _batches(dataset: list, groups: dict, batch_size: int, device) -> list[tuple[str, dict]]:
-    from .data import loader
+    from .core.graph import loader, to_device
 
     out = []
     for config_type, idx in groups.items():
         for batch in loader([dataset[i] for i in idx], batch_size, shuffle=False):
-            out.append((config_type, batch.to(device).to_dict()))
+            out.append((config_type, to_device(batch, device)))
     return out
 
 
@@ -106,12 +106,13 @@ def config_type_table(by_split: dict) -> str:
 
 def e0_tensors(model) -> dict:
     """Per-element E0s of the foundation head (prefix ``""``) and of each energy head of
-    ``model`` (an adapted or plain mace model, or a HeadedModel around one)."""
+    ``model`` (an adapted or plain base model, or a HeadedModel around one)."""
+    from .core.backend import plain
+    from .core.facts import e0s_buffer
     from .heads import split_heads
 
     trunk, heads = split_heads(model)
-    mace_model = getattr(trunk, "model", trunk)
-    buffer = mace_model.atomic_energies_fn.atomic_energies.detach().double()
+    buffer = e0s_buffer(plain(trunk)).detach().double()
     out = {"": buffer.reshape(-1, buffer.shape[-1])[0].cpu()}
     for name, head in heads.items():
         if hasattr(head, "atomic_energies"):

@@ -18,10 +18,11 @@ from ase.data import chemical_symbols
 
 from ._compat import torch
 from .blocks import blocks as catalogue
+from .core.backend import backend_of
 from .data import DataError, Frames, Keys, attach_labels, label_counts, read_frames, split, to_atomic_data, validate
 from .e0s import current_e0s, resolve_e0s, set_e0s
 from .elements import apply_spec, spec_for
-from .files import save_torch, write_file_atomically, write_text_atomically
+from .files import write_file_atomically, write_text_atomically
 from .fingerprint import fingerprint
 from .heads import HeadedModel, split_heads
 from .heads import setup as head_setup
@@ -589,7 +590,8 @@ def _write_outputs(
     adapted, heads = split_heads(setup.model)
     save_adapter(setup.model, out_dir / "adapter", overwrite=True, extra={"recipe": recipe.to_dict()})
     merged = adapted.merge()
-    write_file_atomically(out_dir / "merged.model", lambda tmp: save_torch(merged, tmp))
+    backend = backend_of(merged)
+    write_file_atomically(out_dir / backend.merged_file, lambda tmp: backend.save_merged(merged, tmp))
     if heads:  # merged_with_heads.model (sparseft.Calculator) and merged_multihead.model (MACE tools)
         from .export import write_head_models
 

@@ -13,7 +13,7 @@ import json
 import numpy as np
 
 from ._compat import torch
-from .mace_facts import DATA_BUFFERS, mace_heads
+from .core.facts import data_buffers, model_heads
 
 
 def _sha(data: bytes) -> str:
@@ -25,8 +25,8 @@ def _architecture(model: torch.nn.Module) -> dict:
         "class": type(model).__name__,
         "parameters": {n: list(p.shape) for n, p in model.named_parameters()},
         "r_max": round(float(model.r_max), 6),
-        "num_interactions": int(model.num_interactions),
-        "heads": mace_heads(model),
+        "num_interactions": int(getattr(model, "num_interactions", 0)),
+        "heads": model_heads(model),
     }
 
 
@@ -35,11 +35,11 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
 
 
 def fingerprint(model: torch.nn.Module) -> dict:
-    """JSON-friendly identity of a (plain, unadapted) MACE model."""
+    """JSON-friendly identity of a (plain, unadapted) base model."""
     arch = _architecture(model)
     weights = {n: _sha(_tensor_bytes(p)) for n, p in model.named_parameters()}
     buffers = dict(model.named_buffers())
-    for name in DATA_BUFFERS:
+    for name in data_buffers(model):
         if name in buffers:
             weights[name] = _sha(_tensor_bytes(buffers[name]))
     return {

@@ -1,4 +1,4 @@
-"""AdaptedModel: a MACE model whose selected weight blocks carry adapter deltas.
+"""AdaptedModel: a base model whose selected weight blocks carry adapter deltas.
 
 It knows the adapter protocol (:mod:`sparseft.adapters.base`) only: no method by name and no
 heads (a model with heads is a :class:`sparseft.heads.HeadedModel` around this one).
@@ -21,7 +21,7 @@ from .blocks import WeightBlock
 from .blocks import blocks as catalogue
 from .elements import ElementSpec, apply_spec, element_adapter, spec_for
 from .fingerprint import fingerprint
-from .mace_facts import ADAPTABLE_BUFFERS, WrapsMaceModel
+from .core.facts import WrapsModel, adaptable_buffers
 from .select import SelectionError
 
 ELEMENT_ADAPTER = "new_elements"  # the adapter that trains added elements' blocks in full
@@ -36,10 +36,10 @@ def _owner(model: torch.nn.Module, param: str):
     return (model.get_submodule(module_name) if module_name else model), attr
 
 
-class AdaptedModel(WrapsMaceModel):
+class AdaptedModel(WrapsModel):
     """A parametrized copy of a base model; only adapter parameters are trainable.
 
-    Call it exactly like the base MACE model. ``merge()`` returns a plain model of the
+    Call it exactly like the base model. ``merge()`` returns a plain model of the
     base's class with the deltas folded in; ``base`` is the unparametrized base.
     """
 
@@ -161,7 +161,7 @@ class AdaptedModel(WrapsMaceModel):
         plain = dict(self.base.named_buffers())
         current = dict(self.model.named_buffers())
         out = {}
-        for name in ADAPTABLE_BUFFERS:
+        for name in adaptable_buffers(self.model):
             if name in current and not torch.equal(
                 current[name].detach().cpu().double(), plain[name].detach().cpu().double()
             ):
@@ -171,8 +171,8 @@ class AdaptedModel(WrapsMaceModel):
     @torch.no_grad()
     def set_buffer(self, name: str, value: torch.Tensor) -> None:
         """Set an adaptable buffer (E0s) of the adapted model."""
-        if name not in ADAPTABLE_BUFFERS:
-            raise ValueError(f"{name!r} is not an adaptable buffer ({ADAPTABLE_BUFFERS})")
+        if name not in adaptable_buffers(self.model):
+            raise ValueError(f"{name!r} is not an adaptable buffer ({adaptable_buffers(self.model)})")
         buffer = dict(self.model.named_buffers())[name]
         if tuple(value.shape) != tuple(buffer.shape):
             raise ValueError(f"{name}: expected shape {tuple(buffer.shape)}, got {tuple(value.shape)}")

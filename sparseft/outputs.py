@@ -23,6 +23,7 @@ OUTPUT_FILES = (
     RECIPE_CHANGES,
     "adapter",
     "merged.model",
+    "merged.pth",
     "merged_with_heads.model",
     "merged_multihead.model",
     "train.log",

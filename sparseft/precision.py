@@ -13,7 +13,7 @@ import copy
 import warnings
 
 from ._compat import default_dtype, torch
-from .mace_facts import DATA_BUFFERS
+from .core.facts import data_buffers
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float": torch.float32, "double": torch.float64}
 
@@ -54,7 +54,7 @@ def _fresh_constants(model: torch.nn.Module, dtype: torch.dtype) -> dict[str, to
 def _rebuild(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     """A copy of ``model`` in ``dtype`` whose derived buffers (Clebsch-Gordan, ``U`` matrices)
     are recomputed in ``dtype``; learned tensors are cast."""
-    learned = {n for n, _ in model.named_parameters()} | set(DATA_BUFFERS)
+    learned = {n for n, _ in model.named_parameters()} | set(data_buffers(model))
     fresh = _fresh_constants(model, dtype)
     derived = {}
     for key, value in model.state_dict().items():  # derived buffers must agree to float32 precision

@@ -1,4 +1,4 @@
-"""Run a MACE model on ASE structures: ``ase.Atoms`` -> mace ``AtomicData`` -> outputs."""
+"""Run a model (any backend) on ASE structures: ``ase.Atoms`` -> graph items -> batch -> outputs."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._compat import default_dtype, torch
-from .mace_facts import MaceModel, mace_heads
+from ._compat import torch
+from .core.facts import Model
 
 
 def model_dtype(model: torch.nn.Module) -> torch.dtype:
@@ -25,40 +25,26 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def atomic_data(
-    atoms_list,
-    model: torch.nn.Module,
-    *,
-    key_specification=None,
-    head: str | None = None,
-    config_type_weights: dict | None = None,
-) -> list:
-    """mace ``AtomicData`` (graph + labels named by ``key_specification``, loss weight from
-    ``config_type_weights`` x ``info["config_weight"]`` as in mace) for each structure, in the
-    model's dtype, element table, cutoff and heads."""
-    from mace import data
-    from mace.tools import AtomicNumberTable
+def graphs(atoms_list, model, *, labels=None, head: str | None = None, config_type_weights: dict | None = None) -> list:
+    """Graph items of ``atoms_list`` for ``model`` (any backend): structure, graph within the
+    model's cutoff, one-hot over its element table, in its dtype; with ``labels`` (a
+    :class:`sparseft.labels.Keys`, labels attached) also the foundation head's labels and loss
+    weights (``config_type_weights`` x ``info["config_weight"]``, as in mace)."""
+    from .core.backend import backend_of
 
-    heads = mace_heads(model)
-    head = head or heads[0]
-    if head not in heads:
-        raise ValueError(f"head {head!r} not in the model's heads {heads}")
-    spec = key_specification or data.KeySpecification()
-    z_table = AtomicNumberTable([int(z) for z in model.atomic_numbers])
-    cutoff = float(model.r_max)
-    with default_dtype(model_dtype(model)):
-        return [
-            data.AtomicData.from_config(
-                data.config_from_atoms(a, spec, config_type_weights=config_type_weights or None, head_name=head),
-                z_table=z_table,
-                cutoff=cutoff,
-                heads=heads,
-            )
-            for a in atoms_list
-        ]
+    return backend_of(model).graphs(
+        list(atoms_list), plain_model(model), labels=labels, head=head, config_type_weights=config_type_weights
+    )
 
 
-def check_structures(atoms_list, model: MaceModel) -> None:
+def plain_model(model):
+    """The family's model inside adapters and heads (what carries the element table and cutoff)."""
+    from .core.backend import plain
+
+    return plain(model)
+
+
+def check_structures(atoms_list, model: Model) -> None:
     """Refuse structures no model can evaluate (:func:`sparseft.geometry.check_structure`: no
     atoms, NaN/inf positions or cell, elements the model lacks; coincident atoms are checked on
     the built graph); the error names the structure (``structure 3: ...``) when there are several."""
@@ -72,18 +58,14 @@ def check_structures(atoms_list, model: MaceModel) -> None:
             raise StructureError(f"structure {k}: {exc}" if len(atoms_list) > 1 else str(exc)) from exc
 
 
-def atoms_to_batch(atoms_list, model: MaceModel, *, head: str | None = None) -> dict:
-    """Build one mace batch (as a dict of tensors on the model's device and dtype); structures
-    are checked first (:func:`check_structures`)."""
-    from mace.tools import torch_geometric
-
+def atoms_to_batch(atoms_list, model: Model, *, head: str | None = None) -> dict:
+    """One batch (a dict of tensors on the model's device and dtype); structures are checked
+    first (:func:`check_structures`)."""
+    from .core.graph import collate, to_device
     from .geometry import check_graph_distances
 
     check_structures(atoms_list, model)
-    items = atomic_data(atoms_list, model, head=head)
-    with default_dtype(model_dtype(model)):
-        batch = torch_geometric.batch.Batch.from_data_list(items)
-    batch = batch.to(model_device(model)).to_dict()
+    batch = to_device(collate(graphs(atoms_list, model, head=head)), model_device(model))
     check_graph_distances(batch)
     return batch
 

@@ -7,6 +7,7 @@ names follow ``mace_run_train`` where one exists. A recipe never imports code.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -15,9 +16,9 @@ import yaml
 from ase.data import chemical_symbols
 
 from .adapters import AdapterConfig, config_from_dict, default_lr
+from .core.facts import check_e0s_option
 from .heads.base import HeadError
 from .heads.config import HeadConfig, head_config_from_dict
-from .mace_facts import check_e0s_option
 from .ranges import check_field, ranged
 from .typed import check_type
 
@@ -28,7 +29,8 @@ class RecipeError(ValueError):
 
 @dataclass
 class BaseSection:
-    """The base model: a ``.model`` path or ``embedded`` (the shipped mini-foundation).
+    """The base model: a model file (mace ``.model``, sevenn ``.pth``), ``embedded`` (the shipped
+    mini-foundation) or ``sevennet:<name>`` (a SevenNet checkpoint shipped with sevenn).
     ``add_elements`` extends its element table (chemical symbols), each new element starting
     as ``element_init`` says (``nearest``, ``mean``, ``random`` or ``{new: base element}``,
     see :mod:`sparseft.elements`)."""
@@ -352,13 +354,21 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
+def _is_name(model: str, folder: Path) -> bool:
+    """Whether ``base.model`` names a base rather than a file: ``embedded``, ``<backend>:<name>``,
+    or a bare word that is no file next to the recipe (``medium``: refused by name later)."""
+    if model == "embedded" or re.match(r"^[a-z][a-z0-9_]*:[^/\\]", model):
+        return True
+    return "/" not in model and not Path(model).suffix and not (folder / model).exists()
+
+
 def _resolve_paths(recipe: Recipe, folder: Path) -> None:
     def resolve(value):
         if value is None or Path(value).is_absolute():
             return value
         return str((folder / value).resolve())
 
-    if recipe.base.model != "embedded":
+    if not _is_name(recipe.base.model, folder):
         recipe.base.model = resolve(recipe.base.model)
 
     def resolve_data(value):

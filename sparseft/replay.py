@@ -110,16 +110,16 @@ def generate(train: Frames, count: int, config: ReplayConfig) -> list:
 @torch.no_grad()
 def descriptors(model, atoms_list, batch_size: int = 8) -> np.ndarray:
     """Per-structure mean of the model's invariant (0e) node features."""
-    from .data import loader
+    from .core.graph import loader, to_device
     from .heads.features import split_features
-    from .mace_facts import feature_irreps
-    from .predict import atomic_data
+    from .core.facts import feature_irreps
+    from .predict import graphs
 
     irreps = feature_irreps(model)
     device = next(model.parameters()).device
     rows = []
-    for batch in loader(atomic_data(atoms_list, model), batch_size, shuffle=False):
-        batch = batch.to(device).to_dict()
+    for batch in loader(graphs(atoms_list, model), batch_size, shuffle=False):
+        batch = to_device(batch, device)
         with torch.enable_grad():  # mace's forward takes gradients of positions even without forces
             out = model(batch, training=False, compute_force=False, compute_stress=False)
         scalars = split_features(out["node_feats"].detach(), irreps).scalars
@@ -144,13 +144,13 @@ def farthest_points(points: np.ndarray, n: int, seed: int = 0) -> list[int]:
 def pseudo_label(model, atoms_list, keys: Keys, batch_size: int = 8) -> None:
     """Write ``model``'s energies and forces onto ``atoms_list`` under ``keys`` (in batches;
     forces need a gradient of positions only)."""
-    from .data import loader
-    from .predict import atomic_data
+    from .core.graph import loader, to_device
+    from .predict import graphs
 
     device = next(model.parameters()).device
     start = 0
-    for batch in loader(atomic_data(atoms_list, model), batch_size, shuffle=False):
-        batch = batch.to(device).to_dict()
+    for batch in loader(graphs(atoms_list, model), batch_size, shuffle=False):
+        batch = to_device(batch, device)
         out = model(batch, training=False, compute_force=keys.forces is not None, compute_stress=False)
         ptr = batch["ptr"].cpu().numpy()
         energies = out["energy"].detach().cpu().double().numpy()

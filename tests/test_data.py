@@ -58,8 +58,8 @@ def test_missing_labels_get_zero_weight(tmp_path, cuau_model):
     data = attach_labels(read_frames(_write(tmp_path, frames)), KEYS)
     assert label_counts(data, KEYS) == {"energy": 3, "forces": 4, "stress": 3, "virials": 0}
     items = to_atomic_data(data, cuau_model, KEYS)
-    assert [float(x.stress_weight) for x in items] == [1.0, 0.0, 1.0, 1.0]
-    assert [float(x.energy_weight) for x in items] == [1.0, 1.0, 0.0, 1.0]
+    assert [float(x["stress_weight"]) for x in items] == [1.0, 0.0, 1.0, 1.0]
+    assert [float(x["energy_weight"]) for x in items] == [1.0, 1.0, 0.0, 1.0]
 
 
 def test_ase_calculator_values_are_the_fallback(tmp_path):

@@ -27,16 +27,12 @@ def _same(a, b) -> bool:
 
 
 def _train_steps(adapted, atoms_list, steps: int = 3):
-    from mace.tools import torch_geometric
+    from sparseft.predict import atoms_to_batch
 
-    from sparseft.predict import atomic_data
-
-    batch = next(
-        iter(torch_geometric.dataloader.DataLoader(atomic_data(atoms_list, adapted), batch_size=len(atoms_list)))
-    )
+    batch = atoms_to_batch(atoms_list, adapted)
     optimizer = torch.optim.Adam(adapted.trainable_parameters(), lr=1e-2)
     for _ in range(steps):
-        out = adapted(batch.to_dict(), training=True, compute_force=True)
+        out = adapted(batch, training=True, compute_force=True)
         loss = (out["energy"] ** 2).mean() + (out["forces"] ** 2).mean()
         optimizer.zero_grad()
         loss.backward()

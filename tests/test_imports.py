@@ -82,7 +82,7 @@ def test_the_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-LEAVES = ("sparseft.mace_facts", "sparseft.files", "sparseft.trust")  # import nothing of sparseft
+LEAVES = ("sparseft.core.facts", "sparseft.files", "sparseft.trust")  # import nothing of sparseft
 
 
 def test_no_import_cycle_inside_sparseft():

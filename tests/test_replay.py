@@ -12,7 +12,7 @@ from sparseft._compat import torch
 from sparseft.data import Frames, Keys
 from sparseft.e0s import current_e0s, set_e0s
 from sparseft.finetune import run
-from sparseft.predict import atomic_data, predict
+from sparseft.predict import graphs, predict
 from sparseft.recipe import RecipeError, load_recipe
 from sparseft.replay import ReplayConfig, farthest_points, generate, replay_frames
 from sparseft.testing.tiny import tiny_mace
@@ -43,7 +43,7 @@ def test_pseudo_labels_are_the_base_with_the_finetune_e0s(tiny):
         assert np.allclose(atoms.arrays["REF_forces"], p.forces, atol=1e-9)
         assert atoms.info["config_weight"] == 0.3
     assert current_e0s(tiny) == before
-    weights = [float(d.weight) for d in atomic_data(frames.atoms, tiny)]
+    weights = [float(d["weight"]) for d in graphs(frames.atoms, tiny)]
     assert weights == [0.3] * 5, "the loss weight reaches mace's per-config weight"
 
 

@@ -51,18 +51,16 @@ class Evaluator:
     def errors(self, model, split: str, e0s: dict[int, float] | None = None) -> dict:
         from sparseft.data import loader
         from sparseft.e0s import set_e0s
-        from sparseft.predict import atomic_data
+        from sparseft.predict import graphs
 
         if e0s is not None:
             model = copy.deepcopy(model)
             set_e0s(model, {z: e0s.get(z, v) for z, v in self._e0s(model).items()})
-        from mace.data import KeySpecification
+        from sparseft.labels import Keys
 
-        spec = KeySpecification(info_keys={"energy": "REF_energy"}, arrays_keys={"forces": "REF_forces"})
-        data = atomic_data(self.frames[split], model, key_specification=spec)
+        data = graphs(self.frames[split], model, labels=Keys(stress=None, virials=None))
         e_err, f_err = [], []
         for batch in loader(data, 8, shuffle=False):
-            batch = batch.to_dict()
             out = model(batch, training=False, compute_force=True, compute_stress=False)
             n = (batch["ptr"][1:] - batch["ptr"][:-1]).double()
             e_err.append(((out["energy"].detach().double() - batch["energy"].double()) / n).numpy())

@@ -7,7 +7,7 @@ import typing
 from dataclasses import asdict, dataclass
 
 from .._compat import torch
-from ..mace_facts import check_e0s_option, feature_irreps
+from ..core.facts import check_e0s_option, feature_irreps
 from ..typed import check_type
 from .base import Head, HeadError
 from .energy import EnergyHead

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 
 from .._compat import torch
-from ..mace_facts import e0s_buffer
+from ..core.facts import e0s_buffer
 from .base import Head, HeadError
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .._compat import torch
-from ..mace_facts import feature_irreps  # noqa: F401  (re-exported: heads read it from here)
+from ..core.facts import feature_irreps  # noqa: F401  (re-exported: heads read it from here)
 
 
 def describe(irreps_list) -> str:

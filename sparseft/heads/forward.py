@@ -14,7 +14,7 @@ import copy
 from typing import Any
 
 from .._compat import torch
-from ..mace_facts import MaceModel, WrapsMaceModel, feature_irreps
+from ..core.facts import Model, WrapsModel, feature_irreps
 from .base import Head, HeadError
 from .features import split_features
 
@@ -87,7 +87,7 @@ def forward_with_heads(
     return out
 
 
-class HeadedModel(WrapsMaceModel):
+class HeadedModel(WrapsModel):
     """A trunk plus heads, callable like a mace model.
 
     ``model`` (the trunk) is a plain mace model or an adapted one (anything with a ``base``,
@@ -95,7 +95,7 @@ class HeadedModel(WrapsMaceModel):
     maps name -> :class:`~sparseft.heads.Head`. The trunk does not know it has heads.
     """
 
-    def __init__(self, model: MaceModel, heads: dict | torch.nn.ModuleDict | list[Head] | None = None):
+    def __init__(self, model: Model, heads: dict | torch.nn.ModuleDict | list[Head] | None = None):
         super().__init__()
         self.model = model
         self.output_heads: Any = torch.nn.ModuleDict()  # name -> Head
@@ -105,7 +105,7 @@ class HeadedModel(WrapsMaceModel):
             self.add_head(head)
 
     @property
-    def base(self) -> MaceModel:
+    def base(self) -> Model:
         """The trunk's unparametrized mace model (what heads are built on)."""
         return getattr(self.model, "base", self.model)
 

@@ -92,7 +92,7 @@ def differentiated_heads(weights: dict, stress_counts: dict, force_counts: dict)
 def standardize_inputs(headed, dataset, batch_size: int) -> None:
     """Set every moment head's input scaling from the trunk's features on ``dataset``
     (``headed``: a :class:`~sparseft.heads.HeadedModel`)."""
-    from ..data import loader
+    from ..core.graph import loader, to_device
     from .features import split_features
 
     heads = [h for h in headed.output_heads.values() if hasattr(h, "inputs")]
@@ -101,7 +101,7 @@ def standardize_inputs(headed, dataset, batch_size: int) -> None:
     device = next(headed.parameters()).device
     scalars, vectors = [], []
     for batch in loader(dataset, batch_size, shuffle=False):
-        batch = batch.to(device).to_dict()
+        batch = to_device(batch, device)
         with torch.enable_grad():  # mace's forward asks for position gradients
             out = headed.model(batch, training=False, compute_force=False)
         features = split_features(out["node_feats"].detach(), headed.irreps_list)

@@ -109,10 +109,18 @@ class Row:
     output: str
     max_error: float
     tolerance: float
+    applies: bool = True  # False: the transform is not a symmetry of the base (inversion of an SO(3) model)
 
     @property
     def passed(self) -> bool:
-        return bool(self.max_error <= self.tolerance)  # NaN fails
+        """Within tolerance; a row that does not apply is never counted as passed or failed."""
+        return bool(self.max_error <= self.tolerance) or not self.applies  # NaN fails
+
+    @property
+    def result(self) -> str:
+        if not self.applies:
+            return "not a symmetry of this base"
+        return "ok" if self.passed else "FAIL"
 
 
 @dataclass
@@ -135,19 +143,26 @@ class EquivarianceReport:
         """``(check, output)`` pairs that failed."""
         return [(row.check, row.output) for row in self.rows if not row.passed]
 
+    def not_applicable(self) -> list[tuple[str, str]]:
+        """``(check, output)`` pairs of transforms that are no symmetry of the base (not judged)."""
+        return [(row.check, row.output) for row in self.rows if not row.applies]
+
     def format_table(self) -> str:
         header = ("check", "output", "max_error", "tolerance", "result")
-        lines = [
-            (r.check, r.output, f"{r.max_error:.2e}", f"{r.tolerance:.1e}", "ok" if r.passed else "FAIL")
-            for r in self.rows
-        ]
+        lines = [(r.check, r.output, f"{r.max_error:.2e}", f"{r.tolerance:.1e}", r.result) for r in self.rows]
         widths = [max(len(str(x)) for x in column) for column in zip(header, *lines)]
         text = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in [header, *lines]]
-        text.append("PASS" if self.passed else f"FAIL ({len(self.failures())} of {len(self.rows)} failed)")
+        judged = len(self.rows) - len(self.not_applicable())
+        text.append("PASS" if self.passed else f"FAIL ({len(self.failures())} of {judged} failed)")
+        if self.not_applicable():
+            text.append(f"not judged: {sorted({c for c, _ in self.not_applicable()})} (not a symmetry of this base)")
         return "\n".join(text)
 
     def to_dict(self) -> dict:
-        return {"passed": self.passed, "rows": [{**asdict(r), "passed": r.passed} for r in self.rows]}
+        return {
+            "passed": self.passed,
+            "rows": [{**asdict(r), "passed": r.passed if r.applies else None} for r in self.rows],
+        }
 
     def __str__(self) -> str:
         return self.format_table()
@@ -196,6 +211,7 @@ def check_equivariance(
     evaluate: Evaluate | None = None,
     rules: dict[str, str] | None = None,
     floors: dict[str, float] | None = None,
+    symmetry: str | None = None,
 ) -> EquivarianceReport:
     """Evaluate ``model`` on each structure and transformed copies and compare (see module doc).
 
@@ -205,7 +221,8 @@ def check_equivariance(
     :func:`head_rules`). Outputs missing from a structure's
     dict (e.g. stress of a cluster) are skipped. ``floors`` (per output, default
     ``DEFAULT_FLOORS``, else 1.0) set the error normalisation. ``rtol`` defaults to ``DEFAULT_RTOL`` for
-    the model's dtype.
+    the model's dtype. ``symmetry`` ("O(3)" or "SO(3)"; default: the model's backend's) decides
+    whether inversion is judged: for an SO(3) base it is reported as not a symmetry.
     """
     extra_rules, extra_floors = head_rules(model)
     rules = dict({**DEFAULT_RULES, **extra_rules} if rules is None else rules)
@@ -237,7 +254,18 @@ def check_equivariance(
     order = {check: i for i, check in enumerate(CHECKS)}
     names = list(rules)
     keys = sorted(worst, key=lambda k: (order.get(k[0], len(order)), names.index(k[1])))
-    return EquivarianceReport([Row(check, name, worst[(check, name)], rtol) for check, name in keys])
+    skip = {"inversion"} if (symmetry or _symmetry(model)) == "SO(3)" else set()
+    return EquivarianceReport([Row(check, name, worst[(check, name)], rtol, check not in skip) for check, name in keys])
+
+
+def _symmetry(model) -> str:
+    """The symmetry the model's backend promises ("O(3)" for models of no backend)."""
+    from ..core.backend import BackendError, backend_of
+
+    try:
+        return backend_of(model).symmetry
+    except BackendError:
+        return "O(3)"
 
 
 def _worse(current: float | None, error: float) -> float:

@@ -12,7 +12,7 @@ from typing import Any
 
 from .._compat import torch
 from ..adapters.sparse_modes import SparseSchedule
-from ..data import loader
+from ..core.graph import collate, loader, to_device
 from ..heads import HeadedModel, split_heads
 from ..model import AdaptedModel
 from . import distributed as ddp
@@ -171,7 +171,7 @@ class Trainer:
         for batch in loader(self.train_data, self.config.batch_size, shuffle=True, seed=self.config.seed * 100_003):
             if sum(int(b["ptr"].numel() - 1) for b in batches) >= frames:
                 break
-            batches.append(batch.to(self.device).to_dict())
+            batches.append(to_device(batch, self.device))
 
         def forward_loss(batch):
             out = self.model(
@@ -251,7 +251,7 @@ class Trainer:
         n = 0
         try:
             for batch in loader(dataset, self.config.batch_size, shuffle=False):
-                batch = batch.to(self.device).to_dict()
+                batch = to_device(batch, self.device)
                 out = self.model(batch, training=False, compute_force=True, compute_stress=self.compute_stress)
                 terms = loss_terms(batch, out)
                 loss_sum += float(total_loss(terms, self.weights).detach()) * int(batch["ptr"].numel() - 1)
@@ -411,11 +411,9 @@ class Trainer:
         """This rank's share of one global batch, moved to the device once: ``(batch, weight)``;
         a rank whose share is empty computes one frame with weight 0 (every rank must take part
         in the gradient all-reduce)."""
-        from mace.tools.torch_geometric.batch import Batch
-
         mine = ddp.rank_share(indices, self.dist.rank, self.dist.world_size) if self.dist else indices
         frames = [self.train_data[i] for i in (mine or indices[:1])]
-        return Batch.from_data_list(frames).to(self.device).to_dict(), 1.0 if mine else 0.0
+        return to_device(collate(frames), self.device), 1.0 if mine else 0.0
 
     def _global_sum(self, value: torch.Tensor) -> float:
         if self.dist:

@@ -47,7 +47,7 @@ def test_masked_multitask_loss_uses_only_labelled_frames(cuau):
         Frames("mt.xyz", frames, list(range(8))), Keys(), extra=[(HEAD_KEYS[0][1], False), HEAD_KEYS[1][1]]
     )
     data = to_atomic_data(labelled, adapted, Keys(), heads=HEAD_KEYS)
-    batch = next(iter(loader(data, 8, shuffle=False))).to_dict()
+    batch = next(iter(loader(data, 8, shuffle=False)))
     out = adapted(batch, training=False, compute_force=True)
     terms = loss_terms(batch, out)
     assert set(terms) == {"energy", "forces", "lj.energy", "lj.forces", "spin.magmoms"}
@@ -266,7 +266,7 @@ def test_untrained_derivatives_are_skipped_without_changing_training(cuau):
             task_weights={"energy": 1.0, "forces": 10.0, "lj.energy": 1.0, "lj.forces": 10.0, "spin.magmoms": 1.0},
             derivative_heads=derivative_heads,
         )
-        batch = next(iter(loader(data, 8, shuffle=False))).to_dict()
+        batch = next(iter(loader(data, 8, shuffle=False)))
         out = adapted(batch, training=True, compute_force=True, derivative_heads=derivative_heads)
         assert ("forces" in out["heads"]["lj"]) == (derivative_heads is None)  # really skipped
         trainer.fit()

@@ -107,7 +107,7 @@ def test_config_type_weights_reach_the_loss_weights():
         atoms.info["config_type"] = "bulk" if i % 2 else "rattled"
     frames[0].info["config_weight"] = 3.0
     items = to_atomic_data(Frames("x", frames, [0, 1, 2, 3]), model, Keys(), config_type_weights={"bulk": 2.0})
-    assert [float(item.weight) for item in items] == [3.0, 2.0, 1.0, 2.0]
+    assert [float(item["weight"]) for item in items] == [3.0, 2.0, 1.0, 2.0]
 
 
 def test_config_type_weights_are_checked(tmp_path):

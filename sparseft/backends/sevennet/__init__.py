@@ -1,0 +1,83 @@
+"""The SevenNet backend: sevenn 0.13 checkpoints (SevenNet-0, SevenNet-l3i5, your own ``.pth``).
+
+Only this subpackage imports ``sevenn`` (through :mod:`._import`, the one place its e3nn
+version check is passed).
+"""
+
+from __future__ import annotations
+
+from ...core.backend import Backend
+from .model import SCALE, SHIFT
+
+DENOMINATORS = "net.<layer>_convolution.denominator"
+
+
+class SevenNetBackend(Backend):
+    """sevenn ``AtomGraphSequential`` models inside :class:`~.model.SevenNetModel`."""
+
+    name = "sevennet"
+    symmetry = "SO(3)"  # SevenNet-0 is built without parity (irreps 1e, 2e)
+    e0s_buffer = SHIFT
+    data_buffers = (SHIFT, SCALE)
+    not_adaptable = {
+        SHIFT: "per-element energy shift (sevenn's E0s): set by the E0s option, not trained",
+        SCALE: "per-element energy scale: a fixed normalisation (sevenn's train_shift_scale: False)",
+    }
+    merged_file = "merged.pth"
+    accepted = "a sevenn .pth checkpoint"
+
+    def accepts(self, name: str) -> bool:
+        return name.startswith("sevennet:") or name.endswith(".pth")
+
+    def shipped_names(self) -> list[str]:
+        from .checkpoint import shipped_names
+
+        return shipped_names()
+
+    def load(self, name, *, dtype=None, device="cpu", head=None):
+        from ...precision import parse_dtype
+        from .checkpoint import load
+
+        if head not in (None, "Default"):
+            raise ValueError(f"{name}: head {head!r} not found; the model's heads are ['Default']")
+        return load(name, dtype=parse_dtype(dtype), device=device)
+
+    def owns(self, model) -> bool:
+        from .model import SevenNetModel
+
+        return isinstance(model, SevenNetModel)
+
+    def blocks(self, model) -> list:
+        from ...blocks import catalogue
+        from .layout import LAYOUT
+
+        return catalogue(model, LAYOUT)
+
+    def feature_irreps(self, model) -> list:
+        return model.feature_irreps()
+
+    def to_dtype(self, model, dtype):
+        from .checkpoint import to_dtype
+
+        return to_dtype(model, dtype)
+
+    def num_interactions(self, model) -> int:
+        return model.num_interactions
+
+    def graphs(self, atoms_list, model, *, labels=None, head=None, config_type_weights=None) -> list:
+        from .graphs import graphs
+
+        return graphs(atoms_list, model, labels=labels, config_type_weights=config_type_weights)
+
+    def collate(self, items):
+        from ...core.graph import collate
+
+        return collate(items)
+
+    def save_merged(self, model, path) -> None:
+        from .checkpoint import save
+
+        save(model, path)
+
+
+BACKEND = SevenNetBackend()

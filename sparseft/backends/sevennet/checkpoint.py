@@ -1,0 +1,130 @@
+"""sevenn checkpoints: load a base by shipped name or file; write a merged model as one."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+from ..._compat import torch
+from ._import import sevenn
+from .model import FROZEN, SevenNetModel
+
+PREFIX = "sevennet:"
+SHIPPED = {  # sparseft name -> sevenn's pretrained name (checkpoints inside the sevenn wheel)
+    "7net-0": "7net-0",
+    "7net-0-22may2024": "7net-0_22May2024",
+    "7net-l3i5": "7net-l3i5",
+}
+UNSUPPORTED = {"7net-mf-0": "multi-fidelity checkpoints (modalities) are not supported yet"}
+
+
+class SevenNetLoadError(ValueError):
+    """A sevenn name or file that cannot be used as a base model (one line)."""
+
+
+def shipped_names() -> list[str]:
+    """``sevennet:<name>`` of every checkpoint the sevenn wheel ships that sparseft loads."""
+    return [PREFIX + n for n in SHIPPED]
+
+
+def resolve(name: str) -> Path:
+    """The checkpoint file of ``sevennet:<name>`` or of a ``.pth`` path."""
+    text = str(name)
+    if text.startswith(PREFIX):
+        short = text[len(PREFIX) :].lower()
+        if short in UNSUPPORTED:
+            raise SevenNetLoadError(f"{text}: {UNSUPPORTED[short]}; accepted: {', '.join(shipped_names())}")
+        if short not in SHIPPED:
+            raise SevenNetLoadError(f"{text}: unknown SevenNet model; accepted: {', '.join(shipped_names())}")
+        sevenn()
+        from sevenn import util
+
+        return Path(util.pretrained_name_to_path(SHIPPED[short]))
+    path = Path(text)
+    if not path.is_file():
+        raise SevenNetLoadError(f"{path}: no such file")
+    return path
+
+
+def read(path: Path) -> dict:
+    """The raw checkpoint dict (a pickle: only load trusted files)."""
+    try:
+        cp = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+        raise SevenNetLoadError(f"{path}: not a readable torch file ({type(exc).__name__})") from exc
+    if not isinstance(cp, dict) or "config" not in cp or "model_state_dict" not in cp:
+        raise SevenNetLoadError(f"{path}: not a sevenn checkpoint (no config / model_state_dict)")
+    return cp
+
+
+def load(name: str, *, dtype=None, device: str = "cpu") -> SevenNetModel:
+    """A :class:`SevenNetModel` of a sevenn checkpoint (by ``sevennet:<name>`` or path)."""
+    path = resolve(name)
+    read(path)  # a clear error for files that are not checkpoints
+    sevenn()
+    from sevenn.checkpoint import SevenNetCheckpoint
+
+    cp = SevenNetCheckpoint(str(path))
+    if cp.config.get("use_modality", False):
+        raise SevenNetLoadError(f"{name}: {UNSUPPORTED['7net-mf-0']}")
+    model = SevenNetModel(cp.build_model(), cp.config, name=str(name))
+    model.checkpoint_path = str(path)
+    if dtype is not None:
+        model = to_dtype(model, dtype)
+    return model.to(device).eval()
+
+
+def to_dtype(model: SevenNetModel, dtype: torch.dtype) -> SevenNetModel:
+    """``model`` in ``dtype``; its derived constants (the ``_w3j`` Clebsch-Gordan buffers of the
+    compiled tensor products) are recomputed in ``dtype`` by building the net anew, the learned
+    tensors (weights, shift, scale, denominators) are cast."""
+    from ..._compat import default_dtype
+
+    current = next(model.parameters()).dtype
+    if current == dtype:
+        return model
+    sevenn()
+    from sevenn.checkpoint import SevenNetCheckpoint
+
+    with default_dtype(dtype):
+        fresh = SevenNetModel(SevenNetCheckpoint(model.checkpoint_path).build_model(), model.config, model.source)
+    fresh.checkpoint_path = model.checkpoint_path
+    learned = {n for n, _ in model.named_parameters()} | {n for n in model.state_dict() if n.endswith(FROZEN)}
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items() if k in learned}
+    fresh = fresh.to(dtype)
+    fresh.load_state_dict(state, strict=False)
+    return fresh.to(next(model.parameters()).device)
+
+
+@torch.no_grad()
+def save(model: SevenNetModel, path) -> None:
+    """Write ``model`` as a sevenn checkpoint (float32, sevenn's layout) to ``path``: what
+    ``SevenNetCalculator(model=path)`` and ``sevenn get_model`` load."""
+    from ...files import save_torch
+
+    module = sevenn()
+    from sevenn.checkpoint import SevenNetCheckpoint
+
+    base = SevenNetCheckpoint(model.checkpoint_path)
+    config = base.config  # sevenn's resolved config: its loader patches an old checkpoint's state once
+    config["version"] = module.__version__  # the state below is this version's layout: no second patch
+    config.pop("_flash_lammps", None)
+    state = {
+        k[len("net.") :]: v.detach().to("cpu", torch.float32).clone()
+        for k, v in model.state_dict().items()
+        if k.startswith("net.")
+    }
+    missing = set(base.model_state_dict) - set(state)
+    if missing:
+        raise SevenNetLoadError(f"merged model lacks {sorted(missing)[:3]} of the base checkpoint")
+    out = {
+        "config": config,
+        "epoch": base.epoch,
+        "model_state_dict": {k: state[k] for k in base.model_state_dict},
+        "optimizer_state_dict": {},
+        "scheduler_state_dict": {},
+        "time": datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "hash": uuid.uuid4().hex,
+    }
+    save_torch(out, path)

@@ -1,0 +1,1 @@
+"""What every backend shares and no model library is imported by."""
