@@ -17,9 +17,9 @@ import numpy as np
 from ase.data import chemical_symbols
 
 from ._compat import torch
+from .core.graph import loader  # noqa: F401  (re-exported: data.loader)
 from .geometry import StructureError, check_structure
 from .labels import DataError, Keys, MagmomKeys  # noqa: F401  (re-exported)
-from .core.graph import loader  # noqa: F401  (re-exported: data.loader)
 
 
 @dataclass

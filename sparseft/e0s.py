@@ -12,8 +12,8 @@ from ase.data import atomic_numbers as SYMBOL_TO_Z
 from ase.data import chemical_symbols
 
 from ._compat import torch
-from .data import DataError, Frames, Keys
 from .core.facts import e0s_buffer
+from .data import DataError, Frames, Keys
 from .predict import predict
 
 

@@ -19,9 +19,9 @@ from .adapters import AdapterConfig, BlockPart, ParamDelta, PrunablePart
 from .adapters.support import fix_support
 from .blocks import WeightBlock
 from .blocks import blocks as catalogue
+from .core.facts import WrapsModel, adaptable_buffers
 from .elements import ElementSpec, apply_spec, element_adapter, spec_for
 from .fingerprint import fingerprint
-from .core.facts import WrapsModel, adaptable_buffers
 from .select import SelectionError
 
 ELEMENT_ADAPTER = "new_elements"  # the adapter that trains added elements' blocks in full

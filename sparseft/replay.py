@@ -110,9 +110,9 @@ def generate(train: Frames, count: int, config: ReplayConfig) -> list:
 @torch.no_grad()
 def descriptors(model, atoms_list, batch_size: int = 8) -> np.ndarray:
     """Per-structure mean of the model's invariant (0e) node features."""
+    from .core.facts import feature_irreps
     from .core.graph import loader, to_device
     from .heads.features import split_features
-    from .core.facts import feature_irreps
     from .predict import graphs
 
     irreps = feature_irreps(model)

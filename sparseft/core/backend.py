@@ -93,7 +93,7 @@ def get(name: str) -> Backend:
 def plain(model: Any) -> torch.nn.Module:
     """The innermost model of wrappers (adapted models, heads: each keeps it as ``.model``)."""
     seen = 0
-    while hasattr(model, "model") and isinstance(getattr(model, "model"), torch.nn.Module) and seen < 8:
+    while hasattr(model, "model") and isinstance(model.model, torch.nn.Module) and seen < 8:
         model = model.model
         seen += 1
     return model

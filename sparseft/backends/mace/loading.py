@@ -12,7 +12,6 @@ from ...loading import TRUST_WARNING, HeadNotFoundError, ModelLoadError
 from ...precision import parse_dtype, to_dtype
 from ...trust import UntrustedModelWarning
 
-
 _WARNED: set[str] = set()
 
 

@@ -30,9 +30,9 @@ def sevenn() -> ModuleType:
 
     if "sevenn" in sys.modules:
         return sys.modules["sevenn"]
-    from ..._compat import torch  # noqa: F401  (mace before e3nn: e3nn 0.4.4 needs it on torch >= 2.6)
-
     import e3nn
+
+    from ..._compat import torch  # noqa: F401  (mace before e3nn: e3nn 0.4.4 needs it on torch >= 2.6)
 
     real = e3nn.__version__
     e3nn.__version__ = "0.5.0" if real.startswith("0.4") else real

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import uuid
 from datetime import datetime
 from pathlib import Path
 
 from ..._compat import torch
 from ._import import sevenn
-from .model import FROZEN, SevenNetModel
+from .model import SevenNetModel
 
 PREFIX = "sevennet:"
 SHIPPED = {  # sparseft name -> sevenn's pretrained name (checkpoints inside the sevenn wheel)
@@ -75,26 +76,30 @@ def load(name: str, *, dtype=None, device: str = "cpu") -> SevenNetModel:
     return model.to(device).eval()
 
 
+@torch.no_grad()
 def to_dtype(model: SevenNetModel, dtype: torch.dtype) -> SevenNetModel:
-    """``model`` in ``dtype``; its derived constants (the ``_w3j`` Clebsch-Gordan buffers of the
-    compiled tensor products) are recomputed in ``dtype`` by building the net anew, the learned
-    tensors (weights, shift, scale, denominators) are cast."""
-    from ..._compat import default_dtype
+    """``model`` in ``dtype``. The learned tensors are cast; the derived constants, the
+    ``_w3j_<l1>_<l2>_<l3>`` Clebsch-Gordan buffers of the compiled tensor products, are
+    recomputed in ``dtype`` (each checked against the cast one first), so a float64 model is
+    equivariant to float64 precision, not float32's."""
+    import re
+
+    from e3nn import o3
 
     current = next(model.parameters()).dtype
     if current == dtype:
         return model
-    sevenn()
-    from sevenn.checkpoint import SevenNetCheckpoint
-
-    with default_dtype(dtype):
-        fresh = SevenNetModel(SevenNetCheckpoint(model.checkpoint_path).build_model(), model.config, model.source)
-    fresh.checkpoint_path = model.checkpoint_path
-    learned = {n for n, _ in model.named_parameters()} | {n for n in model.state_dict() if n.endswith(FROZEN)}
-    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items() if k in learned}
-    fresh = fresh.to(dtype)
-    fresh.load_state_dict(state, strict=False)
-    return fresh.to(next(model.parameters()).device)
+    out = copy.deepcopy(model).to(dtype)
+    for name, buffer in list(out.named_buffers()):
+        match = re.search(r"_w3j_(\d+)_(\d+)_(\d+)$", name)
+        if match is None:
+            continue
+        exact = o3.wigner_3j(*(int(g) for g in match.groups()), dtype=dtype, device=buffer.device)
+        if exact.shape != buffer.shape or not torch.allclose(exact, buffer, atol=1e-5):
+            raise SevenNetLoadError(f"{name}: the stored Clebsch-Gordan coefficients differ from e3nn's")
+        owner_name, _, attr = name.rpartition(".")
+        setattr(out.get_submodule(owner_name), attr, exact)
+    return out
 
 
 @torch.no_grad()

@@ -1,0 +1,146 @@
+"""The backend contract as test classes: subclass :class:`BackendContract` for a backend.
+
+A subclass provides two fixtures, ``base`` (a plain base model of the backend, float32,
+loaded once per module) and ``structures`` (a few small structures of its elements), and
+inherits the tests: load and predict, the weight inventory, every adapter method (zero delta
+= base, exact merge, adapter file round trip, a different base refused), the heads that apply,
+equivariance in float64 under random deltas (the backend's symmetry), and training steps
+that lower the loss. Tests use copies; the fixtures are never changed.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+import sparseft as sf
+
+from .._compat import torch
+from ..blocks import KINDS, blocks
+from ..core.backend import backend_of
+from ..predict import atoms_to_batch, predict
+from .equivariance import check_equivariance
+
+METHODS = {
+    "sparse": lambda: [sf.SparseConfig(l1=0.1)],
+    "lora": lambda: [sf.LoRAConfig(rank=2)],
+    "full": lambda: [sf.FreezeConfig()],
+    "freeze_readout": lambda: [sf.FreezeConfig(select=sf.Selector(kinds=["readout"]))],
+    "mixed": lambda: [
+        sf.SparseConfig(select=sf.Selector(kinds=["skip", "embedding", "radial"])),
+        sf.LoRAConfig(select=sf.Selector(kinds=["linear", "linear_up"]), rank=2),
+        sf.FreezeConfig(select=sf.Selector(kinds=["readout"])),
+    ],
+}
+
+
+def randomize(adapted, scale: float = 1e-2, seed: int = 0) -> None:
+    """Random deltas on every trainable parameter (a sparse pattern for sparse parts)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in adapted.trainable_parameters():
+            noise = torch.randn(p.shape, generator=generator, dtype=p.dtype) * scale
+            p.add_(noise.to(p.device))
+
+
+class BackendContract:
+    """Tests every backend passes; subclasses provide the ``base`` and ``structures`` fixtures."""
+
+    rotation_tolerance_float64 = 1e-10
+
+    def test_loads_and_predicts(self, base, structures):
+        out = predict(base, structures)
+        assert len(out) == len(structures)
+        for atoms, p in zip(structures, out):
+            assert np.isfinite(p.energy) and p.forces.shape == (len(atoms), 3)
+        assert backend_of(base).symmetry in ("O(3)", "SO(3)")
+
+    def test_inventory_covers_every_weight_once(self, base):
+        found = blocks(base)
+        assert {b.kind for b in found} <= set(KINDS)
+        params = dict(base.named_parameters())
+        covered = {name: 0 for name in params}
+        for b in found:
+            covered[b.param] += b.size
+        assert covered == {n: p.numel() for n, p in params.items()}
+        assert all(b.kind != "other" for b in found), [b.name for b in found if b.kind == "other"][:3]
+
+    @pytest.mark.parametrize("method", list(METHODS))
+    def test_zero_delta_is_the_base_and_merge_is_exact(self, base, structures, method):
+        adapted = sf.wrap(base, METHODS[method]())
+        before = predict(base, structures)
+        for a, b in zip(predict(adapted, structures), before):
+            assert a.energy == b.energy and np.array_equal(a.forces, b.forces)
+        randomize(adapted)
+        changed = predict(adapted, structures)
+        assert any(abs(c.energy - b.energy) > 1e-6 for c, b in zip(changed, before))
+        merged = adapted.merge()
+        assert type(merged) is type(base)
+        for a, m in zip(changed, predict(merged, structures)):
+            assert a.energy == pytest.approx(m.energy, abs=1e-4)
+            np.testing.assert_allclose(a.forces, m.forces, atol=1e-4)
+
+    @pytest.mark.parametrize("method", ["sparse", "lora", "mixed"])
+    def test_adapter_file_round_trip_and_wrong_base(self, base, structures, method, tmp_path):
+        adapted = sf.wrap(base, METHODS[method]())
+        randomize(adapted, seed=1)
+        sf.save_adapter(adapted, tmp_path / "adapter")
+        back = sf.load_adapter(base, tmp_path / "adapter")
+        for a, b in zip(predict(adapted, structures), predict(back, structures)):
+            assert a.energy == b.energy and np.array_equal(a.forces, b.forces)
+        other = copy.deepcopy(base)
+        with torch.no_grad():
+            next(p for p in other.parameters() if p.numel() > 1).mul_(1.01)
+        with pytest.raises(ValueError, match="differ"):
+            sf.load_adapter(other, tmp_path / "adapter")
+
+    def test_merged_file_is_the_family_file(self, base, structures, tmp_path):
+        adapted = sf.wrap(base, METHODS["sparse"]())
+        randomize(adapted, seed=2)
+        merged = adapted.merge()
+        backend = backend_of(merged)
+        path = tmp_path / backend.merged_file
+        backend.save_merged(merged, path)
+        loaded = sf.load_model(path)
+        for a, b in zip(predict(adapted, structures), predict(loaded, structures)):
+            assert a.energy == pytest.approx(b.energy, abs=1e-4)
+            np.testing.assert_allclose(a.forces, b.forces, atol=1e-4)
+
+    def test_magmom_head_trains_on_the_trunk(self, base, structures):
+        head = sf.heads.build_head("spin", "magmom", {}, base)
+        headed = sf.heads.HeadedModel(sf.wrap(base, METHODS["sparse"]()), [head])
+        batch = atoms_to_batch(structures[:1], headed)
+        out = headed(batch, training=True, compute_force=False)
+        moments = out["heads"]["spin"]["magmoms"]
+        assert moments.shape[0] == len(structures[0])
+        (moments - 1.0).square().sum().backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
+
+    def test_equivariance_float64_with_random_deltas(self, base, structures):
+        model = backend_of(base).to_dtype(copy.deepcopy(base), torch.float64)
+        adapted = sf.wrap(model, METHODS["mixed"]())
+        randomize(adapted, seed=3)
+        report = check_equivariance(adapted, structures[:1], n_rotations=1, supercell=(1, 1, 1))
+        assert report.passed, report
+        assert report.row("rotation", "forces").max_error < self.rotation_tolerance_float64
+        if backend_of(base).symmetry == "SO(3)":
+            assert ("inversion", "energy") in report.not_applicable()
+        else:
+            assert not report.not_applicable()
+
+    def test_training_steps_lower_the_loss(self, base, structures):
+        adapted = sf.wrap(base, METHODS["sparse"]())
+        batch = atoms_to_batch(structures[:1], adapted)
+        target = (batch["positions"] * 0.0).detach()
+        optimizer = torch.optim.Adam(adapted.trainable_parameters(), lr=1e-3)
+        losses = []
+        for _ in range(3):
+            out = adapted(dict(batch), training=True, compute_force=True)
+            loss = (out["forces"] - target).square().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss))
+        assert losses[-1] < losses[0]

@@ -1,0 +1,23 @@
+"""A tiny MACE (l=1 features) meets the backend contract."""
+
+from __future__ import annotations
+
+import pytest
+
+from sparseft.testing.contract import BackendContract
+from sparseft.testing.structures import default_structures
+from sparseft.testing.tiny import tiny_mace
+
+
+@pytest.fixture(scope="module")
+def base():
+    return tiny_mace(atomic_numbers=(1, 8))
+
+
+@pytest.fixture(scope="module")
+def structures(base):
+    return default_structures(base, seed=0)[:2]
+
+
+class TestMaceContract(BackendContract):
+    pass
