@@ -109,15 +109,14 @@ def load_splits(recipe: Recipe, zs: list[int]) -> dict[str, Frames]:
     keys = foundation_keys(recipe)
     extra = head_setup.label_sets(recipe.heads, d.calculator_labels)
 
+    owners = head_setup.label_owners(keys, recipe.heads)
+
     def read_one(where, value):
         try:
-            frames = attach_labels(
-                read_frames(_embedded_path(value)),
-                keys,
-                use_calculator=d.calculator_labels == "foundation",
-                extra=extra,
-            )
+            raw = read_frames(_embedded_path(value))
+            frames = attach_labels(raw, keys, use_calculator=d.calculator_labels == "foundation", extra=extra)
             validate(frames, zs, keys, extra=extra)
+            head_setup.check_routing(raw, frames, owners)  # a label trains one head
             return frames
         except DataError as exc:
             raise DataError(f"data.{where}: {exc}") from exc
@@ -413,6 +412,7 @@ def _set_up(recipe: Recipe, log, device: str | None = None) -> Setup:
     )
     if not has_stress:
         weights.update({task: 0.0 for task in stress_tasks})
+    log(head_setup.routing_summary(head_setup.label_owners(keys, recipe.heads), splits["train"], weights))
     derivative_heads = head_setup.differentiated_heads(
         weights, {h: c["stress"] for h, c in energy_counts.items()}, {h: c["forces"] for h, c in energy_counts.items()}
     )

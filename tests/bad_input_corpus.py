@@ -1084,3 +1084,62 @@ def _(folder, work):
     return sf.wrap(
         model, [sf.SparseConfig(select=sf.Selector(kinds=["skip"])), sf.LoRAConfig(select=sf.Selector(layers=[5]))]
     )
+
+
+# ---------------------------------------------------------------- issue 21: label routing, CLI flags
+def _head_recipe(folder, work, frames, heads, **data):
+    ase.io.write(folder / "data.xyz", frames, format="extxyz")
+    recipe = set_path(work.recipe(folder / "out"), "data.train", str(folder / "data.xyz"))
+    recipe["data"].update(data)
+    recipe["heads"] = heads
+    return finetune(folder, recipe)
+
+
+def _dft_frames(work):
+    """The corpus frames with a second level of theory under DFT_energy / DFT_forces."""
+    frames = [a.copy() for a in work.frames]
+    for a in frames:
+        a.info["DFT_energy"] = 1.01 * a.info["REF_energy"]
+        a.arrays["DFT_forces"] = 1.01 * a.arrays["REF_forces"]
+    return frames
+
+
+@case(
+    "heads.shared_stress_key",
+    r"data\.train: .*data\.xyz: frame 0: REF_stress would train both the foundation head \(data\.stress_key\) "
+    r"and head dft \(heads\[0\]\.stress_key\)",
+)
+def _(folder, work):
+    # the head names its own energy and forces but leaves stress_key at its default: the
+    # foundation's REF_stress would train both heads
+    heads = [{"name": "dft", "kind": "energy", "energy_key": "DFT_energy", "forces_key": "DFT_forces"}]
+    return _head_recipe(folder, work, _dft_frames(work), heads)
+
+
+@case(
+    "heads.calculator_stress_reaches_foundation",
+    r"data\.train: .*frame 0: REF_stress \(not in the file: from the ASE calculator or virials\) "
+    r"would train both the foundation head \(data\.stress_key\) and head dft",
+)
+def _(folder, work):
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    frames = []
+    for a in work.frames:  # the DFT labels sit in the calculator, the foundation's in REF_energy/REF_forces
+        b = a.copy()
+        b.info = {k: v for k, v in a.info.items() if k != "REF_stress"}
+        b.arrays["REF_forces"] = a.arrays["REF_forces"].copy()
+        b.calc = SinglePointCalculator(
+            b, energy=1.01 * a.info["REF_energy"], forces=1.01 * a.arrays["REF_forces"], stress=np.ones(6) * 1e-3
+        )
+        frames.append(b)
+    heads = [{"name": "dft", "kind": "energy", "energy_key": "DFT_energy", "forces_key": "DFT_forces"}]
+    return _head_recipe(folder, work, frames, heads, calculator_labels="dft")
+
+
+@case("heads.two_moment_heads_one_key", r"frame 0: REF_magmoms would train both head a \(heads\[0\]\.magmom_key\)")
+def _(folder, work):
+    frames = [a.copy() for a in work.frames]
+    for a in frames:
+        a.arrays["REF_magmoms"] = np.zeros(len(a))
+    return _head_recipe(folder, work, frames, [{"name": "a", "kind": "magmom"}, {"name": "b", "kind": "magmom"}])
