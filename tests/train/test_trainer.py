@@ -151,6 +151,30 @@ def test_the_zero_shot_guard_prefers_epochs_no_worse_than_zero_shot():
     assert state.best_guarded and state.bad_epochs == 0
 
 
+def test_the_zero_shot_guard_records_every_heads_validation_errors():
+    """The guard holds every head to its zero-shot start (an energy head: the foundation with
+    the head's initial E0s; a moment head: as it starts), not just the foundation head."""
+    trainer = _bare_trainer()
+    trainer.valid_data = [None]  # evaluate is replaced: only its presence matters
+    valid = {
+        "loss": 1.0,
+        "energy_per_atom_mae": 1.0,
+        "forces_mae": 1.0,
+        "forces_rmse": 2.0,
+        "lj.energy_per_atom_mae": 2.0,
+        "lj.forces_mae": 3.0,
+        "spin.magmoms_mae": 0.5,
+    }
+    trainer.evaluate = lambda data: valid
+    state = trainer.fit(TrainState(done=True))  # records the zero-shot errors, trains nothing
+    guarded = ("energy_per_atom_mae", "forces_mae", "lj.energy_per_atom_mae", "lj.forces_mae", "spin.magmoms_mae")
+    assert state.zero_shot == {k: valid[k] for k in guarded}
+    state.epoch = 1
+    state.history.append({"train_loss": 0.5})
+    trainer._after_epoch(state, {**valid, "loss": 0.5, "lj.energy_per_atom_mae": 10.0})  # the head regressed
+    assert state.best_epoch == 1 and not state.best_guarded
+
+
 def test_without_the_guard_the_lowest_loss_wins():
     trainer = _bare_trainer(zero_shot_guard=False)
     state = TrainState()
