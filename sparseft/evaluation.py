@@ -92,7 +92,7 @@ def config_type_table(by_split: dict) -> str:
     fmt = lambda v, k=1000.0, spec=".1f": "-" if v is None else f"{v * k:{spec}}"  # noqa: E731
     lines = [
         f"{'split':8s} {'config_type':20s} {'E MAE':>8s} {'E RMSE':>8s} {'F MAE':>8s} {'F RMSE':>8s} {'rel F RMSE':>10s}",
-        f"{'':8s} {'':20s} {'meV/at':>8s} {'meV/at':>8s} {'meV/Å':>8s} {'meV/Å':>8s} {'%':>10s}",
+        f"{'':8s} {'':20s} {'meV/atom':>8s} {'meV/atom':>8s} {'meV/Å':>8s} {'meV/Å':>8s} {'%':>10s}",
     ]
     for split, types in by_split.items():
         for config_type, m in types.items():

@@ -333,12 +333,13 @@ SET_CASES = [  # (id, --set value, expected)
     ("no_equals", "train.lr", r"--set 'train\.lr': expected section\.key=value"),
     ("no_section", "lr=1", r"--set 'lr=1': expected section\.key=value"),
     ("too_deep", "train.lr.x=1", r"--set 'train\.lr\.x=1'"),
-    ("unknown_section", "training.lr=1", r"unknown section.*training"),
-    ("unknown_key", "train.rate=1", r"train: unknown key.*rate"),
-    ("bad_value", "train.lr=abc", r"train\.lr"),
-    ("inf_value", "train.lr=.inf", r"train\.lr"),
-    ("nan_value", "train.lr=.nan", r"train\.lr"),
-    ("negative_epochs", "train.epochs=-1", r"train\.epochs"),
+    # a bad value is blamed on the --set that gave it, not on the recipe file (issue 21, item 8)
+    ("unknown_section", "training.lr=1", r"^--set 'training\.lr=1': unknown section.*training"),
+    ("unknown_key", "train.rate=1", r"^--set 'train\.rate=1': train: unknown key.*rate"),
+    ("bad_value", "train.lr=abc", r"^--set 'train\.lr=abc': train\.lr"),
+    ("inf_value", "train.lr=.inf", r"^--set 'train\.lr=\.inf': train\.lr"),
+    ("nan_value", "train.lr=.nan", r"^--set 'train\.lr=\.nan': train\.lr"),
+    ("negative_epochs", "train.epochs=-1", r"^--set 'train\.epochs=-1': train\.epochs"),
     ("section_not_mapping", "adapters.l1=1", r"--set 'adapters\.l1=1': section 'adapters' is not a mapping"),
     ("empty_key", "train.=1", r"--set 'train\.=1'"),
 ]
@@ -1143,3 +1144,43 @@ def _(folder, work):
     for a in frames:
         a.arrays["REF_magmoms"] = np.zeros(len(a))
     return _head_recipe(folder, work, frames, [{"name": "a", "kind": "magmom"}, {"name": "b", "kind": "magmom"}])
+
+
+@case("set.file_error_blames_the_file", r"^\S*recipe\.yaml: train\.epochs")
+def _(folder, work):
+    return finetune(folder, set_path(work.recipe(folder / "out"), "train.epochs", -1), "--set", "train.lr=0.1")
+
+
+@case("set.later_set_blamed", r"^--set 'train\.epochs=0': train\.epochs")
+def _(folder, work):
+    return finetune(folder, work.recipe(folder / "out"), "--set", "train.lr=0.1", "--set", "train.epochs=0")
+
+
+@case("finetune.dtype_flag", r"^--dtype 'float16': base\.dtype: 'float16' is not one of float32, float64")
+def _(folder, work):
+    return finetune(folder, work.recipe(folder / "out"), "--dtype", "float16")
+
+
+@case("finetune.device_flag", r"^--device 'tpu': base\.device: 'tpu' is not one of auto, cpu, cuda")
+def _(folder, work):
+    return finetune(folder, work.recipe(folder / "out"), "--device", "tpu")
+
+
+@case(
+    "recipe.unknown_method_lists_full",
+    r"adapters\[0\]\.method: unknown method 'dora'; valid: freeze, full, lora, sparse",
+)
+def _(folder, work):
+    return finetune(folder, set_path(work.recipe(folder / "out"), "adapters.0.method", "dora"))
+
+
+@case(
+    "recipe.no_method_lists_full", r"adapters\[0\]: an adapter needs a 'method' \(one of freeze, full, lora, sparse\)"
+)
+def _(folder, work):
+    return finetune(folder, set_path(work.recipe(folder / "out"), "adapters.0", {"l1": 0.1}))
+
+
+@case("convert.bad_mace_value", r"^convert-mace-args: argument --max_num_epochs: invalid int value: 'abc'")
+def _(folder, work):
+    return ["convert-mace-args", "--", "--max_num_epochs", "abc"]

@@ -39,3 +39,10 @@ def test_the_warning_names_its_units():
 def test_no_regression_no_warning():
     check = zero_shot_check(_metrics({"lj.forces_mae": 0.01}, {"lj.forces_mae": 0.01}), [])
     assert check["worse_than_zero_shot"] == []
+
+
+def test_the_config_type_table_names_its_units():
+    from sparseft.evaluation import config_type_table
+
+    header = config_type_table({"test": {"Default": {"energy_per_atom_mae": 0.001}}}).splitlines()[1]
+    assert header.split() == ["meV/atom", "meV/atom", "meV/Å", "meV/Å", "%"]
