@@ -52,8 +52,13 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+CHECK_PROGRESS_SECONDS = 30.0  # a progress line this often when stderr is not a terminal
+
+
 def cmd_check(args) -> int:
     from .testing.equivariance import check_equivariance
+    from .testing.structures import default_structures
+    from .train_log import Progress
 
     model = _load(args)
     label = args.model
@@ -62,11 +67,22 @@ def cmd_check(args) -> int:
 
         model = load_adapter(model, args.adapter)
         label += f" + adapter {args.adapter}"
-    structures = None
     if args.structures:
-        structures = _read_structures(args.structures, model)
-    report = check_equivariance(model, structures, seed=args.seed)
-    print(f"equivariance of {label}")
+        structures, source = _read_structures(args.structures, model), f"from {args.structures}"
+    else:
+        structures, source = default_structures(model, seed=args.seed), "built in"
+    say = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    say(f"checking {len(structures)} structures ({source}) against rotated, translated and permuted copies")
+    with Progress(
+        len(structures),
+        "equivariance check",
+        unit="structures",
+        log=say,
+        seconds=CHECK_PROGRESS_SECONDS,
+        quiet=args.quiet,
+    ) as progress:
+        report = check_equivariance(model, structures, seed=args.seed, on_structure=progress.update)
+    print(f"equivariance of {label} on {len(structures)} structures")
     print(report.format_table())
     return 0 if report.passed else 1
 

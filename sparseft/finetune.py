@@ -264,10 +264,11 @@ def run(
 
     dist, device = ddp.init_from_env(_device(recipe.base.device))
     main = dist is None or dist.is_main
+    results = log or print  # the final results: shown with quiet too
     if log is None:
         log = (lambda _msg: None) if quiet else print
     out_dir = Path(recipe.output.directory)
-    log = TrainLog(out_dir / "train.log", log) if main else _Silent()
+    log = TrainLog(out_dir / "train.log", log, results=results) if main else _Silent()
     try:
         return _run(
             recipe,
@@ -296,6 +297,9 @@ class _Silent:
         pass
 
     def write(self, message: str) -> None:
+        pass
+
+    def result(self, message: str) -> None:
         pass
 
     def start(self) -> None:
@@ -333,14 +337,14 @@ def _run(
         raise
     if not main:
         return {}
-    metrics, parity_data, rows = _evaluate(recipe, setup, state, log)
+    metrics, parity_data, rows = _evaluate(recipe, setup, state, log, quiet=quiet)
     metrics["wall_time_s"] = time.perf_counter() - started
     metrics["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     metrics["zero_shot_check"] = zero_shot_check(metrics, state.history)
     _write_outputs(recipe, setup, state, out_dir, metrics, parity_data, rows, log)
-    log(_final_summary(metrics))
+    log.result(_final_summary(metrics))  # results: printed with --quiet too
     if metrics["zero_shot_check"]["worse_than_zero_shot"]:
-        log(regression_warning(metrics["zero_shot_check"]))
+        log.result(regression_warning(metrics["zero_shot_check"]))
     return metrics
 
 
@@ -531,10 +535,15 @@ def _zero_shot(setup: Setup) -> torch.nn.Module:
     return HeadedModel(zero_shot, setup.initial_heads) if setup.initial_heads else zero_shot
 
 
-def _evaluate(recipe: Recipe, setup: Setup, state, log):
+def _evaluate(recipe: Recipe, setup: Setup, state, log, quiet: bool = False):
     """Evaluation step: metrics of every split (train only with ``output.evaluate_train``) for the
-    fine-tune and the zero-shot base, per config_type too, parity data, the sparsity rows."""
+    fine-tune and the zero-shot base, per config_type too, parity data, the sparsity rows; a
+    progress bar on a terminal, else a progress line every ``output.progress_seconds``."""
     from .evaluation import final_metrics
+    from .train_log import Progress
+
+    def progress(total, what, unit=""):
+        return Progress(total, what, unit=unit, log=log, seconds=recipe.output.progress_seconds, quiet=quiet)
 
     adapted, heads = split_heads(setup.model)
     metrics, parity_data = final_metrics(
@@ -546,6 +555,7 @@ def _evaluate(recipe: Recipe, setup: Setup, state, log):
         compute_stress=setup.has_stress,
         include_train=recipe.output.evaluate_train,
         log=log,
+        progress=progress,
     )
     rows = sparsity_rows(adapted)
     density = adapted.density()

@@ -196,6 +196,7 @@ def check_equivariance(
     evaluate: Evaluate | None = None,
     rules: dict[str, str] | None = None,
     floors: dict[str, float] | None = None,
+    on_structure=None,
 ) -> EquivarianceReport:
     """Evaluate ``model`` on each structure and transformed copies and compare (see module doc).
 
@@ -205,7 +206,7 @@ def check_equivariance(
     :func:`head_rules`). Outputs missing from a structure's
     dict (e.g. stress of a cluster) are skipped. ``floors`` (per output, default
     ``DEFAULT_FLOORS``, else 1.0) set the error normalisation. ``rtol`` defaults to ``DEFAULT_RTOL`` for
-    the model's dtype.
+    the model's dtype. ``on_structure()``, if given, is called after each structure (progress).
     """
     extra_rules, extra_floors = head_rules(model)
     rules = dict({**DEFAULT_RULES, **extra_rules} if rules is None else rules)
@@ -233,6 +234,8 @@ def check_equivariance(
                 error = relative_error(output[name], expected, floor=floors.get(name, 1.0))
                 key = (transform.check, name)
                 worst[key] = _worse(worst.get(key), error)
+        if on_structure is not None:
+            on_structure()
 
     order = {check: i for i, check in enumerate(CHECKS)}
     names = list(rules)

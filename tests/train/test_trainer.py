@@ -175,6 +175,23 @@ def test_the_zero_shot_guard_records_every_heads_validation_errors():
     assert state.best_epoch == 1 and not state.best_guarded
 
 
+def test_final_evaluation_counts_and_progress_and_quiet_keeps_results(workdir, capsys):
+    """The final evaluation says how much it evaluates and, with stderr not a terminal, logs
+    progress lines; --quiet hides those but never the final results."""
+    path = workdir / "progress.yaml"
+    path.write_text(recipe_text("tiny.model", "data.xyz", "progress", epochs=1, target_density="null"))
+    recipe = load_recipe(path)
+    recipe.output.progress_seconds = 1e-9  # a progress line at every batch
+    lines = []
+    run(recipe, log=lines.append, overwrite=True)
+    assert any(line.startswith("final evaluation: valid 3 frames, test 3 frames") for line in lines), lines
+    assert any(line.startswith("evaluating test: 2/2 batches") for line in lines), lines
+    capsys.readouterr()
+    run(load_recipe(path), quiet=True, overwrite=True)
+    out = capsys.readouterr().out
+    assert "force MAE" in out and "evaluating" not in out and "epoch" not in out
+
+
 def test_without_the_guard_the_lowest_loss_wins():
     trainer = _bare_trainer(zero_shot_guard=False)
     state = TrainState()
