@@ -360,8 +360,9 @@ def load_recipe(path, overrides: list | None = None) -> Recipe:
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: expected a YAML mapping of sections at the top level, got {type(data).__name__}")
+    merged = apply_overrides(data, overrides or [])  # its own errors name the --set value
     try:
-        recipe = recipe_from_dict(apply_overrides(data, overrides or []), source=str(path))
+        recipe = recipe_from_dict(merged, source=str(path))
     except RecipeError as exc:
         raise RecipeError(f"{_blame(data, overrides or [], str(exc), path)}: {exc}") from exc
     _resolve_paths(recipe, path.parent)

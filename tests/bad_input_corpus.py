@@ -328,7 +328,7 @@ def _(folder, work):
 
 # ---------------------------------------------------------------- --set overrides
 SET_CASES = [  # (id, --set value, expected)
-    ("yaml_error", "train.lr=[", r"--set 'train\.lr=\[': not valid YAML"),
+    ("yaml_error", "train.lr=[", r"^--set 'train\.lr=\[': not valid YAML"),
     ("yaml_error_brace", "train.lr={", r"--set 'train\.lr=\{': not valid YAML"),
     ("no_equals", "train.lr", r"--set 'train\.lr': expected section\.key=value"),
     ("no_section", "lr=1", r"--set 'lr=1': expected section\.key=value"),
