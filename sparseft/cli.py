@@ -52,8 +52,13 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+CHECK_PROGRESS_SECONDS = 30.0  # a progress line this often when stderr is not a terminal
+
+
 def cmd_check(args) -> int:
     from .testing.equivariance import check_equivariance
+    from .testing.structures import default_structures
+    from .train_log import Progress
 
     model = _load(args)
     label = args.model
@@ -62,11 +67,22 @@ def cmd_check(args) -> int:
 
         model = load_adapter(model, args.adapter)
         label += f" + adapter {args.adapter}"
-    structures = None
     if args.structures:
-        structures = _read_structures(args.structures, model)
-    report = check_equivariance(model, structures, seed=args.seed)
-    print(f"equivariance of {label}")
+        structures, source = _read_structures(args.structures, model), f"from {args.structures}"
+    else:
+        structures, source = default_structures(model, seed=args.seed), "built in"
+    say = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    say(f"checking {len(structures)} structures ({source}) against rotated, translated and permuted copies")
+    with Progress(
+        len(structures),
+        "equivariance check",
+        unit="structures",
+        log=say,
+        seconds=CHECK_PROGRESS_SECONDS,
+        quiet=args.quiet,
+    ) as progress:
+        report = check_equivariance(model, structures, seed=args.seed, on_structure=progress.update)
+    print(f"equivariance of {label} on {len(structures)} structures")
     print(report.format_table())
     return 0 if report.passed else 1
 
@@ -97,7 +113,8 @@ def cmd_finetune(args) -> int:
         raise RecipeError("--resume and --overwrite exclude each other: continue the run, or replace it")
     if args.accept_recipe_changes and not args.resume:
         raise RecipeError("--accept-recipe-changes only applies with --resume")
-    recipe = load_recipe(args.recipe, overrides=args.set)
+    flags = [(f"--{k} {v!r}", f"base.{k}={v}") for k, v in (("device", args.device), ("dtype", args.dtype)) if v]
+    recipe = load_recipe(args.recipe, overrides=args.set + flags)  # the flags win over --set and the file
     if recipe.base.model != "embedded" and not _other_rank():
         print(f"note: {TRUST_WARNING}", file=sys.stderr)
     try:
@@ -155,7 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help="print the traceback of an error"
     )
-    parser = _Parser(prog="sparseft", description=__doc__, parents=[common])
+    parser = _Parser(
+        prog="sparseft",
+        description="Parameter-efficient fine-tuning of MACE interatomic potentials. "
+        "Run 'sparseft COMMAND --help' for a command's options.",
+        parents=[common],
+    )
     parser.add_argument("--version", action="version", version=f"sparseft {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -165,12 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
             help="mace-torch .model file (a pickle: it runs code, so only use trusted files), "
             "or 'embedded' (the shipped mini-foundation)",
         )
-        p.add_argument("--dtype", choices=["float32", "float64"], default=None, help="convert the model")
-        p.add_argument("--head", default=None, help="head of a multi-head model")
+        p.add_argument(
+            "--dtype", choices=["float32", "float64"], default=None, help="convert the model to this precision"
+        )
+        p.add_argument("--head", default=None, metavar="NAME", help="head of a multi-head model")
 
     p = sub.add_parser("inspect", parents=[common], help="print the weight catalogue and what a selector resolves to")
     model_args(p)
-    p.add_argument("--select", default=None, help="selector, e.g. 'kinds=skip,contraction layers=1 l=0'")
+    p.add_argument(
+        "--select", default=None, metavar="SELECTOR", help="selector, e.g. 'kinds=skip,contraction layers=1 l=0'"
+    )
     p.add_argument(
         "--group",
         default="kind",
@@ -182,9 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", parents=[common], help="equivariance report; exits 1 when a check fails")
     model_args(p)
-    p.add_argument("--adapter", default=None, help="adapter directory to apply first")
-    p.add_argument("--structures", default=None, help="extxyz file of structures (default: built-in ones)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--adapter", default=None, metavar="DIR", help="adapter directory to apply first")
+    p.add_argument(
+        "--structures", default=None, metavar="FILE", help="extxyz file of structures (default: built-in ones)"
+    )
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the random rotations (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines (the report is printed)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("finetune", parents=[common], help="fine-tune a base model as a recipe says")
@@ -204,12 +233,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --resume: continue although the recipe differs from the saved one (the "
         "differences are recorded in recipe_changes.json)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    p.add_argument(
+        "--device",
+        default=None,
+        metavar="DEVICE",
+        help="shortcut for --set base.device=DEVICE (auto, cpu or cuda)",
+    )
+    p.add_argument(
+        "--dtype", default=None, metavar="DTYPE", help="shortcut for --set base.dtype=DTYPE (float32 or float64)"
+    )
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars, per-epoch or progress lines; the final results are still printed",
+    )
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("tiny-model", parents=[common], help="write a tiny random-weight MACE model (demos, tests)")
-    p.add_argument("output")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    p.add_argument("output", metavar="FILE", help="the .model file to write")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float64", help="precision (default float64)")
     p.add_argument("--scalar", action="store_true", help="scalar-only features (8x0e)")
     p.add_argument(
         "--like",
@@ -218,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a foundation model's architecture instead (mp0-medium: 128x0e+128x1o, max_ell 3, "
         "correlation 3, 89 elements, 4.7M weights), random weights",
     )
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
     p.set_defaults(func=cmd_tiny_model)
 
     from . import cli_export, cli_init, convert_mace

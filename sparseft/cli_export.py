@@ -14,9 +14,11 @@ def add_parser(sub, parents=()) -> None:
         "(or all energy heads as a native mace multi-head model)",
     )
     p.add_argument("model", help="merged_with_heads.model, merged_multihead.model or any multi-head mace model")
-    p.add_argument("--head", default=None, help="the head to keep (default: every energy head, as mace heads)")
-    p.add_argument("-o", "--output", required=True, help="the .model file to write")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument(
+        "--head", default=None, metavar="NAME", help="the head to keep (default: every energy head, as mace heads)"
+    )
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="the .model file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
     p.set_defaults(func=cmd_export)
 
 

@@ -27,7 +27,7 @@ def add_parser(sub, parents=()) -> None:
         help="quickstart (default): the 2-minute demo; sparse, lora: templates; heads: a new energy head",
     )
     p.add_argument("directory", nargs="?", default=".", help="where to write <template>.yaml (created if needed)")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace <template>.yaml if it exists")
     p.set_defaults(func=cmd_init)
 
 

@@ -117,11 +117,18 @@ NO_EFFECT = {
 
 def _parse(argv: list[str]):
     """mace's namespace for ``argv`` and the names the user set (differ from mace's default)."""
+    # isort: off
+    from ._compat import mace  # noqa: F401  (first: it filters mace's import-time warning and note)
     from mace.tools.arg_parser import build_default_arg_parser
 
-    from ._compat import mace  # noqa: F401  (import order)
+    # isort: on
 
     parser = build_default_arg_parser()
+
+    def error(message):  # one line, not mace's whole usage
+        raise ValueError(f"convert-mace-args: {message} (mace_run_train's arguments; see mace_run_train --help)")
+
+    parser.error = error
     for action in parser._actions:  # noqa: SLF001 - --name is required by mace, optional here
         if action.dest == "name":
             action.required, action.default = False, "mace"
@@ -243,7 +250,7 @@ def add_parser(sub, parents=()) -> None:
         "-> the equivalent recipe; what cannot be mapped is listed on stderr",
     )
     p.add_argument("config", nargs="?", default=None, help="a mace_run_train YAML config (its --config)")
-    p.add_argument("-o", "--output", default=None, help="write the recipe here (default: print it)")
+    p.add_argument("-o", "--output", default=None, metavar="FILE", help="write the recipe here (default: print it)")
     p.set_defaults(func=cmd_convert, takes_extra=True)  # the mace arguments: everything argparse does not know
 
 

@@ -63,23 +63,40 @@ def _e0_per_atom(batch: dict, e0s) -> torch.Tensor:
     return torch.zeros(len(n), dtype=torch.float64, device=node.device).index_add_(0, batch["batch"], node) / n
 
 
+def _no_progress(total: int, what: str, unit: str = ""):
+    from .train_log import Progress
+
+    return Progress(total, what, unit=unit, quiet=True)
+
+
 def evaluate(
-    models: dict, datasets: dict, frames: dict, *, batch_size: int, compute_stress: bool, e0s, log=print
+    models: dict,
+    datasets: dict,
+    frames: dict,
+    *,
+    batch_size: int,
+    compute_stress: bool,
+    e0s,
+    log=print,
+    progress=_no_progress,
 ) -> dict:
     """``{model name: {split: _Collector}}`` for each model in ``models`` on each split of
     ``datasets`` (batches shared between the models: only the weights differ). ``e0s`` maps a
-    metric prefix (``""`` for the foundation head, ``"<head>."``) to its per-element E0 tensor."""
+    metric prefix (``""`` for the foundation head, ``"<head>."``) to its per-element E0 tensor.
+    ``progress(total, what, unit)`` makes the :class:`~sparseft.train_log.Progress` of a split."""
     device = next(next(iter(models.values())).parameters()).device
     results = {m: {} for m in models}
     for split, dataset in datasets.items():
         started = time.perf_counter()
         batches = _batches(dataset, config_type_groups(frames[split]), batch_size, device)
-        for m, model in models.items():
-            collector = results[m][split] = _Collector()
-            for config_type, batch in batches:
-                out = model(dict(batch), training=False, compute_force=True, compute_stress=compute_stress)
-                collector.add(config_type, batch, out, {p: _e0_per_atom(batch, e) for p, e in e0s.items()})
-                del out
+        with progress(len(batches) * len(models), f"evaluating {split}", "batches") as bar:
+            for m, model in models.items():
+                collector = results[m][split] = _Collector()
+                for config_type, batch in batches:
+                    out = model(dict(batch), training=False, compute_force=True, compute_stress=compute_stress)
+                    collector.add(config_type, batch, out, {p: _e0_per_atom(batch, e) for p, e in e0s.items()})
+                    del out
+                    bar.update()
         log(
             f"evaluated {split}: {len(dataset)} frames, {len(batches)} batches, {len(models)} models, "
             f"{time.perf_counter() - started:.1f} s"
@@ -92,7 +109,7 @@ def config_type_table(by_split: dict) -> str:
     fmt = lambda v, k=1000.0, spec=".1f": "-" if v is None else f"{v * k:{spec}}"  # noqa: E731
     lines = [
         f"{'split':8s} {'config_type':20s} {'E MAE':>8s} {'E RMSE':>8s} {'F MAE':>8s} {'F RMSE':>8s} {'rel F RMSE':>10s}",
-        f"{'':8s} {'':20s} {'meV/at':>8s} {'meV/at':>8s} {'meV/Å':>8s} {'meV/Å':>8s} {'%':>10s}",
+        f"{'':8s} {'':20s} {'meV/atom':>8s} {'meV/atom':>8s} {'meV/Å':>8s} {'meV/Å':>8s} {'%':>10s}",
     ]
     for split, types in by_split.items():
         for config_type, m in types.items():
@@ -141,11 +158,18 @@ def final_metrics(
     compute_stress: bool,
     include_train: bool,
     log=print,
+    progress=_no_progress,
 ) -> tuple[dict, dict]:
     """``({"splits", "base_zero_shot", "config_types"}, parity)`` of a fine-tune; ``parity`` maps a
     metric to ``(split, (reference, predicted), zero-shot predicted, per-atom E0 part)`` from the
-    first split (test, evaluate-only sets, valid, train) that has its labels."""
+    first split (test, evaluate-only sets, valid, train) that has its labels. ``progress``: as
+    for :func:`evaluate`."""
     names = evaluated_splits(datasets, include_train, log)
+    log(
+        "final evaluation: "
+        + ", ".join(f"{k} {len(datasets[k])} frames" for k in names)
+        + " (the fine-tuned model and the zero-shot base)"
+    )
     results = evaluate(
         {"tuned": adapted, "zero": zero_shot},
         {k: datasets[k] for k in names},
@@ -154,6 +178,7 @@ def final_metrics(
         compute_stress=compute_stress,
         e0s=e0_tensors(adapted),
         log=log,
+        progress=progress,
     )
     tuned, zero = results["tuned"], results["zero"]
     metrics = {

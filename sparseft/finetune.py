@@ -110,15 +110,14 @@ def load_splits(recipe: Recipe, zs: list[int]) -> dict[str, Frames]:
     keys = foundation_keys(recipe)
     extra = head_setup.label_sets(recipe.heads, d.calculator_labels)
 
+    owners = head_setup.label_owners(keys, recipe.heads)
+
     def read_one(where, value):
         try:
-            frames = attach_labels(
-                read_frames(_embedded_path(value)),
-                keys,
-                use_calculator=d.calculator_labels == "foundation",
-                extra=extra,
-            )
+            raw = read_frames(_embedded_path(value))
+            frames = attach_labels(raw, keys, use_calculator=d.calculator_labels == "foundation", extra=extra)
             validate(frames, zs, keys, extra=extra)
+            head_setup.check_routing(raw, frames, owners)  # a label trains one head
             return frames
         except DataError as exc:
             raise DataError(f"data.{where}: {exc}") from exc
@@ -266,10 +265,11 @@ def run(
 
     dist, device = ddp.init_from_env(_device(recipe.base.device))
     main = dist is None or dist.is_main
+    results = log or print  # the final results: shown with quiet too
     if log is None:
         log = (lambda _msg: None) if quiet else print
     out_dir = Path(recipe.output.directory)
-    log = TrainLog(out_dir / "train.log", log) if main else _Silent()
+    log = TrainLog(out_dir / "train.log", log, results=results) if main else _Silent()
     try:
         return _run(
             recipe,
@@ -298,6 +298,9 @@ class _Silent:
         pass
 
     def write(self, message: str) -> None:
+        pass
+
+    def result(self, message: str) -> None:
         pass
 
     def start(self) -> None:
@@ -335,14 +338,14 @@ def _run(
         raise
     if not main:
         return {}
-    metrics, parity_data, rows = _evaluate(recipe, setup, state, log)
+    metrics, parity_data, rows = _evaluate(recipe, setup, state, log, quiet=quiet)
     metrics["wall_time_s"] = time.perf_counter() - started
     metrics["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     metrics["zero_shot_check"] = zero_shot_check(metrics, state.history)
     _write_outputs(recipe, setup, state, out_dir, metrics, parity_data, rows, log)
-    log(_final_summary(metrics))
+    log.result(_final_summary(metrics))  # results: printed with --quiet too
     if metrics["zero_shot_check"]["worse_than_zero_shot"]:
-        log(regression_warning(metrics["zero_shot_check"]))
+        log.result(regression_warning(metrics["zero_shot_check"]))
     return metrics
 
 
@@ -414,6 +417,7 @@ def _set_up(recipe: Recipe, log, device: str | None = None) -> Setup:
     )
     if not has_stress:
         weights.update({task: 0.0 for task in stress_tasks})
+    log(head_setup.routing_summary(head_setup.label_owners(keys, recipe.heads), splits["train"], weights))
     derivative_heads = head_setup.differentiated_heads(
         weights, {h: c["stress"] for h, c in energy_counts.items()}, {h: c["forces"] for h, c in energy_counts.items()}
     )
@@ -532,10 +536,15 @@ def _zero_shot(setup: Setup) -> torch.nn.Module:
     return HeadedModel(zero_shot, setup.initial_heads) if setup.initial_heads else zero_shot
 
 
-def _evaluate(recipe: Recipe, setup: Setup, state, log):
+def _evaluate(recipe: Recipe, setup: Setup, state, log, quiet: bool = False):
     """Evaluation step: metrics of every split (train only with ``output.evaluate_train``) for the
-    fine-tune and the zero-shot base, per config_type too, parity data, the sparsity rows."""
+    fine-tune and the zero-shot base, per config_type too, parity data, the sparsity rows; a
+    progress bar on a terminal, else a progress line every ``output.progress_seconds``."""
     from .evaluation import final_metrics
+    from .train_log import Progress
+
+    def progress(total, what, unit=""):
+        return Progress(total, what, unit=unit, log=log, seconds=recipe.output.progress_seconds, quiet=quiet)
 
     adapted, heads = split_heads(setup.model)
     metrics, parity_data = final_metrics(
@@ -547,6 +556,7 @@ def _evaluate(recipe: Recipe, setup: Setup, state, log):
         compute_stress=setup.has_stress,
         include_train=recipe.output.evaluate_train,
         log=log,
+        progress=progress,
     )
     rows = sparsity_rows(adapted)
     density = adapted.density()

@@ -296,10 +296,22 @@ def _validate(recipe: Recipe) -> None:
             )
 
 
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply ``--set section.key=value`` overrides (values parsed as YAML)."""
+def _override(item) -> tuple[str, str]:
+    """``(what an error names, section.key=value)`` of an override: ``--set 'train.lr=1'``, or a
+    ``(flag, text)`` pair for a command-line shortcut such as ``("--dtype 'float32'", "base.dtype=float32")``."""
+    return item if isinstance(item, tuple) else (f"--set {item!r}", item)
+
+
+def apply_overrides(data: dict, overrides: list) -> dict:
+    """Apply ``--set section.key=value`` overrides (values parsed as YAML; see :func:`_override`)."""
     data = dict(data or {})
-    for item in overrides or []:
+    for entry in overrides or []:
+        label, item = _override(entry)
+        if label != f"--set {item!r}":  # a shortcut flag: checked like its recipe key, named by the flag
+            section, _, rest = item.partition(".")
+            key, _, raw = rest.partition("=")
+            data[section] = {**(data.get(section) or {}), key: yaml.safe_load(raw)}
+            continue
         if "=" not in item:
             raise RecipeError(f"--set {item!r}: expected section.key=value")
         path, _, raw = item.partition("=")
@@ -320,7 +332,19 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def load_recipe(path, overrides: list[str] | None = None) -> Recipe:
+def _blame(data: dict, overrides: list, message: str, path) -> str:
+    """Who an error ``message`` of the recipe ``data`` with ``overrides`` belongs to: the first
+    override after which it appears (its ``--set`` value or flag), else the recipe file."""
+    for n in range(len(overrides) + 1):
+        try:
+            recipe_from_dict(apply_overrides(data, overrides[:n]))
+        except RecipeError as exc:
+            if str(exc) == message:
+                return str(path) if n == 0 else _override(overrides[n - 1])[0]
+    return str(path)
+
+
+def load_recipe(path, overrides: list | None = None) -> Recipe:
     """Read a recipe file; relative data/model paths are resolved against the recipe's folder."""
     path = Path(path)
     if not path.is_file():
@@ -338,11 +362,11 @@ def load_recipe(path, overrides: list[str] | None = None) -> Recipe:
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: expected a YAML mapping of sections at the top level, got {type(data).__name__}")
-    data = apply_overrides(data, overrides or [])
+    merged = apply_overrides(data, overrides or [])  # its own errors name the --set value
     try:
-        recipe = recipe_from_dict(data, source=str(path))
+        recipe = recipe_from_dict(merged, source=str(path))
     except RecipeError as exc:
-        raise RecipeError(f"{path}: {exc}") from exc
+        raise RecipeError(f"{_blame(data, overrides or [], str(exc), path)}: {exc}") from exc
     _resolve_paths(recipe, path.parent)
     return recipe
 

@@ -13,15 +13,21 @@ class TrainLog:
     kept in memory until :meth:`start` (the run's first checkpoint, or a resumed run): a run
     that fails before it leaves no file behind."""
 
-    def __init__(self, path: Path, echo):
+    def __init__(self, path: Path, echo, results=None):
         self.path = Path(path)
         self.echo = echo
+        self.results = results or echo  # where :meth:`result` messages go (also with --quiet)
         self._file = None
         self._pending: list[str] = []
 
     def __call__(self, message: str) -> None:
         self.write(message)
         self.echo(message)
+
+    def result(self, message: str) -> None:
+        """A final result: to the file and to ``results``, which ``--quiet`` never silences."""
+        self.write(message)
+        self.results(message)
 
     def write(self, message: str) -> None:
         """To the file only."""
@@ -69,3 +75,62 @@ class ProgressTicker:
             f"step {step}/{self.total} (epoch {epoch + 1})  loss {loss:.4g}  {rate:.2f} steps/s  "
             f"~{left / 60:.1f} min left"
         )
+
+
+class Progress:
+    """A count of finished items for long work besides training steps (the final evaluation,
+    ``sparseft check``): a tqdm bar when ``file`` (default stderr) is a terminal, else a line
+    to ``log`` at most every ``seconds``; nothing with ``quiet``. Use it as a
+    context manager and call :meth:`update` per item."""
+
+    def __init__(
+        self,
+        total: int,
+        what: str,
+        *,
+        unit: str = "",
+        log=print,
+        seconds: float | None = 60.0,
+        quiet: bool = False,
+        bar: bool | None = None,
+        file=None,
+    ):
+        import sys
+
+        self.total, self.what, self.unit, self.log, self.seconds = total, what, unit, log, seconds
+        self.done = 0
+        file = file or sys.stderr
+        show_bar = not quiet and (file.isatty() if bar is None else bar)
+        self.lines = not quiet and not show_bar and seconds is not None
+        self.bar = None
+        if show_bar:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=what, unit=f" {unit}" if unit else "it", file=file, leave=False)
+        self.started = self.last = time.perf_counter()
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            return
+        now = time.perf_counter()
+        if self.lines and now - self.last >= self.seconds:
+            self.last = now
+            rate = self.done / max(now - self.started, 1e-9)
+            left = (self.total - self.done) / rate if rate > 0 else float("nan")
+            unit = f" {self.unit}" if self.unit else ""
+            self.log(
+                f"{self.what}: {self.done}/{self.total}{unit}, {now - self.started:.0f} s, ~{left / 60:.1f} min left"
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

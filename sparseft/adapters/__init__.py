@@ -18,13 +18,19 @@ def default_lr(configs) -> float:
     return min((type(c).default_lr for c in configs), default=AdapterConfig.default_lr)
 
 
+ALIASES = {"full": "freeze"}  # method: full = freeze of the selected (default: every) block
+
+
 def config_from_dict(data: dict, where: str = "adapter") -> AdapterConfig:
     """Build an adapter config from ``{"method": ..., ...}``; unknown methods/keys raise."""
+    names = ", ".join(sorted([*METHODS, *ALIASES]))
     if not isinstance(data, dict) or "method" not in data:
-        raise ValueError(f"{where}: an adapter needs a 'method' (one of {sorted(METHODS)})")
+        raise ValueError(f"{where}: an adapter needs a 'method' (one of {names})")
     method = data["method"]
+    if method in ALIASES:
+        method, data = ALIASES[method], {**data, "method": ALIASES[method], "select": data.get("select")}
     if method not in METHODS:
-        raise ValueError(f"{where}.method: unknown method {method!r}; valid: {sorted(METHODS)}")
+        raise ValueError(f"{where}.method: unknown method {method!r}; valid: {names}")
     return METHODS[method].from_dict(data, where)
 
 

@@ -3,10 +3,12 @@ moments) and loss weights, from the recipe's ``heads:`` entries."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from .._compat import torch
-from ..labels import Keys, MagmomKeys
+from ..labels import DataError, Keys, MagmomKeys
 from .config import HeadConfig, build_from_config
 
 
@@ -24,6 +26,74 @@ def label_sets(heads: list[HeadConfig], calculator_labels: str) -> list:
     energy head takes ASE calculator values only when ``calculator_labels`` names it; moment
     heads always do."""
     return [(label_keys(h), calculator_labels == h.name if h.kind == "energy" else True) for h in heads]
+
+
+_STORES = {
+    "energy": "info",
+    "stress": "info",
+    "virials": "info",
+    "total": "info",
+    "forces": "arrays",
+    "magmoms": "arrays",
+}
+_RECIPE_KEYS = {"magmoms": "magmom_key"}  # the recipe key of each label (default: "<label>_key")
+_TRAINED = ("energy", "forces", "stress", "magmoms")  # labels with a loss term
+
+
+def label_owners(data_keys: Keys, heads: list[HeadConfig]) -> list[tuple[str, str, str, object]]:
+    """``(who, recipe path, task prefix, label set)`` of the foundation head and each head."""
+    owners = [("the foundation head", "data", "", data_keys)]
+    return owners + [(f"head {h.name}", f"heads[{i}]", f"{h.name}.", label_keys(h)) for i, h in enumerate(heads)]
+
+
+def _reads(label_set) -> list[tuple[str, str, str]]:
+    """``(label, store, key)`` of each label a label set reads (virials only where they become stress)."""
+    out = []
+    for f in dataclasses.fields(label_set):
+        key = getattr(label_set, f.name)
+        if f.name in _STORES and key is not None and (f.name != "virials" or label_set.stress is not None):
+            out.append((f.name, _STORES[f.name], key))
+    return out
+
+
+def check_routing(raw, labelled, owners: list) -> None:
+    """Refuse a label that would train two heads: a key that several owners (:func:`label_owners`)
+    read and a frame of ``labelled`` carries (from the file ``raw`` was read from, an ASE
+    calculator or virials). Each head trains on its own labels alone, as in mace's multi-head
+    fine-tuning, where a frame belongs to one head."""
+    readers: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for who, path, _, label_set in owners:
+        for label, store, key in _reads(label_set):
+            entry = (who, f"{path}.{_RECIPE_KEYS.get(label, label + '_key')}")
+            if all(w != who for w, _ in readers.get((store, key), [])):
+                readers.setdefault((store, key), []).append(entry)
+    shared = {k: v for k, v in readers.items() if len(v) > 1}
+    for i, original, atoms in zip(labelled.indices, raw.atoms, labelled.atoms):
+        for (store, key), (first, second, *_) in shared.items():
+            if key not in getattr(atoms, store):
+                continue
+            source = "" if key in getattr(original, store) else " (not in the file: from the ASE calculator or virials)"
+            raise DataError(
+                f"{labelled.path}: frame {i}: {key}{source} would train both {first[0]} ({first[1]}) and "
+                f"{second[0]} ({second[1]}); a label trains one head: set one of the two keys to null or to "
+                "another key"
+            )
+
+
+def routing_summary(owners: list, frames, weights: dict) -> str:
+    """The log line that says which labels (key, training frames) train each head."""
+    parts = []
+    for who, _, prefix, label_set in owners:
+        counts = label_set.count(frames.atoms)
+        labels = [
+            f"{label} <- {key} ({counts.get(label, 0)} frames"
+            + (", weight 0: not trained)" if weights.get(prefix + label, 1.0) == 0 else ")")
+            for label, _, key in _reads(label_set)
+            if label in _TRAINED and counts.get(label, 0) > 0
+        ]
+        name = "foundation head" if prefix == "" else who[len("head ") :]
+        parts.append(f"{name}: {', '.join(labels) or 'no labels'}")
+    return "labels training each head (key, training frames): " + "; ".join(parts)
 
 
 def element_means(frames, key: str, zs: list[int]) -> torch.Tensor:

@@ -212,6 +212,7 @@ def check_equivariance(
     rules: dict[str, str] | None = None,
     floors: dict[str, float] | None = None,
     symmetry: str | None = None,
+    on_structure=None,
 ) -> EquivarianceReport:
     """Evaluate ``model`` on each structure and transformed copies and compare (see module doc).
 
@@ -223,6 +224,7 @@ def check_equivariance(
     ``DEFAULT_FLOORS``, else 1.0) set the error normalisation. ``rtol`` defaults to ``DEFAULT_RTOL`` for
     the model's dtype. ``symmetry`` ("O(3)" or "SO(3)"; default: the model's backend's) decides
     whether inversion is judged: for an SO(3) base it is reported as not a symmetry.
+    ``on_structure()``, if given, is called after each structure (progress).
     """
     extra_rules, extra_floors = head_rules(model)
     rules = dict({**DEFAULT_RULES, **extra_rules} if rules is None else rules)
@@ -250,6 +252,8 @@ def check_equivariance(
                 error = relative_error(output[name], expected, floor=floors.get(name, 1.0))
                 key = (transform.check, name)
                 worst[key] = _worse(worst.get(key), error)
+        if on_structure is not None:
+            on_structure()
 
     order = {check: i for i, check in enumerate(CHECKS)}
     names = list(rules)

@@ -272,7 +272,7 @@ class Trainer:
         if self.config.zero_shot_guard and self.valid_data and state.epoch == 0 and not state.zero_shot:
             self.model.eval()  # still the base: every delta is zero before the first step
             valid = self.evaluate(self.valid_data)
-            state.zero_shot = {k: valid[k] for k in GUARDED if valid.get(k) is not None}
+            state.zero_shot = {k: v for k, v in valid.items() if k.rpartition(".")[2] in GUARDED and v is not None}
         try:
             previous = signal.signal(signal.SIGINT, self.request_stop)
         except ValueError:  # not the main thread: Ctrl-C is not ours to handle
@@ -513,7 +513,8 @@ class Trainer:
         self.adapted.after_step(0.0)  # re-applies fixed masks
 
 
-GUARDED = ("energy_per_atom_mae", "forces_mae")  # validation MAEs the zero-shot guard keeps from regressing
+# validation MAEs the zero-shot guard keeps from regressing, of every head ("<head>.forces_mae", ...)
+GUARDED = ("energy_per_atom_mae", "forces_mae", "magmoms_mae")
 
 
 def _kept(value, old: torch.Tensor, new: torch.Tensor, positions: torch.Tensor | None):

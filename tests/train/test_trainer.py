@@ -151,6 +151,47 @@ def test_the_zero_shot_guard_prefers_epochs_no_worse_than_zero_shot():
     assert state.best_guarded and state.bad_epochs == 0
 
 
+def test_the_zero_shot_guard_records_every_heads_validation_errors():
+    """The guard holds every head to its zero-shot start (an energy head: the foundation with
+    the head's initial E0s; a moment head: as it starts), not just the foundation head."""
+    trainer = _bare_trainer()
+    trainer.valid_data = [None]  # evaluate is replaced: only its presence matters
+    valid = {
+        "loss": 1.0,
+        "energy_per_atom_mae": 1.0,
+        "forces_mae": 1.0,
+        "forces_rmse": 2.0,
+        "lj.energy_per_atom_mae": 2.0,
+        "lj.forces_mae": 3.0,
+        "spin.magmoms_mae": 0.5,
+    }
+    trainer.evaluate = lambda data: valid
+    state = trainer.fit(TrainState(done=True))  # records the zero-shot errors, trains nothing
+    guarded = ("energy_per_atom_mae", "forces_mae", "lj.energy_per_atom_mae", "lj.forces_mae", "spin.magmoms_mae")
+    assert state.zero_shot == {k: valid[k] for k in guarded}
+    state.epoch = 1
+    state.history.append({"train_loss": 0.5})
+    trainer._after_epoch(state, {**valid, "loss": 0.5, "lj.energy_per_atom_mae": 10.0})  # the head regressed
+    assert state.best_epoch == 1 and not state.best_guarded
+
+
+def test_final_evaluation_counts_and_progress_and_quiet_keeps_results(workdir, capsys):
+    """The final evaluation says how much it evaluates and, with stderr not a terminal, logs
+    progress lines; --quiet hides those but never the final results."""
+    path = workdir / "progress.yaml"
+    path.write_text(recipe_text("tiny.model", "data.xyz", "progress", epochs=1, target_density="null"))
+    recipe = load_recipe(path)
+    recipe.output.progress_seconds = 1e-9  # a progress line at every batch
+    lines = []
+    run(recipe, log=lines.append, overwrite=True)
+    assert any(line.startswith("final evaluation: valid 3 frames, test 3 frames") for line in lines), lines
+    assert any(line.startswith("evaluating test: 2/2 batches") for line in lines), lines
+    capsys.readouterr()
+    run(load_recipe(path), quiet=True, overwrite=True)
+    out = capsys.readouterr().out
+    assert "force MAE" in out and "evaluating" not in out and "epoch" not in out
+
+
 def test_without_the_guard_the_lowest_loss_wins():
     trainer = _bare_trainer(zero_shot_guard=False)
     state = TrainState()
