@@ -425,6 +425,35 @@ def recipe_differences(saved, current, where: str = "") -> list[str]:
     return [] if saved == current else [f"{where}: {_short(saved)} -> {_short(current)}"]
 
 
+# keys added after runs could be saved, whose default is what those runs did: absent from a saved
+# recipe.yaml they mean their default (not so for e.g. train.amsgrad: earlier runs used plain Adam)
+ADDED_WITH_OLD_BEHAVIOUR = {
+    "train": (
+        "eval_interval",
+        "keep_checkpoints",
+        "swa",
+        "start_swa",
+        "swa_lr",
+        "swa_energy_weight",
+        "swa_forces_weight",
+        "swa_stress_weight",
+    ),
+}
+
+
+def with_defaults(saved: dict) -> dict:
+    """``saved`` (a run's ``recipe.yaml``) with the keys of :data:`ADDED_WITH_OLD_BEHAVIOUR` it
+    lacks at their defaults, so resuming a run saved before they existed is no recipe change."""
+    out = dict(saved)
+    classes = {"base": BaseSection, "data": DataSection, "train": TrainSection, "output": OutputSection}
+    for name, keys in ADDED_WITH_OLD_BEHAVIOUR.items():
+        section = out.get(name)
+        if isinstance(section, dict):
+            defaults = dataclasses.asdict(classes[name]())
+            out[name] = {**section, **{k: defaults[k] for k in keys if k not in section}}
+    return out
+
+
 def _short(value) -> str:
     text = repr(value) if not isinstance(value, (int, float, str)) or isinstance(value, bool) else str(value)
     return text if len(text) <= 80 else text[:77] + "..."

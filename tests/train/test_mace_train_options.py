@@ -235,3 +235,37 @@ def test_a_recipe_with_all_three_runs_end_to_end(tmp_path):
     ]
     assert validated_points(rows, "valid_loss")[0] == [1, 3, 5]
     assert "stage two from epoch 4" in (tmp_path / "out" / "train.log").read_text()
+
+
+def test_a_run_started_before_these_keys_resumes_without_a_recipe_change(tmp_path, capsys):
+    """A ``recipe.yaml`` saved before ``eval_interval``, ``keep_checkpoints`` and ``swa*`` existed
+    ran with their defaults: ``--resume`` is not refused over them."""
+    import ase.io
+    import yaml
+
+    from sparseft.cli import main
+
+    from ..finetune_data import recipe_text
+
+    torch.save(tiny_mace(atomic_numbers=(29, 79), r_max=4.5), tmp_path / "tiny.model")
+    ase.io.write(tmp_path / "data.xyz", emt_frames(10))
+    (tmp_path / "r.yaml").write_text(recipe_text("tiny.model", "data.xyz", "out", epochs=1, target_density="null"))
+    assert main(["finetune", str(tmp_path / "r.yaml"), "--quiet"]) == 0
+    saved = yaml.safe_load((tmp_path / "out" / "recipe.yaml").read_text())
+    for key in ("eval_interval", "keep_checkpoints", "swa", "start_swa", "swa_lr", "swa_energy_weight"):
+        del saved["train"][key]
+    (tmp_path / "out" / "recipe.yaml").write_text(yaml.safe_dump(saved))
+    assert main(["finetune", str(tmp_path / "r.yaml"), "--resume", "--quiet"]) == 0, capsys.readouterr().err
+    code = main(["finetune", str(tmp_path / "r.yaml"), "--resume", "--quiet", "--set", "train.swa_lr=0.5"])
+    assert code == 2 and "train.swa_lr: 0.001 -> 0.5" in capsys.readouterr().err  # a real change still counts
+
+
+def test_only_keys_whose_default_is_the_old_behaviour_are_filled_in():
+    import dataclasses
+
+    from sparseft.recipe import recipe_differences, with_defaults
+
+    current = {"train": dataclasses.asdict(TrainSection(lr=0.01))}
+    added = ("amsgrad", "eval_interval", "keep_checkpoints", "swa", "start_swa", "swa_lr", "swa_forces_weight")
+    saved = {"train": {k: v for k, v in current["train"].items() if k not in added}}  # before those existed
+    assert recipe_differences(with_defaults(saved), current) == ["train.amsgrad: '(absent)' -> True"]
