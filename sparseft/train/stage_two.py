@@ -54,14 +54,15 @@ def weights(config, stage_one: dict) -> dict:
     return out
 
 
-def start(state, config, log) -> None:
-    """Enter stage two at this epoch boundary: record where, and restart best-epoch selection."""
+def start(state, config, log, loss_weights: dict) -> None:
+    """Enter stage two at this epoch boundary (``loss_weights``: :func:`weights`, for the log):
+    record where, and restart best-epoch selection."""
     patience_out = state.epoch < start_epoch(config)
     state.stage_two_epoch, state.stage_two_step = state.epoch, state.step
     state.best_valid, state.best_epoch, state.best_guarded, state.bad_epochs = math.inf, -1, False, 0
     reason = "patience ran out in stage one: starting stage two" if patience_out else "stage two"
     log(
         f"{reason} from epoch {state.epoch + 1} (step {state.step}, train.swa as mace_run_train --swa): lr "
-        f"{config.swa_lr:g}, loss weights energy {config.swa_energy_weight:g} forces {config.swa_forces_weight:g} "
-        f"stress {config.swa_stress_weight:g}; the best epoch is chosen among stage-two epochs"
+        f"{config.swa_lr:g}, loss weights energy {loss_weights['energy']:g} forces {loss_weights['forces']:g} "
+        f"stress {loss_weights['stress']:g}; the best epoch is chosen among stage-two epochs"
     )

@@ -303,11 +303,11 @@ class Trainer:
 
     def _enter_stage(self, state: TrainState) -> None:
         """At an epoch boundary, start stage two when it is due; the loss weights follow the state."""
-        if state.step_in_epoch == 0 and stage_two.due(self.config, state):
-            stage_two.start(state, self.config, self.log)
+        second = stage_two.weights(self.config, self.stage_one_weights) if self.config.swa else None
+        if second is not None and state.step_in_epoch == 0 and stage_two.due(self.config, state):
+            stage_two.start(state, self.config, self.log, second)
             self.best_params = None  # the result is a stage-two epoch (mace's _swa checkpoint)
-        in_two = state.stage_two_step is not None
-        self.weights = stage_two.weights(self.config, self.stage_one_weights) if in_two else self.stage_one_weights
+        self.weights = second if second is not None and state.stage_two_step is not None else self.stage_one_weights
 
     def _maybe_fix_support(self, state: TrainState):
         if self.fixed_up_front and not state.support_fixed:
