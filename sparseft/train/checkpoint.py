@@ -12,10 +12,10 @@ beyond ``train.keep_checkpoints`` (default 1: the newest alone; null: all) are d
 Resuming takes the checkpoint ``LATEST`` names when it is complete (its ``state.json`` parses
 and the tensors match their recorded sha256), else the newest complete one found, and deletes
 temporary and damaged folders and any newer than the one it resumes. Holds the trainable
-values, the fixed supports of prunable parts (masks, or the positions a compacted part holds), optimiser moments,
-EMA shadow, best values, E0 buffers and the :class:`TrainState`; no pickle. A run resumed
-from it continues exactly where the checkpoint was taken (data order is a pure function of
-seed and epoch).
+values, the fixed supports of prunable parts (masks, or the positions a compacted part holds),
+optimiser moments, EMA shadow, best values, E0 buffers and the :class:`TrainState`; no pickle.
+A run resumed from it continues exactly where the checkpoint was taken (data order is a pure
+function of seed and epoch).
 """
 
 from __future__ import annotations
@@ -164,13 +164,11 @@ def remove_stale(output: Path, keep: Path | None = None, count: int | None = 1) 
 
 def _older(root: Path, newest: Path, count: int | None, verify: bool) -> list[Path]:
     """The ``count - 1`` newest checkpoint folders older than ``newest`` (all with ``count`` None)."""
-    if count == 1 or _order(newest) is None:
+    limit = _order(newest)
+    if count == 1 or limit is None:
         return []
-    older = sorted(
-        (p for p in root.glob("step-*") if (_order(p) or _order(newest)) < _order(newest) and p.is_dir()),
-        key=_order,
-    )
-    older = [p for p in older if not verify or _complete(p)]
+    ordered = [(order, p) for p in root.glob("step-*") if (order := _order(p)) is not None and p.is_dir()]
+    older = [p for order, p in sorted(ordered) if order < limit and (not verify or _complete(p))]
     return older if count is None else older[-(count - 1) :]
 
 
