@@ -34,6 +34,15 @@ DIRECT = {
     "clip_grad": ("train", "clip_grad"),
     "patience": ("train", "patience"),
     "seed": ("train", "seed"),
+    "eval_interval": ("train", "eval_interval"),
+}
+# stage two (--swa, alias --stage_two): copied only with --swa, mace's defaults included
+STAGE_TWO = {
+    "start_swa": "start_swa",
+    "swa_lr": "swa_lr",
+    "swa_energy_weight": "swa_energy_weight",
+    "swa_forces_weight": "swa_forces_weight",
+    "swa_stress_weight": "swa_stress_weight",
 }
 # handled below (not copied one-to-one)
 SPECIAL = {
@@ -55,6 +64,9 @@ SPECIAL = {
     "config",
     "pt_train_file",
     "multiheads_finetuning",
+    "swa",
+    "keep_checkpoints",
+    "save_all_checkpoints",
 }
 # the architecture comes from the foundation model, and bookkeeping has no sparseft effect
 IGNORED_WITH_FOUNDATION = {
@@ -98,11 +110,8 @@ NO_EFFECT = {
     "downloads_dir",
     "log_level",
     "error_table",
-    "eval_interval",
     "save_cpu",
     "restart_latest",
-    "keep_checkpoints",
-    "save_all_checkpoints",
     "num_workers",
     "pin_memory",
     "wandb",
@@ -177,6 +186,13 @@ def _train_section(args, notes: list[str]) -> dict:
         notes.append(f"scheduler={scheduler}: not in sparseft; cosine used")
     if getattr(args, "ema", False):
         train["ema_decay"] = float(args.ema_decay)
+    if getattr(args, "keep_checkpoints", False) or getattr(args, "save_all_checkpoints", False):
+        train["keep_checkpoints"] = None  # mace keeps every checkpoint it writes
+    if getattr(args, "swa", False):
+        train["swa"] = True
+        for name, key in STAGE_TWO.items():
+            if getattr(args, name, None) is not None:
+                train[key] = getattr(args, name)
     return train
 
 
@@ -223,14 +239,18 @@ def convert(argv: list[str]) -> tuple[dict, list[str]]:
     loss = getattr(args, "loss", "weighted")
     if loss in ("weighted", "ef"):  # mace's energy + forces loss: stress does not train
         recipe["train"]["stress_weight"] = 0.0
+        if "swa_stress_weight" in recipe["train"]:
+            recipe["train"]["swa_stress_weight"] = 0.0  # not in stage two either
     if loss not in ("weighted", "ef", "stress", "virials", "universal"):
         notes.append(f"loss={loss}: sparseft trains weighted energy/forces/stress MSE")
     elif loss == "universal":
         notes.append("loss=universal: sparseft's loss is plain weighted MSE (no Huber/conditional terms)")
     recipe["output"]["directory"] = f"{getattr(args, 'name', None) or 'mace'}-sparseft"
-    handled = set(DIRECT) | SPECIAL
+    handled = set(DIRECT) | SPECIAL | (set(STAGE_TWO) if getattr(args, "swa", False) else set())
     for name in sorted(given - handled):
-        if name in IGNORED_WITH_FOUNDATION:
+        if name in STAGE_TWO:
+            notes.append(f"{name}: ignored without --swa (as by mace_run_train)")
+        elif name in IGNORED_WITH_FOUNDATION:
             notes.append(f"{name}: ignored; the architecture comes from the foundation model")
         elif name not in NO_EFFECT:
             notes.append(f"{name}={getattr(args, name)!r}: no sparseft equivalent")

@@ -518,7 +518,7 @@ def _start(out_dir: Path, trainer: Trainer, recipe: Recipe, *, resume: bool, cha
     ddp.barrier(dist)  # every rank has read the checkpoint before rank 0 tidies the folder
     if not main:
         return state
-    remove_stale(out_dir)
+    remove_stale(out_dir, count=recipe.train.keep_checkpoints)
     remove_temporary(out_dir)
     if changes:
         state.done = trainer.finished(state)  # e.g. more epochs for a finished run

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from .files import TEMP_PATTERNS, check_writable, write_text_atomically
-from .recipe import Recipe, RecipeError, recipe_differences, save_recipe
+from .recipe import Recipe, RecipeError, recipe_differences, save_recipe, with_defaults
 from .train.checkpoint import CHECKPOINT_DIR, find_checkpoint
 
 RECIPE_FILE = "recipe.yaml"
@@ -95,7 +95,7 @@ def check_resumed_recipe(directory: Path, recipe: Recipe, *, accept: bool) -> li
             f"--resume: cannot read {saved_path} ({exc}); the run's recipe is needed to check that the resumed "
             "run is the same"
         ) from exc
-    changes = recipe_differences(saved, recipe.to_dict())
+    changes = recipe_differences(with_defaults(saved) if isinstance(saved, dict) else saved, recipe.to_dict())
     if changes and not accept:
         raise RecipeError(
             f"--resume: the recipe differs from {saved_path}, the recipe this run started with: "

@@ -22,6 +22,13 @@ def _save(fig, path: Path):
     write_file_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
 
 
+def validated_points(history: list[dict], key: str, scale: float = 1.0) -> tuple[list, list]:
+    """``(epochs, values)`` of the epochs that have ``key`` (with ``train.eval_interval`` > 1 the
+    others were not validated: joined, not left as gaps that hide isolated points)."""
+    rows = [r for r in history if r.get(key) is not None]
+    return [r["epoch"] for r in rows], [r[key] * scale for r in rows]
+
+
 def learning_curves(history: list[dict], path: Path, support_fixed_epoch: float | None = None) -> None:
     """Loss, validation errors and density per epoch (integer ticks); a dotted line marks the
     step where a sparse fine-tune fixed its support."""
@@ -35,21 +42,19 @@ def learning_curves(history: list[dict], path: Path, support_fixed_epoch: float 
     fig, axes = plt.subplots(1, 3 + bool(magmom_keys), figsize=(13 + 4 * bool(magmom_keys), 3.6))
     axes[0].plot(epochs, [r["train_loss"] for r in history], label="train")
     if any(r["valid_loss"] is not None for r in history):
-        axes[0].plot(epochs, [r["valid_loss"] for r in history], label="valid")
+        axes[0].plot(*validated_points(history, "valid_loss"), label="valid")
     axes[0].set_yscale("log")
     axes[0].set(xlabel="epoch", ylabel="loss", title="loss")
     axes[0].legend()
     for key in force_keys:
-        forces = [r[key] for r in history]
-        if any(f is not None for f in forces):
+        if any(r[key] is not None for r in history):
             head = key[len("valid_") :].rpartition(".")[0] or "foundation"
-            axes[1].plot(epochs, [f * 1000 if f is not None else np.nan for f in forces], label=head)
+            axes[1].plot(*validated_points(history, key, 1000.0), label=head)
     axes[1].set(xlabel="epoch", ylabel="meV/Å", title="validation force MAE")
     if len(force_keys) > 1:
         axes[1].legend()
     for key in magmom_keys:
-        values = [r[key] if r[key] is not None else np.nan for r in history]
-        axes[3].plot(epochs, values, label=key[len("valid_") :].rpartition(".")[0])
+        axes[3].plot(*validated_points(history, key), label=key[len("valid_") :].rpartition(".")[0])
         axes[3].set(xlabel="epoch", ylabel="μB", title="validation magnetic-moment MAE")
         axes[3].legend()
     axes[2].plot(epochs, [r["density"] for r in history])

@@ -102,6 +102,16 @@ class TrainSection:
     # best epoch: one no worse than zero-shot on validation energy and force MAE wins over any that is
     zero_shot_guard: bool = True
     seed: int = field(default=0, metadata=ranged(ge=0))
+    # validation after epochs 1, 1 + n, 1 + 2n, ... (mace's --eval_interval) and after the last
+    eval_interval: int = field(default=1, metadata=ranged(ge=1))
+    keep_checkpoints: typing.Optional[int] = field(default=1, metadata=ranged(ge=1))  # the newest ones; null: all
+    # stage two (mace_run_train's --swa): from epoch start_swa on, swa_lr and the swa_* loss weights
+    swa: bool = False
+    start_swa: typing.Optional[int] = field(default=None, metadata=ranged(ge=1))  # null: max(1, epochs // 4 * 3)
+    swa_lr: float = field(default=1e-3, metadata=ranged(gt=0))
+    swa_energy_weight: float = field(default=1000.0, metadata=ranged(ge=0))
+    swa_forces_weight: float = field(default=100.0, metadata=ranged(ge=0))
+    swa_stress_weight: float = field(default=10.0, metadata=ranged(ge=0))
 
 
 @dataclass
@@ -280,6 +290,7 @@ def _validate(recipe: Recipe) -> None:
             ReplayConfig.from_dict(recipe.data.replay)
         except (ValueError, TypeError) as exc:
             raise RecipeError(str(exc)) from exc
+    _validate_stage_two(recipe.train)
     d = recipe.data
     if d.valid_fraction + d.test_fraction >= 1:
         raise RecipeError(
@@ -294,6 +305,20 @@ def _validate(recipe: Recipe) -> None:
             raise RecipeError(
                 f"data.config_type_weights: expected {{config_type: weight >= 0}}, got {key!r}: {value!r}"
             )
+
+
+def _validate_stage_two(train: TrainSection) -> None:
+    """Stage two (``train.swa``) must start before the last epoch (mace_run_train would warn and skip it)."""
+    if not train.swa:
+        return
+    from .train.stage_two import start_epoch
+
+    if train.start_swa is None and train.epochs < 2:
+        raise RecipeError(f"train.swa: stage two needs train.epochs >= 2, got {train.epochs}")
+    if start_epoch(train) >= train.epochs:
+        raise RecipeError(
+            f"train.start_swa: must be < train.epochs ({train.epochs}) for stage two to run, got {train.start_swa}"
+        )
 
 
 def _override(item) -> tuple[str, str]:
@@ -432,6 +457,35 @@ def recipe_differences(saved, current, where: str = "") -> list[str]:
     if isinstance(saved, list) and isinstance(current, list) and len(saved) == len(current):
         return [d for i, (a, b) in enumerate(zip(saved, current)) for d in recipe_differences(a, b, f"{where}[{i}]")]
     return [] if saved == current else [f"{where}: {_short(saved)} -> {_short(current)}"]
+
+
+# keys added after runs could be saved, whose default is what those runs did: absent from a saved
+# recipe.yaml they mean their default (not so for e.g. train.amsgrad: earlier runs used plain Adam)
+ADDED_WITH_OLD_BEHAVIOUR = {
+    "train": (
+        "eval_interval",
+        "keep_checkpoints",
+        "swa",
+        "start_swa",
+        "swa_lr",
+        "swa_energy_weight",
+        "swa_forces_weight",
+        "swa_stress_weight",
+    ),
+}
+
+
+def with_defaults(saved: dict) -> dict:
+    """``saved`` (a run's ``recipe.yaml``) with the keys of :data:`ADDED_WITH_OLD_BEHAVIOUR` it
+    lacks at their defaults, so resuming a run saved before they existed is no recipe change."""
+    out = dict(saved)
+    classes = {"base": BaseSection, "data": DataSection, "train": TrainSection, "output": OutputSection}
+    for name, keys in ADDED_WITH_OLD_BEHAVIOUR.items():
+        section = out.get(name)
+        if isinstance(section, dict):
+            defaults = dataclasses.asdict(classes[name]())
+            out[name] = {**section, **{k: defaults[k] for k in keys if k not in section}}
+    return out
 
 
 def _short(value) -> str:

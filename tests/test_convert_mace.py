@@ -3,11 +3,12 @@ loads, with what could not be mapped said."""
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from sparseft.cli import main
 from sparseft.convert_mace import convert
-from sparseft.recipe import load_recipe
+from sparseft.recipe import RecipeError, load_recipe, recipe_from_dict
 
 CONFIG = """
 name: cu_ft
@@ -53,7 +54,7 @@ def test_config_file_and_arguments_become_a_recipe(tmp_path, capsys):
         == 0
     )
     err = capsys.readouterr().err
-    assert "not mapped: swa=True: no sparseft equivalent" in err
+    assert "swa" not in err  # stage two maps (train.swa)
     assert "not mapped: hidden_irreps: ignored; the architecture comes from the foundation model" in err
     assert "not mapped: scheduler=ExponentialLR" in err and "--not_an_option: not a mace_run_train argument" in err
     assert "multiheads_finetuning" in err
@@ -68,6 +69,37 @@ def test_config_file_and_arguments_become_a_recipe(tmp_path, capsys):
     assert (t.lr, t.epochs, t.batch_size, t.forces_weight, t.ema_decay, t.seed) == (0.001, 50, 4, 50.0, 0.99, 7)
     assert t.stress_weight == 0.0  # mace's default loss (weighted) trains energy and forces only
     assert recipe.output.directory.endswith("cu_ft-sparseft")
+    assert t.swa and t.start_swa is None and t.swa_lr == 1e-3  # mace's defaults
+    assert (t.swa_energy_weight, t.swa_forces_weight, t.swa_stress_weight) == (1000.0, 100.0, 0.0)  # no stress loss
+
+
+def test_stage_two_eval_interval_and_checkpoints_map():
+    """mace's --swa (alias --stage_two) and friends, --eval_interval and --keep_checkpoints become
+    train keys, with nothing reported as unmapped."""
+    argv = ["--foundation_model", "m.model", "--train_file", "t.xyz", "--max_num_epochs", "40", "--loss", "stress"]
+    argv += ["--stage_two", "--start_swa", "30", "--swa_lr", "1e-4", "--swa_energy_weight", "500"]
+    argv += ["--swa_forces_weight", "20", "--swa_stress_weight", "2", "--eval_interval", "5", "--keep_checkpoints"]
+    recipe, notes = convert(argv)
+    train = recipe["train"]
+    assert train["swa"] is True and (train["start_swa"], train["swa_lr"]) == (30, 1e-4)
+    assert (train["swa_energy_weight"], train["swa_forces_weight"], train["swa_stress_weight"]) == (500.0, 20.0, 2.0)
+    assert train["eval_interval"] == 5 and train["keep_checkpoints"] is None  # mace keeps all of them
+    assert not [n for n in notes if "swa" in n or "eval_interval" in n or "checkpoints" in n], notes
+    recipe_from_dict(recipe)  # a valid recipe
+
+
+def test_without_swa_no_stage_two_keys_are_written():
+    recipe, notes = convert(["--foundation_model", "m.model", "--train_file", "t.xyz", "--save_all_checkpoints"])
+    assert not any(key.startswith("swa") or key == "start_swa" for key in recipe["train"])
+    assert recipe["train"]["keep_checkpoints"] is None and recipe["train"]["eval_interval"] == 1  # mace's default
+    recipe, notes = convert(["--train_file", "t.xyz", "--swa_lr", "1e-4"])
+    assert "swa_lr" not in recipe["train"] and "swa_lr: ignored without --swa (as by mace_run_train)" in notes
+
+
+def test_stage_two_that_never_starts_is_said():
+    recipe, notes = convert(["--train_file", "t.xyz", "--max_num_epochs", "10", "--swa", "--start_swa", "10"])
+    with pytest.raises(RecipeError, match="train.start_swa: must be < train.epochs"):
+        recipe_from_dict(recipe)
 
 
 def test_defaults_are_mace_defaults_and_freeze_is_explained():

@@ -8,13 +8,14 @@ Layout under the output directory::
 
 A new checkpoint is written into a temporary folder, renamed to its own numbered name, and
 only then does ``LATEST`` point to it (one atomic rename of a small file); older checkpoints
-are deleted last. Resuming takes the checkpoint ``LATEST`` names when it is complete (its
-``state.json`` parses and the tensors match their recorded sha256), else the newest complete
-one found, and deletes temporary and damaged folders. Holds the trainable values, the fixed
-supports of prunable parts (masks, or the positions a compacted part holds), optimiser moments,
-EMA shadow, best values, E0 buffers and the :class:`TrainState`; no pickle. A run resumed
-from it continues exactly where the checkpoint was taken (data order is a pure function of
-seed and epoch).
+beyond ``train.keep_checkpoints`` (default 1: the newest alone; null: all) are deleted last.
+Resuming takes the checkpoint ``LATEST`` names when it is complete (its ``state.json`` parses
+and the tensors match their recorded sha256), else the newest complete one found, and deletes
+temporary and damaged folders and any newer than the one it resumes. Holds the trainable
+values, the fixed supports of prunable parts (masks, or the positions a compacted part holds),
+optimiser moments, EMA shadow, best values, E0 buffers and the :class:`TrainState`; no pickle.
+A run resumed from it continues exactly where the checkpoint was taken (data order is a pure
+function of seed and epoch).
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def save_checkpoint(output: Path, trainer: Trainer, state: TrainState) -> Path:
         _fsync(root)
     except Exception as exc:
         raise os_error(exc, root) from exc
-    remove_stale(output, keep=final)
+    remove_stale(output, keep=final, count=getattr(trainer.config, "keep_checkpoints", 1))
     return final
 
 
@@ -141,15 +142,17 @@ def find_checkpoint(output: Path) -> Path | None:
     return max(found)[-1] if found else None
 
 
-def remove_stale(output: Path, keep: Path | None = None) -> None:
-    """Delete temporary, damaged and older checkpoint folders (all but ``keep``, default: the
-    one :func:`find_checkpoint` picks)."""
+def remove_stale(output: Path, keep: Path | None = None, count: int | None = 1) -> None:
+    """Delete temporary and damaged checkpoint folders, those newer than ``keep`` (default: the
+    one :func:`find_checkpoint` picks) and all but the ``count`` newest up to ``keep`` (None: none)."""
     root = Path(output) / CHECKPOINT_DIR
     if not root.is_dir():
         return
+    verify = keep is None  # resuming: older folders are checked (a fresh save just wrote its own)
     keep = keep or find_checkpoint(output)
+    kept = {keep} | set(_older(root, keep, count, verify)) if keep is not None else set()
     for entry in root.iterdir():
-        if entry.name == POINTER or (keep is not None and entry == keep):
+        if entry.name == POINTER or entry in kept:
             continue
         if entry.is_dir():
             shutil.rmtree(entry, ignore_errors=True)
@@ -157,6 +160,22 @@ def remove_stale(output: Path, keep: Path | None = None) -> None:
             entry.unlink(missing_ok=True)
     if keep is not None and not (root / POINTER).is_file():
         (root / POINTER).write_text(keep.name + "\n")
+
+
+def _older(root: Path, newest: Path, count: int | None, verify: bool) -> list[Path]:
+    """The ``count - 1`` newest checkpoint folders older than ``newest`` (all with ``count`` None)."""
+    limit = _order(newest)
+    if count == 1 or limit is None:
+        return []
+    ordered = [(order, p) for p in root.glob("step-*") if (order := _order(p)) is not None and p.is_dir()]
+    older = [p for order, p in sorted(ordered) if order < limit and (not verify or _complete(p))]
+    return older if count is None else older[-(count - 1) :]
+
+
+def _order(folder: Path) -> tuple[int, int] | None:
+    """``step-000000120-1`` -> ``(120, 1)``; None for other names."""
+    _, step, k = (folder.name.split("-") + ["", ""])[:3]
+    return (int(step), int(k)) if step.isdigit() and k.isdigit() else None
 
 
 def has_checkpoint(output: Path) -> bool:

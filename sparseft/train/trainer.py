@@ -16,6 +16,7 @@ from ..core.graph import collate, loader, to_device
 from ..heads import HeadedModel, split_heads
 from ..model import AdaptedModel
 from . import distributed as ddp
+from . import eval_schedule, stage_two
 from .losses import ErrorAccumulator, loss_sums, loss_terms, normalised, total_loss
 
 
@@ -39,6 +40,8 @@ class TrainState:
     history: list = field(default_factory=list)
     done: bool = False
     interrupted: bool = False
+    stage_two_epoch: int | None = None  # epoch index where stage two (train.swa) started; None: not (yet)
+    stage_two_step: int | None = None  # the step it started at
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -139,9 +142,11 @@ class Trainer:
                 "stress": config.stress_weight if compute_stress else 0.0,
             }
         )
+        self.stage_one_weights = self.weights
         self.steps_per_epoch = max(1, math.ceil(len(train_data) / config.batch_size))
         total = config.epochs * self.steps_per_epoch
         self.total_steps = min(total, config.max_steps) if config.max_steps else total
+        stage_two.check_budget(config, self.steps_per_epoch, self.total_steps)
         self.sparse = SparseSchedule(self.adapted, self.total_steps, config.target_density, config.retrain_fraction)
         self.fixed_up_front = self._prepare_sparse()
         self.fix_at_step = None if self.fixed_up_front else self.sparse.fix_at_step
@@ -203,6 +208,8 @@ class Trainer:
     # --- schedules
     def lr_at(self, step: int, state: TrainState) -> float:
         c = self.config
+        if state.stage_two_step is not None and step >= state.stage_two_step:
+            return c.swa_lr
         warm = c.warmup_epochs * self.steps_per_epoch
         if warm and step < warm:
             return c.lr * (step + 1) / warm
@@ -269,6 +276,9 @@ class Trainer:
     def fit(self, state: TrainState | None = None, on_epoch_end=None, on_interrupt=None) -> TrainState:
         """Train until the epoch/step budget, early stopping, or Ctrl-C (then ``on_interrupt(state)``)."""
         state = state or TrainState()
+        self._enter_stage(state)
+        if eval_schedule.describe(self.config):
+            self.log(eval_schedule.describe(self.config))
         if self.config.zero_shot_guard and self.valid_data and state.epoch == 0 and not state.zero_shot:
             self.model.eval()  # still the base: every delta is zero before the first step
             valid = self.evaluate(self.valid_data)
@@ -290,6 +300,14 @@ class Trainer:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
         return state
+
+    def _enter_stage(self, state: TrainState) -> None:
+        """At an epoch boundary, start stage two when it is due; the loss weights follow the state."""
+        second = stage_two.weights(self.config, self.stage_one_weights) if self.config.swa else None
+        if second is not None and state.step_in_epoch == 0 and stage_two.due(self.config, state):
+            stage_two.start(state, self.config, self.log, second)
+            self.best_params = None  # the result is a stage-two epoch (mace's _swa checkpoint)
+        self.weights = second if second is not None and state.stage_two_step is not None else self.stage_one_weights
 
     def _maybe_fix_support(self, state: TrainState):
         if self.fixed_up_front and not state.support_fixed:
@@ -340,6 +358,7 @@ class Trainer:
         from tqdm import tqdm
 
         start = time.perf_counter()
+        self._enter_stage(state)
         epoch = state.epoch
         batches = ddp.global_batches(
             len(self.train_data), self.config.batch_size, shuffle=True, seed=self.config.seed * 100_003 + epoch
@@ -384,7 +403,8 @@ class Trainer:
                 f"epoch {epoch + 1}: the training loss is {sums['loss']}; lower train.lr or check the data"
             )
         self.model.eval()
-        valid = self.evaluate(self.valid_data)
+        validated = eval_schedule.validates(self.config, epoch + 1, self.budget_done(epoch + 1, state.step))
+        valid = self.evaluate(self.valid_data) if validated else {}
         density = self.adapted.density()
         row = {
             "epoch": epoch + 1,
@@ -404,7 +424,7 @@ class Trainer:
         state.epoch = epoch + 1
         state.step_in_epoch = 0
         state.epoch_sums = {}
-        self._after_epoch(state, valid)
+        self._after_epoch(state, valid, validated)
         self.log(_summary(row, self.config.epochs))
 
     def _local_batch(self, indices: list[int]):
@@ -466,8 +486,11 @@ class Trainer:
         names = [self.frame_names[int(k)] for k in index.reshape(-1).tolist()]
         return "frames " + ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
 
-    def _after_epoch(self, state: TrainState, valid: dict):
+    def _after_epoch(self, state: TrainState, valid: dict, validated: bool = True):
         c = self.config
+        if not validated:  # train.eval_interval: nothing to compare
+            state.done = self.finished(state)
+            return
         metric = valid.get("loss", state.history[-1]["train_loss"])
         if c.scheduler == "plateau":
             if metric < state.plateau_best * (1 - 1e-4):
@@ -490,14 +513,20 @@ class Trainer:
         elif eligible:
             state.bad_epochs += 1
         state.done = self.finished(state)
-        if state.done and c.patience is not None and state.bad_epochs > c.patience:
-            self.log(f"early stopping: no validation improvement for {state.bad_epochs} epochs")
+        if state.done and not self.budget_done(state.epoch, state.step):
+            self.log(f"early stopping: no validation improvement for {state.bad_epochs} validated epochs")
+
+    def budget_done(self, epoch: int, step: int) -> bool:
+        """Whether ``epoch`` completed epochs or ``step`` steps spend the budget."""
+        c = self.config
+        return epoch >= c.epochs or (c.max_steps is not None and step >= c.max_steps)
 
     def finished(self, state: TrainState) -> bool:
-        """Whether training is over: the epoch or step budget is spent, or patience ran out."""
+        """Whether training is over: the epoch or step budget is spent, or patience ran out (with
+        ``train.swa``, in stage two: in stage one it starts stage two)."""
         c = self.config
-        budget_done = state.epoch >= c.epochs or (c.max_steps is not None and state.step >= c.max_steps)
-        return budget_done or (c.patience is not None and state.bad_epochs > c.patience)
+        patience_out = c.patience is not None and state.bad_epochs > c.patience
+        return self.budget_done(state.epoch, state.step) or (patience_out and not stage_two.due(c, state))
 
     def snapshot(self) -> list[torch.Tensor]:
         """Copies of the trainable values as used for evaluation (EMA values when enabled)."""
