@@ -1,0 +1,99 @@
+"""Data that trains, but maybe not as the user meant: what sparseft says (issue 21, items 3-5).
+
+The errors are in the bad-input corpus (``tests/bad_input_corpus.py``); these are the notes and
+warnings, and what stays allowed.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import ase
+import ase.io
+import pytest
+
+from sparseft._compat import torch
+from sparseft.finetune import load_splits, run
+from sparseft.recipe import recipe_from_dict
+from sparseft.testing.tiny import tiny_mace
+
+from .finetune_data import emt_frames
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "tiny.model"
+    torch.save(tiny_mace(atomic_numbers=(29, 79), r_max=4.5), path)
+    return path
+
+
+def _recipe(tmp_path, frames, model="tiny.model", **data):
+    ase.io.write(tmp_path / "d.xyz", frames, format="extxyz")
+    return recipe_from_dict(
+        {
+            "base": {"model": str(model)},
+            "data": {"train": str(tmp_path / "d.xyz"), "valid_fraction": 0.25, **data},
+            "adapters": [{"method": "sparse"}],
+            "train": {"epochs": 1, "batch_size": 4},
+            "output": {"directory": str(tmp_path / "out")},
+        }
+    )
+
+
+def _splits(tmp_path, frames, **data):
+    lines = []
+    return load_splits(_recipe(tmp_path, frames, **data), [29, 79], log=lines.append), lines
+
+
+def _run(tmp_path, model, frames, **data) -> list[str]:
+    """The lines a one-epoch fine-tune logs."""
+    lines = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run(_recipe(tmp_path, frames, model, **data), log=lines.append)
+    return lines
+
+
+def test_a_default_energy_key_absent_everywhere_trains_forces_alone_and_says_so(tmp_path, model):
+    frames = emt_frames(8)
+    for atoms in frames:
+        del atoms.info["REF_energy"]
+    lines = _run(tmp_path, model, frames)
+    notes = [line for line in lines if "REF_energy" in line]
+    assert len(notes) == 1 and "d.xyz: no frame has an energy" in notes[0] and "forces alone" in notes[0], lines
+
+
+def test_a_key_missing_in_some_frames_only_is_allowed_silently(tmp_path):
+    frames = emt_frames(8)
+    for atoms in frames:
+        atoms.info["DFT_energy"] = atoms.info.pop("REF_energy")
+    del frames[3].info["DFT_energy"]
+    splits, lines = _splits(tmp_path, frames, energy_key="DFT_energy")
+    assert sum("DFT_energy" in a.info for k in ("train", "valid") for a in splits[k].atoms) == 7
+    assert not lines
+
+
+def test_a_set_key_filled_by_the_calculator_is_allowed(tmp_path):
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    frames = emt_frames(8)
+    for atoms in frames:
+        atoms.calc = SinglePointCalculator(atoms, energy=atoms.info.pop("REF_energy"))
+    splits, lines = _splits(tmp_path, frames, energy_key="DFT_energy")
+    assert all("DFT_energy" in a.info for a in splits["train"].atoms) and not lines
+
+
+@pytest.mark.parametrize("where", ["test", "evaluate"])
+def test_an_unlabelled_test_or_evaluate_file_is_a_warning_naming_it(tmp_path, model, where):
+    unlabelled = emt_frames(3)
+    for atoms in unlabelled:
+        atoms.info.clear()
+        del atoms.arrays["REF_forces"]
+    ase.io.write(tmp_path / "u.xyz", unlabelled, format="extxyz")
+    value = {"extra": str(tmp_path / "u.xyz")} if where == "evaluate" else str(tmp_path / "u.xyz")
+    lines = _run(tmp_path, model, emt_frames(8), **{where: value})
+    name = "data.evaluate.extra" if where == "evaluate" else "data.test"
+    said = [line for line in lines if "u.xyz" in line]
+    assert len(said) == 1 and said[0].startswith(f"WARNING: {name}: {tmp_path / 'u.xyz'}: no frame carries a label"), (
+        lines
+    )
