@@ -26,8 +26,8 @@ from .fingerprint import fingerprint
 from .heads import HeadedModel, split_heads
 from .heads import setup as head_setup
 from .io import save_adapter
-from .isolated import ISOLATED_KEY, e0s_option, without_isolated
-from .label_check import check_evaluation_sets, check_keys
+from .isolated import ISOLATED_KEY, e0s_option, single_atom_warning, without_isolated
+from .label_check import check_evaluation_sets, check_keys, check_placement
 from .loading import HeadNotFoundError, ModelLoadError, load_base_model
 from .model import reachable, wrap_extended
 from .outputs import RECIPE_CHANGES, check_output, check_resumed_recipe, clear_outputs, record_changes, remove_temporary
@@ -119,24 +119,38 @@ def load_splits(recipe: Recipe, zs: list[int], log=None) -> dict[str, Frames]:
             raw = read_frames(_embedded_path(value))
             frames = attach_labels(raw, keys, use_calculator=d.calculator_labels == "foundation", extra=extra)
             validate(frames, zs, keys, extra=extra)
-            train = where.startswith("train")
-            check_keys(raw, frames, foundation_set + (head_sets if train else []), train=train, log=log)
-            return frames
+            check_placement(frames, foundation_set + head_sets)
         except DataError as exc:
             raise DataError(f"data.{where}: {exc}") from exc
+        warning = single_atom_warning(f"data.{where}", frames, d.E0s, where.startswith("train"))
+        if warning:
+            log(warning)
+        return raw, frames
 
     def read(where, value):
         if not value:
             return None
         if not isinstance(value, list):
-            return read_one(where, value)
-        parts = [read_one(f"{where}[{i}]", v) for i, v in enumerate(value)]  # e.g. new data + replay data
-        return Frames(
-            " + ".join(p.path for p in parts),
-            [a for p in parts for a in p.atoms],
-            [i for p in parts for i in p.indices],
-            [p.path for p in parts for _ in p.atoms],
-        )
+            raw, frames = read_one(where, value)
+            raw = raw.atoms
+        else:
+            read_parts = [read_one(f"{where}[{i}]", v) for i, v in enumerate(value)]  # e.g. new data + replay data
+            raw = [a for r, _ in read_parts for a in r.atoms]
+            parts = [p for _, p in read_parts]
+            frames = Frames(
+                " + ".join(p.path for p in parts),
+                [a for p in parts for a in p.atoms],
+                [i for p in parts for i in p.indices],
+                [p.path for p in parts for _ in p.atoms],
+            )
+        train = where == "train"  # a key need only be in one file of a list (new data + replay)
+        try:
+            notes = check_keys(raw, frames, foundation_set + (head_sets if train else []), train=train)
+        except DataError as exc:
+            raise DataError(f"data.{where}: {exc}") from exc
+        for note in notes:
+            log(f"note: data.{where}: {note}")
+        return frames
 
     train, valid, test = (read(name, getattr(d, name)) for name in ("train", "valid", "test"))
     isolated = train  # mace's IsolatedAtom frames leave every set before the split (sparseft.isolated)

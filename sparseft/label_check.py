@@ -32,12 +32,18 @@ def _file_keys(raw_atoms: list) -> str:
     arrays = sorted({k for a in raw_atoms for k in a.arrays} - NOT_KEYS)
     calc = sorted({k for a in raw_atoms for k in (getattr(a.calc, "results", None) or {})})
     show = lambda keys: ", ".join(keys[:12]) + (" ..." if len(keys) > 12 else "") if keys else "none"  # noqa: E731
-    return f"the file has per-frame keys: {show(info)}; per-atom arrays: {show(arrays)}; ASE calculator values: {show(calc)}"
+    return f"the data has per-frame keys: {show(info)}; per-atom arrays: {show(arrays)}; ASE calculator values: {show(calc)}"
 
 
-def check_placement(frames, label_set, prefix: str) -> None:
+def check_placement(frames, label_sets: list) -> None:
     """Refuse a key naming a per-atom array where a per-frame value belongs (energy, stress,
-    virials, total moment) or a per-frame value where a per-atom array belongs (forces, moments)."""
+    virials, total moment) or a per-frame value where a per-atom array belongs (forces, moments),
+    for each ``(label set, recipe prefix)``."""
+    for label_set, prefix in label_sets:
+        _check_placement(frames, label_set, prefix)
+
+
+def _check_placement(frames, label_set, prefix: str) -> None:
     for name, key, where in label_set.slots():
         if key is None:
             continue
@@ -71,31 +77,30 @@ def absent_keys(frames, label_set) -> list[tuple[str, str, bool]]:
     return out
 
 
-def check_keys(raw, labelled, label_sets: list, *, train: bool = False, log=None) -> None:
-    """Check one file's frames (``raw`` as read, ``labelled`` with calculator values attached)
-    against each ``(label set, recipe prefix)``: placement errors, recipe-set keys found in no
-    frame; with ``train``, ``log`` notes a default energy or forces key the file lacks."""
-    log = log or (lambda _msg: None)
+def check_keys(raw_atoms: list, labelled, label_sets: list, *, train: bool = False) -> list[str]:
+    """Refuse a key of a ``(label set, recipe prefix)`` that the recipe set and no frame of
+    ``labelled`` (one file, or the files of one list) carries; ``raw_atoms`` (as read) give the
+    keys the error lists. Returns notes for the log: with ``train``, a default energy or forces
+    key that the frames lack while they have the other."""
+    notes = []
     for label_set, prefix in label_sets:
-        check_placement(labelled, label_set, prefix)
         absent = absent_keys(labelled, label_set)
         for name, key, default in absent:
             if not default:
                 raise DataError(
                     f"{labelled.path}: {prefix}{name} {key!r} is in no frame (nor an ASE calculator value); "
-                    f"{_file_keys(raw.atoms)}"
+                    f"{_file_keys(raw_atoms)}"
                 )
-        if train and prefix == "data.":
-            names = {name for name, _, _ in absent}
-            for name, other in (("energy_key", "forces"), ("forces_key", "energies")):
-                if name in names and {"energy_key", "forces_key"} - names:
-                    label = name.removesuffix("_key")
-                    key = dict((n, k) for n, k, _ in label_set.slots())[name]
-                    log(
-                        f"note: {labelled.path}: no frame has {'an energy' if label == 'energy' else 'forces'} "
-                        f"({key}, nor an ASE calculator value): the foundation head trains on its {other} alone, "
-                        "as mace_run_train would"
-                    )
+        names = {name for name, _, _ in absent}
+        if train and prefix == "data." and len(names & {"energy_key", "forces_key"}) == 1:
+            key = dict((n, k) for n, k, _ in label_set.slots())
+            label, other = ("an energy", "forces") if "energy_key" in names else ("forces", "energies")
+            missing = key["energy_key" if "energy_key" in names else "forces_key"]
+            notes.append(
+                f"{labelled.path}: no frame has {label} ({missing}, nor an ASE calculator value): the foundation "
+                f"head trains on its {other} alone, as mace_run_train would"
+            )
+    return notes
 
 
 def has_labels(frames, label_sets: list) -> bool:

@@ -97,3 +97,31 @@ def test_an_unlabelled_test_or_evaluate_file_is_a_warning_naming_it(tmp_path, mo
     assert len(said) == 1 and said[0].startswith(f"WARNING: {name}: {tmp_path / 'u.xyz'}: no frame carries a label"), (
         lines
     )
+
+
+def _single_atoms(tag: bool = False) -> list:
+    out = []
+    for symbol, energy in (("Cu", -0.1), ("Au", -0.2), ("Cu", -0.1)):
+        atoms = ase.Atoms(symbol, positions=[[0, 0, 0]])
+        atoms.info["REF_energy"] = energy
+        if tag:
+            atoms.info["config_type"] = "IsolatedAtom"
+        out.append(atoms)
+    return out
+
+
+@pytest.mark.parametrize("e0s", [None, "average"])
+def test_untagged_single_atom_frames_are_named_with_how_to_mark_them(tmp_path, model, e0s):
+    """Issue 21 item 4: single-atom frames without config_type=IsolatedAtom are trained on (and
+    enter an E0s fit) as in mace_run_train, but never silently."""
+    lines = _run(tmp_path, model, _single_atoms() + emt_frames(8), **({"E0s": e0s} if e0s else {}))
+    said = [line for line in lines if "single atom" in line]
+    assert len(said) == 1, lines
+    assert said[0].startswith(f"WARNING: data.train: {tmp_path / 'd.xyz'}: frames 0, 1, 2 are single atoms"), said
+    assert "config_type=IsolatedAtom" in said[0]
+    assert ("data.E0s: average" in said[0]) == (e0s == "average"), said
+
+
+def test_tagged_isolated_atoms_give_no_warning(tmp_path, model):
+    lines = _run(tmp_path, model, _single_atoms(tag=True) + emt_frames(8))
+    assert not [line for line in lines if "single atom" in line], lines
