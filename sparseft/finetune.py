@@ -104,9 +104,10 @@ def _as_list(value) -> list:
     return [] if not value else value if isinstance(value, list) else [value]
 
 
-def load_splits(recipe: Recipe, zs: list[int], log=None) -> dict[str, Frames]:
+def load_splits(recipe: Recipe, zs: list[int], log=None, cutoff: float | None = None) -> dict[str, Frames]:
     """Read, label and validate every data file, then split; all checks happen before training
-    (``log`` hears the notes and warnings of :mod:`sparseft.label_check`)."""
+    (``log`` hears the notes and warnings of :mod:`sparseft.label_check`; ``cutoff``: the
+    model's, to refuse frames whose neighbour list would explode)."""
     d = recipe.data
     log = log or (lambda _msg: None)
     keys = foundation_keys(recipe)
@@ -118,7 +119,7 @@ def load_splits(recipe: Recipe, zs: list[int], log=None) -> dict[str, Frames]:
         try:
             raw = read_frames(_embedded_path(value))
             frames = attach_labels(raw, keys, use_calculator=d.calculator_labels == "foundation", extra=extra)
-            validate(frames, zs, keys, extra=extra)
+            validate(frames, zs, keys, extra=extra, cutoff=cutoff)
             check_placement(frames, foundation_set + head_sets)
         except DataError as exc:
             raise DataError(f"data.{where}: {exc}") from exc
@@ -393,7 +394,7 @@ def _set_up(recipe: Recipe, log, device: str | None = None) -> Setup:
     """Data step: the base model, validated splits, E0s, the adapted model with its heads, datasets."""
     base = load_base(recipe, device)
     added = added_elements(recipe, base)
-    splits = load_splits(recipe, [int(z) for z in base.atomic_numbers] + added, log=log)
+    splits = load_splits(recipe, [int(z) for z in base.atomic_numbers] + added, log=log, cutoff=float(base.r_max))
     keys = foundation_keys(recipe)
     adapted, e0s = _adapt(recipe, base, splits, added, log)
     base = adapted.base  # with its element table extended when elements were added
