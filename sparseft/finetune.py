@@ -123,7 +123,8 @@ def load_splits(recipe: Recipe, zs: list[int], log=None, cutoff: float | None = 
             check_placement(frames, foundation_set + head_sets)
         except DataError as exc:
             raise DataError(f"data.{where}: {exc}") from exc
-        warning = single_atom_warning(f"data.{where}", frames, d.E0s, where.startswith("train"))
+        e0s = {"data.E0s": d.E0s, **{f"heads[{i}].E0s": getattr(h, "E0s", None) for i, h in enumerate(recipe.heads)}}
+        warning = single_atom_warning(f"data.{where}", frames, e0s, where.startswith("train"))
         if warning:
             log(warning)
         return raw, frames

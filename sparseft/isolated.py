@@ -40,15 +40,17 @@ def untagged_single_atoms(frames: Frames) -> str | None:
     return "; ".join(parts) or None
 
 
-def single_atom_warning(where: str, frames: Frames, e0s, train: bool) -> str | None:
-    """The warning for single-atom frames not tagged as IsolatedAtom (``where``: the recipe key):
-    mace_run_train trains on them (and fits E0s with them) as on any frame; say so and how to mark them."""
+def single_atom_warning(where: str, frames: Frames, e0s: dict, train: bool) -> str | None:
+    """The warning for single-atom frames not tagged as IsolatedAtom (``where``: the recipe key;
+    ``e0s``: recipe key -> E0s option, e.g. ``{"data.E0s": "average"}``): mace_run_train trains on
+    them (and fits E0s with them) as on any frame; say so and how to mark them."""
     names = untagged_single_atoms(frames)
     if names is None:
         return None
     use = "trained on as ordinary structures" if train else "evaluated as ordinary structures"
-    if train and e0s in ("average", "estimated"):
-        use += f" and enter the E0s fit of data.E0s: {e0s}"
+    fits = [f"{key}: {option}" for key, option in e0s.items() if option in ("average", "estimated")]
+    if train and fits:
+        use += f" and enter the E0s fit of {', '.join(fits)}"
     return (
         f"WARNING: {where}: {names} {'are single atoms' if ', ' in names else 'is a single atom'} without "
         f"config_type=IsolatedAtom: {use}, as in mace_run_train. If they are isolated-atom reference energies, "

@@ -1,7 +1,9 @@
 """The recipe's label keys checked against what a data file holds (issue 21).
 
-A key that no frame of a file carries (nor an ASE calculator value) is a misspelling when
-the recipe set it: an error listing the keys the file has. A default key (``REF_*``) may be
+A key the recipe set that no frame of a file carries (nor an ASE calculator value), while the
+file does carry other labels of the same head, is a misspelling: an error listing the keys the
+file has (a file with none of a head's labels is simply not that head's data, e.g. new data
+for a new head next to replay data for the foundation). A default key (``REF_*``) may be
 absent: the label is then not trained on, as in mace_run_train (a note says so when the
 training data lacks its energies or forces). A per-atom array named where a per-frame value
 belongs, or the reverse, is an error naming file, frame and key. Missing labels in *some*
@@ -79,12 +81,14 @@ def absent_keys(frames, label_set) -> list[tuple[str, str, bool]]:
 
 def check_keys(raw_atoms: list, labelled, label_sets: list, *, train: bool = False) -> list[str]:
     """Refuse a key of a ``(label set, recipe prefix)`` that the recipe set and no frame of
-    ``labelled`` (one file, or the files of one list) carries; ``raw_atoms`` (as read) give the
-    keys the error lists. Returns notes for the log: with ``train``, a default energy or forces
-    key that the frames lack while they have the other."""
+    ``labelled`` (one file, or the files of one list) carries while another label of the set is
+    there; ``raw_atoms`` (as read) give the keys the error lists. Returns notes for the log: with
+    ``train``, a default energy or forces key that the frames lack while they have the other."""
     notes = []
     for label_set, prefix in label_sets:
         absent = absent_keys(labelled, label_set)
+        if not any(label_set.count(labelled.atoms).values()):
+            continue  # none of this head's labels: not its data (or the no-label errors say so)
         for name, key, default in absent:
             if not default:
                 raise DataError(

@@ -125,3 +125,37 @@ def test_untagged_single_atom_frames_are_named_with_how_to_mark_them(tmp_path, m
 def test_tagged_isolated_atoms_give_no_warning(tmp_path, model):
     lines = _run(tmp_path, model, _single_atoms(tag=True) + emt_frames(8))
     assert not [line for line in lines if "single atom" in line], lines
+
+
+def test_files_without_any_label_of_a_head_are_not_its_data(tmp_path):
+    """Custom foundation keys absent from the new data (moments only) and from its valid file,
+    present in the replay file of the same list: allowed (the shipped HCO and ECEMC recipes)."""
+    import numpy as np
+
+    new = emt_frames(6)
+    for atoms in new:
+        atoms.info.clear()
+        del atoms.arrays["REF_forces"]
+        atoms.arrays["REF_magmoms"] = np.zeros(len(atoms))
+    replay = emt_frames(6)
+    for atoms in replay:
+        atoms.info["energy_xtb"] = atoms.info.pop("REF_energy")
+        atoms.arrays["forces_xtb"] = atoms.arrays.pop("REF_forces")
+    for name, frames in (("new", new[:4]), ("valid", new[4:]), ("replay", replay)):
+        ase.io.write(tmp_path / f"{name}.xyz", frames, format="extxyz")
+    recipe = recipe_from_dict(
+        {
+            "base": {"model": "tiny.model"},
+            "data": {
+                "train": [str(tmp_path / "new.xyz"), str(tmp_path / "replay.xyz")],
+                "valid": str(tmp_path / "valid.xyz"),
+                "energy_key": "energy_xtb",
+                "forces_key": "forces_xtb",
+            },
+            "adapters": [{"method": "sparse"}],
+            "heads": [{"name": "spin", "kind": "magmom"}],
+        }
+    )
+    lines = []
+    splits = load_splits(recipe, [29, 79], log=lines.append)
+    assert len(splits["train"].atoms) == 10 and not lines
