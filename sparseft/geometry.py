@@ -105,14 +105,21 @@ def neighbours_per_atom(atoms, cutoff: float) -> tuple[float, float]:
 def check_neighbours(atoms, cutoff: float) -> None:
     """Raise :class:`StructureError` when the graph for ``cutoff`` would not fit a machine: the
     neighbour search's grid (a cell far too large) or the neighbours per atom (one far too small)."""
-    cells = search_cells(mace_search_cell(atoms, cutoff), cutoff)
+    cell = mace_search_cell(atoms, cutoff)
+    cells = search_cells(cell, cutoff)
     if cells > MAX_SEARCH_CELLS:
-        size = face_distances(mace_search_cell(atoms, cutoff)).max()
+        heights = face_distances(cell)
+        widest = int(np.argmax(heights))
+        if atoms.pbc[widest]:
+            why = f"the cell is {heights[widest]:.3g} Å across: is it in Å, or mostly vacuum (then set pbc=F there)?"
+        else:
+            why = (
+                f"an atom lies {np.abs(atoms.positions).max():.3g} Å from the origin and mace's search spans 5 x "
+                "cutoff x that in each non-periodic direction: are the positions in Å?"
+            )
         raise StructureError(
             f"the neighbour search for the model's {cutoff:g} Å cutoff would need {cells:.2g} cells "
-            f"(~{8 * cells / 1e9:.0f} GB): the {'cell' if atoms.pbc.any() else 'structure'} spans "
-            f"{size:.3g} Å (non-periodic directions: 5 x cutoff x the largest coordinate, as mace builds it); "
-            "are the cell and positions in Å, and is a periodic direction mostly vacuum (then set pbc=F there)?"
+            f"(~{8 * cells / 1e9:.0f} GB): {why}"
         )
     per_atom, density = neighbours_per_atom(atoms, cutoff)
     if per_atom > MAX_NEIGHBOURS:

@@ -55,12 +55,12 @@ def _check_placement(frames, label_set, prefix: str) -> None:
                 shape = _shape(_store(atoms, other)[key])
                 if where == "info":
                     raise DataError(
-                        f"{label}: {prefix}{name} {key!r} names a per-atom array (shape {shape}), not a per-frame "
-                        f"value; {name.removesuffix('_key')} is one value per frame (a key=value in the comment line)"
+                        f"{label}: {prefix}{name} {key!r} names a per-atom array (shape {shape}), where a per-frame "
+                        "value (a key=value in the comment line) belongs"
                     )
                 raise DataError(
                     f"{label}: {prefix}{name} {key!r} names a per-frame value (shape {shape}, in the comment line), "
-                    f"not a per-atom array; {name.removesuffix('_key')} has one row per atom (a Properties column)"
+                    "where a per-atom array (a Properties column) belongs"
                 )
 
 

@@ -10,7 +10,7 @@ import resource
 
 import pytest
 from ase import Atoms
-from ase.build import bulk, molecule
+from ase.build import bulk, fcc111, molecule
 from ase.neighborlist import neighbor_list
 
 from sparseft.geometry import StructureError, check_neighbours, check_structure, neighbours_per_atom
@@ -46,7 +46,7 @@ def test_the_estimate_is_near_the_real_neighbour_count(atoms):
     [
         bulk("Cu", "fcc", a=3.6, cubic=True) * (6, 6, 6),  # 864 atoms
         Atoms("Cu2", positions=[[0, 0, 0], [300, 0, 0]]),  # a 300 Å molecule: mace's grid is ~3.4 GB, allowed
-        Atoms("Cu", cell=[1.0, 1.0, 400.0], pbc=True),  # a wire of short period in a long cell
+        fcc111("Cu", (2, 2, 4), vacuum=10.0),  # a slab, periodic in two directions
     ],
 )
 def test_real_structures_pass(atoms):
