@@ -12,6 +12,8 @@ sphere: both are refused, with the estimate, before any graph is built.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from ase.data import chemical_symbols
 
@@ -60,19 +62,31 @@ def _search_box(atoms) -> tuple[np.ndarray, np.ndarray]:
 
 
 def face_distances(cell) -> np.ndarray:
-    """The distance between each pair of opposite faces of a cell (its heights)."""
-    cell = np.asarray(cell, dtype=float)
-    normals = np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]])
-    return abs(np.linalg.det(cell)) / np.linalg.norm(normals, axis=1)
+    """The distance between each pair of opposite faces of a cell (its heights; 0 for a flat
+    cell). Plain arithmetic: ``np.cross`` costs ~0.2 ms, too much for every MD step."""
+    return _cell_geometry(cell)[1]
+
+
+def _cell_geometry(cell) -> tuple[float, np.ndarray]:
+    """``(volume, face distances)`` of a 3x3 cell."""
+    (a1, a2, a3), (b1, b2, b3), (c1, c2, c3) = np.asarray(cell, dtype=float).tolist()
+    normals = (
+        (b2 * c3 - b3 * c2, b3 * c1 - b1 * c3, b1 * c2 - b2 * c1),  # b x c
+        (c2 * a3 - c3 * a2, c3 * a1 - c1 * a3, c1 * a2 - c2 * a1),  # c x a
+        (a2 * b3 - a3 * b2, a3 * b1 - a1 * b3, a1 * b2 - a2 * b1),  # a x b
+    )
+    volume = abs(a1 * normals[0][0] + a2 * normals[0][1] + a3 * normals[0][2])
+    lengths = [math.sqrt(x * x + y * y + z * z) for x, y, z in normals]
+    return volume, np.array([volume / n if n > 0 else 0.0 for n in lengths])
 
 
 def search_cells(cell, cutoff: float) -> int:
     """How many grid cells matscipy's neighbour search allocates for ``cell`` and ``cutoff``
     (its own rule: one per ``cutoff`` of each height, halved until the count fits an int)."""
-    n = np.maximum(np.floor(face_distances(cell) / cutoff), 1)
-    while float(np.prod(n)) > _INT_MAX:
-        n = np.maximum(n // 2, 1)
-    return int(np.prod(n))
+    n = [max(math.floor(h / cutoff), 1) for h in face_distances(cell).tolist()]
+    while n[0] * n[1] * n[2] > _INT_MAX:
+        n = [max(x // 2, 1) for x in n]
+    return n[0] * n[1] * n[2]
 
 
 def mace_search_cell(atoms, cutoff: float) -> np.ndarray:
@@ -81,10 +95,13 @@ def mace_search_cell(atoms, cutoff: float) -> np.ndarray:
     cell = atoms.cell.array.copy()
     if not cell.any():
         cell = np.identity(3)
-    reach = (np.abs(atoms.positions).max() + 1) * 5 * cutoff
-    for d in range(3):
-        if not atoms.pbc[d]:
-            cell[d] = reach * np.eye(3)[d]
+    pbc = atoms.pbc
+    if not pbc.all():
+        reach = (float(np.abs(atoms.positions).max()) + 1) * 5 * cutoff
+        for d in range(3):
+            if not pbc[d]:
+                cell[d] = 0.0
+                cell[d, d] = reach
     return cell
 
 
@@ -93,13 +110,14 @@ def neighbours_per_atom(atoms, cutoff: float) -> tuple[float, float]:
     included (the density of a periodic direction counts its height, of another the span of the
     atoms, at least the sphere's diameter), at most every image of every atom within reach."""
     n = len(atoms)
-    heights = face_distances(atoms.cell.array) if atoms.pbc.any() else np.zeros(3)
-    spans = np.ptp(atoms.positions, axis=0)
-    lengths = [heights[d] if atoms.pbc[d] else max(spans[d], 2 * cutoff) for d in range(3)]
-    volume = abs(np.linalg.det(atoms.cell.array)) if atoms.pbc.all() else float(np.prod(lengths))
-    density = n / volume
-    images = n * np.prod([2 * np.ceil(cutoff / heights[d]) + 1 for d in range(3) if atoms.pbc[d]])
-    return float(min(density * 4 / 3 * np.pi * cutoff**3, images)), density
+    pbc = [bool(p) for p in atoms.pbc]
+    volume, heights = _cell_geometry(atoms.cell.array) if any(pbc) else (0.0, np.zeros(3))
+    if not all(pbc):
+        spans = atoms.positions.max(axis=0) - atoms.positions.min(axis=0)
+        volume = math.prod(heights[d] if pbc[d] else max(spans[d], 2 * cutoff) for d in range(3))
+    density = n / max(volume, 1e-12)
+    images = n * math.prod(2 * math.ceil(cutoff / max(heights[d], 1e-12)) + 1 for d in range(3) if pbc[d])
+    return float(min(density * 4 / 3 * math.pi * cutoff**3, images)), density
 
 
 def check_neighbours(atoms, cutoff: float) -> None:
