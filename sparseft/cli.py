@@ -98,7 +98,7 @@ def _read_structures(path, model) -> list:
     zs = [int(z) for z in model.atomic_numbers]
     for i, atoms in zip(frames.indices, frames.atoms):
         try:
-            check_structure(atoms, zs)
+            check_structure(atoms, zs, cutoff=float(model.r_max))
         except StructureError as exc:
             raise DataError(f"{frames.path}: frame {i}: {exc}") from exc
     return frames.atoms

@@ -83,9 +83,10 @@ def attach_labels(frames: Frames, keys: Keys, *, use_calculator: bool = True, ex
     return Frames(frames.path, out, frames.indices, frames.sources)
 
 
-def validate(frames: Frames, zs: list[int], keys: Keys, extra=()) -> None:
+def validate(frames: Frames, zs: list[int], keys: Keys, extra=(), cutoff: float | None = None) -> None:
     """Unknown elements (all listed, with frames) and NaN/inf positions, cells or labels (of
-    ``keys`` and of each label set in ``extra``), and label shapes."""
+    ``keys`` and of each label set in ``extra``), and label shapes; with ``cutoff`` (the model's),
+    frames whose neighbour list would explode (:func:`sparseft.geometry.check_neighbours`)."""
     known = set(zs)
     unknown: dict[int, list[int]] = {}
     for i, atoms in zip(frames.indices, frames.atoms):
@@ -106,7 +107,7 @@ def validate(frames: Frames, zs: list[int], keys: Keys, extra=()) -> None:
     for i, atoms in zip(frames.indices, frames.atoms):
         where = f"{frames.path}: frame {i}"
         try:
-            check_structure(atoms)
+            check_structure(atoms, cutoff=cutoff)
         except StructureError as exc:
             raise DataError(f"{where}: {exc}") from exc
         for label_set in sets:

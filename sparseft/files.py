@@ -51,6 +51,31 @@ def check_writable(directory: str | Path, where: str) -> None:
     os.unlink(name)
 
 
+def current_umask() -> int:
+    """The process umask (read from ``/proc`` where possible: setting it to read it back is not
+    thread-safe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path: str | Path) -> None:
+    """Give ``path`` (a file, or a folder and everything in it) the modes a plain ``open``/``mkdir``
+    gives under the current umask: ``mkdtemp`` makes 0700 folders and some writers (safetensors)
+    0600 files, which a group sharing models could not read."""
+    mask = current_umask()
+    path = Path(path)
+    for p in [path, *(path.rglob("*") if path.is_dir() else ())]:
+        if not p.is_symlink():
+            p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
+
+
 def save_torch(obj: object, path: str | Path) -> None:
     """``torch.save`` into memory, then one Python write, so that a full disk raises
     ``OSError(ENOSPC)`` (torch's writer raises an opaque ``RuntimeError``, also when it writes
@@ -72,6 +97,7 @@ def write_file_atomically(path: str | Path, write: Callable[[Path], object]) -> 
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         write(tmp)
+        follow_umask(tmp)
         os.replace(tmp, path)
     except Exception as exc:
         raise os_error(exc, path) from exc
@@ -101,6 +127,7 @@ def write_directory_atomically(directory: str | Path, write: Callable[[Path], ob
             write(tmp)
         except Exception as exc:
             raise os_error(exc, directory) from exc
+        follow_umask(tmp)
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())

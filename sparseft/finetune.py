@@ -27,7 +27,8 @@ from .fingerprint import fingerprint
 from .heads import HeadedModel, split_heads
 from .heads import setup as head_setup
 from .io import save_adapter
-from .isolated import ISOLATED_KEY, e0s_option, without_isolated
+from .isolated import ISOLATED_KEY, e0s_option, single_atom_warning, without_isolated
+from .label_check import check_evaluation_sets, check_keys, check_placement
 from .loading import HeadNotFoundError, ModelLoadError, load_base_model
 from .model import reachable, wrap_extended
 from .outputs import RECIPE_CHANGES, check_output, check_resumed_recipe, clear_outputs, record_changes, remove_temporary
@@ -104,11 +105,16 @@ def _as_list(value) -> list:
     return [] if not value else value if isinstance(value, list) else [value]
 
 
-def load_splits(recipe: Recipe, zs: list[int]) -> dict[str, Frames]:
-    """Read, label and validate every data file, then split; all checks happen before training."""
+def load_splits(recipe: Recipe, zs: list[int], log=None, cutoff: float | None = None) -> dict[str, Frames]:
+    """Read, label and validate every data file, then split; all checks happen before training
+    (``log`` hears the notes and warnings of :mod:`sparseft.label_check`; ``cutoff``: the
+    model's, to refuse frames whose neighbour list would explode)."""
     d = recipe.data
+    log = log or (lambda _msg: None)
     keys = foundation_keys(recipe)
     extra = head_setup.label_sets(recipe.heads, d.calculator_labels)
+    foundation_set = [(keys, "data.")]
+    head_sets = [(head_setup.label_keys(h), f"heads[{i}].") for i, h in enumerate(recipe.heads)]
 
     owners = head_setup.label_owners(keys, recipe.heads)
 
@@ -116,32 +122,52 @@ def load_splits(recipe: Recipe, zs: list[int]) -> dict[str, Frames]:
         try:
             raw = read_frames(_embedded_path(value))
             frames = attach_labels(raw, keys, use_calculator=d.calculator_labels == "foundation", extra=extra)
-            validate(frames, zs, keys, extra=extra)
+            validate(frames, zs, keys, extra=extra, cutoff=cutoff)
+            check_placement(frames, foundation_set + head_sets)
             head_setup.check_routing(raw, frames, owners)  # a label trains one head
-            return frames
         except DataError as exc:
             raise DataError(f"data.{where}: {exc}") from exc
+        e0s = {"data.E0s": d.E0s, **{f"heads[{i}].E0s": getattr(h, "E0s", None) for i, h in enumerate(recipe.heads)}}
+        warning = single_atom_warning(f"data.{where}", frames, e0s, where.startswith("train"))
+        if warning:
+            log(warning)
+        return raw, frames
 
     def read(where, value):
         if not value:
             return None
         if not isinstance(value, list):
-            return read_one(where, value)
-        parts = [read_one(f"{where}[{i}]", v) for i, v in enumerate(value)]  # e.g. new data + replay data
-        return Frames(
-            " + ".join(p.path for p in parts),
-            [a for p in parts for a in p.atoms],
-            [i for p in parts for i in p.indices],
-            [p.path for p in parts for _ in p.atoms],
-        )
+            raw, frames = read_one(where, value)
+            raw = raw.atoms
+        else:
+            read_parts = [read_one(f"{where}[{i}]", v) for i, v in enumerate(value)]  # e.g. new data + replay data
+            raw = [a for r, _ in read_parts for a in r.atoms]
+            parts = [p for _, p in read_parts]
+            frames = Frames(
+                " + ".join(p.path for p in parts),
+                [a for p in parts for a in p.atoms],
+                [i for p in parts for i in p.indices],
+                [p.path for p in parts for _ in p.atoms],
+            )
+        train = where == "train"  # a key need only be in one file of a list (new data + replay)
+        try:
+            notes = check_keys(raw, frames, foundation_set + (head_sets if train else []), train=train)
+        except DataError as exc:
+            raise DataError(f"data.{where}: {exc}") from exc
+        for note in notes:
+            log(f"note: data.{where}: {note}")
+        return frames
 
     train, valid, test = (read(name, getattr(d, name)) for name in ("train", "valid", "test"))
     isolated = train  # mace's IsolatedAtom frames leave every set before the split (sparseft.isolated)
     train, valid, test = (None if f is None else without_isolated(f) for f in (train, valid, test))
+    held_out = {}  # split name -> the file its frames were held out of
     if test is None and d.test_fraction > 0:
         train, test = split(train, d.test_fraction, d.split_seed + 1)
+        held_out["test"] = train.path
     if valid is None and d.valid_fraction > 0:
         train, valid = split(train, d.valid_fraction, d.split_seed)
+        held_out["valid"] = train.path
     splits = {"train": train, ISOLATED_KEY: isolated}
     if valid is not None:
         splits["valid"] = valid
@@ -161,6 +187,7 @@ def load_splits(recipe: Recipe, zs: list[int]) -> dict[str, Frames]:
         has_any = True
     if not has_any:
         raise DataError(f"{train.path}: no frame has {keys.energy} or {keys.forces} labels (nor ASE calculator values)")
+    check_evaluation_sets(splits, foundation_set + head_sets, held_out, log)
     return splits
 
 
@@ -376,7 +403,7 @@ def _set_up(recipe: Recipe, log, device: str | None = None) -> Setup:
     """Data step: the base model, validated splits, E0s, the adapted model with its heads, datasets."""
     base = load_base(recipe, device)
     added = added_elements(recipe, base)
-    splits = load_splits(recipe, [int(z) for z in base.atomic_numbers] + added)
+    splits = load_splits(recipe, [int(z) for z in base.atomic_numbers] + added, log=log, cutoff=float(base.r_max))
     keys = foundation_keys(recipe)
     adapted, e0s = _adapt(recipe, base, splits, added, log)
     base = adapted.base  # with its element table extended when elements were added

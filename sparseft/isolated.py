@@ -25,6 +25,40 @@ def isolated_energies(frames: Frames, energy_key: str | None) -> dict[int, float
     }
 
 
+def untagged_single_atoms(frames: Frames) -> str | None:
+    """``"<file>: frames 0, 1, 2"`` (per file) of the single-atom frames without
+    ``config_type: IsolatedAtom``, or None."""
+    by_file: dict[str, list[str]] = {}
+    for atoms, name in zip(frames.atoms, frames.names()):
+        if len(atoms) == 1 and not is_isolated(atoms):
+            path, index = name.rsplit(": frame ", 1)
+            by_file.setdefault(path, []).append(index)
+    parts = [
+        f"{path}: frame{'s' if len(idx) > 1 else ''} {', '.join(idx[:10])}{' ...' if len(idx) > 10 else ''}"
+        for path, idx in by_file.items()
+    ]
+    return "; ".join(parts) or None
+
+
+def single_atom_warning(where: str, frames: Frames, e0s: dict, train: bool) -> str | None:
+    """The warning for single-atom frames not tagged as IsolatedAtom (``where``: the recipe key;
+    ``e0s``: recipe key -> E0s option, e.g. ``{"data.E0s": "average"}``): mace_run_train trains on
+    them (and fits E0s with them) as on any frame; say so and how to mark them."""
+    names = untagged_single_atoms(frames)
+    if names is None:
+        return None
+    use = "trained on as ordinary structures" if train else "evaluated as ordinary structures"
+    fits = [f"{key}: {option}" for key, option in e0s.items() if option in ("average", "estimated")]
+    if train and fits:
+        use += f" and enter the E0s fit of {', '.join(fits)}"
+    return (
+        f"WARNING: {where}: {names} {'are single atoms' if ', ' in names else 'is a single atom'} without "
+        f"config_type=IsolatedAtom: {use}, as in mace_run_train. If they are isolated-atom reference energies, "
+        f"add config_type=IsolatedAtom to their comment line: they are then not trained on, and their energies "
+        f"are the E0s unless data.E0s is set"
+    )
+
+
 def without_isolated(frames: Frames) -> Frames:
     """The frames minus the IsolatedAtom ones (an error when nothing else is left)."""
     keep = [(a, i) for a, i in zip(frames.atoms, frames.indices) if not is_isolated(a)]

@@ -142,6 +142,15 @@ class Keys:
         """The label keys named in a "no frame carries its labels" error."""
         return [self.energy, self.forces]
 
+    def slots(self) -> list[tuple[str, str | None, str]]:
+        """``(recipe key name, key, "info" or "arrays")`` of each label: where it must sit."""
+        return [
+            ("energy_key", self.energy, "info"),
+            ("forces_key", self.forces, "arrays"),
+            ("stress_key", self.stress, "info"),
+            ("virials_key", self.virials, "info"),
+        ]
+
     def tensors(self, atoms, name: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """One frame's batch entries for head ``name`` (labels already attached)."""
         n = len(atoms)
@@ -196,6 +205,9 @@ class MagmomKeys:
 
     def wanted(self) -> list[str | None]:
         return [self.magmoms]
+
+    def slots(self) -> list[tuple[str, str | None, str]]:
+        return [("magmom_key", self.magmoms, "arrays"), ("total_key", self.total, "info")]
 
     def tensors(self, atoms, name: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         n = len(atoms)

@@ -53,7 +53,7 @@ def check_structures(atoms_list, model: Model) -> None:
     zs = [int(z) for z in model.atomic_numbers]
     for k, atoms in enumerate(atoms_list):
         try:
-            check_structure(atoms, zs, distances=False)
+            check_structure(atoms, zs, distances=False, cutoff=float(model.r_max))
         except StructureError as exc:
             raise StructureError(f"structure {k}: {exc}" if len(atoms_list) > 1 else str(exc)) from exc
 

@@ -516,6 +516,104 @@ def _(folder, work):
     )
 
 
+# ---------------------------------------------------------------- issue 21: no silent wrong answers
+# 3: a label key that names nothing in a file, or a per-atom array where a per-frame value belongs
+KEY_CASES = [  # (id, recipe path, key, expected)
+    ("energy_key_misspelled", "data.energy_key", "REF_enrgy", rf"{DATA}: data\.energy_key 'REF_enrgy' is in no frame"),
+    (
+        "energy_key_per_atom",
+        "data.energy_key",
+        "REF_forces",
+        rf"{DATA}: frame 0: data\.energy_key 'REF_forces' names a per-atom array",
+    ),
+    (
+        "forces_key_per_frame",
+        "data.forces_key",
+        "REF_energy",
+        rf"{DATA}: frame 0: data\.forces_key 'REF_energy' names a per-frame value",
+    ),
+    (
+        "stress_key_misspelled",
+        "data.stress_key",
+        "stress_dft",
+        rf"{DATA}: data\.stress_key 'stress_dft' is in no frame.*REF_stress",
+    ),
+    (
+        "virials_key_per_atom",
+        "data.virials_key",
+        "REF_forces",
+        rf"{DATA}: frame 0: data\.virials_key 'REF_forces' names a per-atom array",
+    ),
+]
+
+for _id, _path, _key, _expect in KEY_CASES:
+
+    def _setup(folder, work, path=_path, key=_key):
+        return finetune(folder, set_path(work.recipe(folder / "out"), path, key))
+
+    CASES.append(Case(f"data.{_id}", _setup, _expect))
+
+
+@case("data.energy_key_missing_from_valid", r"data\.valid: .*valid\.xyz: data\.energy_key 'DFT_energy' is in no frame")
+def _(folder, work):
+    frames = [a.copy() for a in work.frames]
+    for a in frames:
+        a.info["DFT_energy"] = a.info.pop("REF_energy")
+    ase.io.write(folder / "train.xyz", frames, format="extxyz")
+    ase.io.write(folder / "valid.xyz", work.frames[:2], format="extxyz")  # REF_energy only
+    recipe = set_path(work.recipe(folder / "out"), "data.train", str(folder / "train.xyz"))
+    recipe["data"].update({"valid": str(folder / "valid.xyz"), "energy_key": "DFT_energy"})
+    return finetune(folder, recipe)
+
+
+@case("data.head_energy_key_misspelled", r"data\.train: .*heads\[0\]\.energy_key 'DFT_enrgy' is in no frame")
+def _(folder, work):
+    recipe = work.recipe(folder / "out")
+    recipe["heads"] = [{"name": "dft", "kind": "energy", "energy_key": "DFT_enrgy"}]
+    return finetune(folder, recipe)
+
+
+# 5: an evaluation set without labels
+@case("data.valid_unlabelled", r"data\.valid: .*valid\.xyz: no frame carries a label")
+def _(folder, work):
+    frames = [a.copy() for a in work.frames[:3]]
+    for a in frames:
+        a.info.clear()
+        a.arrays.pop("REF_forces", None)
+    ase.io.write(folder / "valid.xyz", frames, format="extxyz")
+    return finetune(folder, set_path(work.recipe(folder / "out"), "data.valid", str(folder / "valid.xyz")))
+
+
+@case("data.valid_split_unlabelled", r"data\.valid_fraction: the 2 frames held out of .*data\.xyz carry no label")
+def _(folder, work):
+    held_out = np.random.default_rng(0).permutation(len(work.frames))[:2]  # sparseft.data.split, split_seed 0
+    frames = [a.copy() for a in work.frames]
+    for i in held_out:
+        frames[i].info.clear()
+        frames[i].arrays.pop("REF_forces")
+    ase.io.write(folder / "data.xyz", frames, format="extxyz")
+    return finetune(folder, set_path(work.recipe(folder / "out"), "data.train", str(folder / "data.xyz")))
+
+
+# 6: a frame whose neighbour list would explode: refused before any graph is built
+def _vacuum(a):
+    a.set_cell(np.diag([1e4, 1e4, 1e4]), scale_atoms=False)
+
+
+def _crushed(a):
+    a.set_cell(np.diag([0.3, 0.3, 0.3]), scale_atoms=True)
+
+
+def _far_apart(a):
+    a.pbc = False
+    a.positions[1] = [1e6, 0, 0]
+
+
+data_case("cell_huge", rf"{DATA}: frame 3: .*neighbour search .*cells", lambda f: _edit(f, 3, _vacuum))
+data_case("cell_crushed", rf"{DATA}: frame 2: about \d+ neighbours per atom", lambda f: _edit(f, 2, _crushed))
+data_case("molecule_far_apart", rf"{DATA}: frame 5: .*neighbour search .*cells", lambda f: _edit(f, 5, _far_apart))
+
+
 # ---------------------------------------------------------------- model files
 def model_case(id, expect, make, command="inspect"):
     def setup(folder, work):
@@ -1184,3 +1282,22 @@ def _(folder, work):
 @case("convert.bad_mace_value", r"^convert-mace-args: argument --max_num_epochs: invalid int value: 'abc'")
 def _(folder, work):
     return ["convert-mace-args", "--", "--max_num_epochs", "abc"]
+# ---------------------------------------------------------------- issue 21, item 6: check --structures and the API
+structures_case("cell_huge", r"s\.xyz: frame 1: .*neighbour search .*cells", lambda f: _edit(f, 1, _vacuum))
+structures_case("cell_crushed", r"s\.xyz: frame 0: about \d+ neighbours per atom", lambda f: _edit(f, 0, _crushed))
+
+
+@api_case("predict_cell_huge", r"structure 1: .*neighbour search .*cells")
+def _(folder, work):
+    import sparseft as sf
+
+    a, b = _cell(work), _cell(work)
+    _vacuum(b)
+    return sf.predict(sf.load_model(work.model), [a, b])
+
+
+@api_case("calculator_cell_crushed", r"about \d+ neighbours per atom")
+def _(folder, work):
+    a = _cell(work)
+    _crushed(a)
+    return _energy(work, a)

@@ -29,7 +29,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from .._compat import torch
-from ..files import os_error, sha256_file
+from ..files import follow_umask, os_error, sha256_file
 from .trainer import EMA, Trainer, TrainState
 
 CHECKPOINT_DIR = "checkpoint"
@@ -84,6 +84,7 @@ def save_checkpoint(output: Path, trainer: Trainer, state: TrainState) -> Path:
                 "tensors_sha256": sha256_file(tmp / TENSORS),
             }
             (tmp / STATE).write_text(json.dumps(meta))
+            follow_umask(tmp)
             for name in (TENSORS, STATE):
                 _fsync(tmp / name)
             final = _new_name(root, state.step)

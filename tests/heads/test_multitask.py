@@ -203,7 +203,7 @@ def test_head_without_training_labels_is_an_error(tmp_path, cuau):
     (tmp_path / "r.yaml").write_text(recipe_text("tiny.model", "d.xyz", "out") + heads)
     from sparseft.data import DataError
 
-    with pytest.raises(DataError, match=r"heads\[1\] \(spin\): no training frame"):
+    with pytest.raises(DataError, match=r"d\.xyz: heads\[1\]\.magmom_key 'MISSING' is in no frame .*REF_magmoms"):
         run(load_recipe(tmp_path / "r.yaml"), quiet=True)
 
 

@@ -157,3 +157,22 @@ def test_missing_data_file_names_the_recipe_key(workdir):
     path.write_text(recipe_text("tiny.model", "nope.xyz", "missing_out"))
     with pytest.raises(ValueError, match=r"data.train: .*nope.xyz: no such data file"):
         run(load_recipe(path), quiet=True)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o007])
+def test_outputs_follow_the_umask(workdir, umask):
+    """Issue 21 item 10: the adapter and checkpoint folders (made through temporary folders for
+    atomic writes) get the modes a plain mkdir/open gives, not mkdtemp's 0700."""
+    name = f"umask{umask:03o}"
+    previous = os.umask(umask)
+    try:
+        run(load_recipe(_recipe(workdir, name, epochs=1)), quiet=True)
+    finally:
+        os.umask(previous)
+    out = workdir / name
+    wrong = {
+        str(p.relative_to(out)): oct(p.stat().st_mode & 0o777)
+        for p in [out, *out.rglob("*")]
+        if p.stat().st_mode & 0o777 != (0o777 if p.is_dir() else 0o666) & ~umask
+    }
+    assert not wrong, f"modes other than the umask's {oct(umask)}: {wrong}"
