@@ -20,7 +20,6 @@ LEGACY_MACE = {
     "elements.py",
     "embedded/__init__.py",
     "export.py",
-    "geometry.py",
     "precision.py",
     "testing/tiny.py",
 }
