@@ -124,7 +124,6 @@ def load_splits(recipe: Recipe, zs: list[int], log=None, cutoff: float | None = 
             frames = attach_labels(raw, keys, use_calculator=d.calculator_labels == "foundation", extra=extra)
             validate(frames, zs, keys, extra=extra, cutoff=cutoff)
             check_placement(frames, foundation_set + head_sets)
-            head_setup.check_routing(raw, frames, owners)  # a label trains one head
         except DataError as exc:
             raise DataError(f"data.{where}: {exc}") from exc
         e0s = {"data.E0s": d.E0s, **{f"heads[{i}].E0s": getattr(h, "E0s", None) for i, h in enumerate(recipe.heads)}}
@@ -137,8 +136,8 @@ def load_splits(recipe: Recipe, zs: list[int], log=None, cutoff: float | None = 
         if not value:
             return None
         if not isinstance(value, list):
-            raw, frames = read_one(where, value)
-            raw = raw.atoms
+            read_parts = [read_one(where, value)]
+            raw, frames = read_parts[0][0].atoms, read_parts[0][1]
         else:
             read_parts = [read_one(f"{where}[{i}]", v) for i, v in enumerate(value)]  # e.g. new data + replay data
             raw = [a for r, _ in read_parts for a in r.atoms]
@@ -154,6 +153,12 @@ def load_splits(recipe: Recipe, zs: list[int], log=None, cutoff: float | None = 
             notes = check_keys(raw, frames, foundation_set + (head_sets if train else []), train=train)
         except DataError as exc:
             raise DataError(f"data.{where}: {exc}") from exc
+        for i, (raw_part, part) in enumerate(read_parts):  # after the key checks: a misspelled key first
+            try:
+                head_setup.check_routing(raw_part, part, owners)  # a label trains one head
+            except DataError as exc:
+                name = where if len(read_parts) == 1 else f"{where}[{i}]"
+                raise DataError(f"data.{name}: {exc}") from exc
         for note in notes:
             log(f"note: data.{where}: {note}")
         return frames

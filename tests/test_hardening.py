@@ -87,7 +87,10 @@ def test_the_cli_prints_the_note_not_a_python_warning(workdir, capsys):
     torch.save(tiny_mace(), workdir / "d.model")
     assert main(["inspect", str(workdir / "d.model")]) == 0
     err = capsys.readouterr().err
-    assert err.startswith("note: a mace-torch .model file is a pickled Python object") and "Warning" not in err
+    assert (
+        err.startswith("note: a model file (mace .model, sevenn .pth) is a pickled Python object")
+        and "Warning" not in err
+    )
 
 
 def _resume_copy(workdir, name, **train):
