@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,9 @@ def test_the_readme_pip_path_runs_from_a_wheel_without_a_clone(tmp_path):
         cwd=tmp_path,
     )
     (wheel,) = dist.glob("sparseft-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()  # as the README says: templates and embedded data, no recipes/
+    assert {"sparseft/templates/quickstart.yaml", "sparseft/embedded/foundation.safetensors"} <= set(names)
+    assert not [n for n in names if n.startswith("recipes/")]
     work = tmp_path / "work"  # where the README's commands run: the wheel and nothing else
     work.mkdir()
     shutil.copy(wheel, work / wheel.name)
