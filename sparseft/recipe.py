@@ -118,7 +118,7 @@ class TrainSection:
 class OutputSection:
     directory: str = "finetune-output"
     evaluate_train: bool = False  # the final evaluation covers the train split too
-    progress_seconds: float = 60.0  # a progress line this often when stderr is not a terminal
+    progress_seconds: float = field(default=60.0, metadata=ranged(gt=0))  # a progress line this often off a terminal
 
 
 @dataclass

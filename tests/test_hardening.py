@@ -140,14 +140,24 @@ def test_recipe_differences_ignore_the_output_directory():
 
 
 def test_every_numeric_recipe_key_declares_a_range():
-    """One place per fact: the range of each number lives on its field (checked when read)."""
-    from sparseft.recipe import DataSection
+    """One place per fact: the range of each number lives on its field (checked when read), in
+    every recipe section, every adapter method's config and the head config."""
+    from sparseft.adapters import METHODS
+    from sparseft.heads import HeadConfig
+    from sparseft.recipe import BaseSection, DataSection, OutputSection
 
-    numeric = (int, float, "int", "float", "typing.Optional[int]", "typing.Optional[float]")
-    for section in (TrainSection, DataSection):
+    numeric = {int, float, "int", "float", "typing.Optional[int]", "typing.Optional[float]"}
+    numeric |= {"int | None", "float | None", "Optional[int]", "Optional[float]"}
+    sections = [BaseSection, DataSection, TrainSection, OutputSection, HeadConfig, *METHODS.values()]
+    missing, seen = [], 0
+    for section in sections:
         for f in dataclasses.fields(section):
-            if f.type in numeric:
-                assert "range" in f.metadata, f"{section.__name__}.{f.name} declares no range"
+            if f.type in numeric and f.name != "seed":
+                seen += 1
+                if "range" not in f.metadata:
+                    missing.append(f"{section.__name__}.{f.name}")
+    assert seen > 20, "the check must see the numeric keys of every section"
+    assert not missing, f"numeric keys without a declared range: {missing}"
 
 
 class NaNOnFirstStructure(BrokenModel):

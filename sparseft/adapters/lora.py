@@ -37,7 +37,7 @@ class LoRAConfig(AdapterConfig):
         f"LoRA covers matrix blocks of kinds {', '.join(LORA_KINDS)} (use a sparse or freeze adapter for the others)"
     )
     rank: int = field(default=4, metadata=ranged(ge=1))
-    scale: float = 1.0
+    scale: float = field(default=1.0, metadata=ranged(gt=0))
     seed: int = field(default=0, metadata=ranged(ge=0))
 
     def applicable(self, block) -> bool:

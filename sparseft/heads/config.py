@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import typing
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from .._compat import torch
 from ..core.facts import check_e0s_option, feature_irreps
+from ..ranges import check_field, ranged
 from ..typed import check_type
 from .base import Head, HeadError
 from .energy import EnergyHead
@@ -33,7 +35,6 @@ KIND_KEYS = {
     "vector_magmom": {"magmom_key", "magmoms_weight", "hidden", "channels"},
 }
 ARCHITECTURE_KEYS = ("hidden", "channels", "constrain_total")
-MINIMUM = {float: 0.0, int: 1}  # weights are >= 0, sizes >= 1 (a seed >= 0)
 
 
 @dataclass
@@ -48,15 +49,15 @@ class HeadConfig:
     virials_key: str = "REF_virials"
     magmom_key: str = "REF_magmoms"
     total_key: str = "REF_total_magmom"
-    energy_weight: float = 1.0
-    forces_weight: float = 10.0
-    stress_weight: float = 1.0
-    magmoms_weight: float = 1.0
+    energy_weight: float = field(default=1.0, metadata=ranged(ge=0))
+    forces_weight: float = field(default=10.0, metadata=ranged(ge=0))
+    stress_weight: float = field(default=1.0, metadata=ranged(ge=0))
+    magmoms_weight: float = field(default=1.0, metadata=ranged(ge=0))
     E0s: object = "foundation"
-    hidden: int = 32
-    channels: int = 8
+    hidden: int = field(default=32, metadata=ranged(ge=1))
+    channels: int = field(default=8, metadata=ranged(ge=1))
     constrain_total: bool = False
-    seed: int = 0
+    seed: int = field(default=0, metadata=ranged(ge=0))
 
     @property
     def property(self) -> str:
@@ -91,12 +92,11 @@ def head_config_from_dict(data, where: str) -> HeadConfig:
             f"{where}: key(s) {unknown} do not apply to kind {kind}; valid keys: {', '.join(sorted(allowed))}"
         )
     hints = typing.get_type_hints(HeadConfig)
+    fields = {f.name: f for f in dataclasses.fields(HeadConfig)}
     values = {}
     for key, value in data.items():
         value = check_type(value, hints[key], f"{where}.{key}", HeadError)
-        low = 0 if key == "seed" else MINIMUM.get(type(value))  # type(True) is bool: no minimum
-        if low is not None and value < low:
-            raise HeadError(f"{where}.{key}: must be >= {low}, got {value!r}")
+        check_field(fields[key], value, f"{where}.{key}", HeadError)  # the range its field declares
         values[key] = value
     if kind == "energy":
         problem = check_e0s_option(values.get("E0s", "foundation"), f"{where}.E0s")
