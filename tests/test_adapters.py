@@ -47,9 +47,13 @@ def test_fix_support_by_threshold(make_model):
     (delta,) = adapted.trainable_parameters()
     with torch.no_grad():
         delta.copy_(torch.linspace(-1, 1, delta.numel(), dtype=delta.dtype))
+    values = torch.linspace(-1, 1, delta.numel(), dtype=delta.dtype)
     adapted.fix_support(threshold=0.5)
-    assert adapted.density()["overall"] == pytest.approx(float((delta.detach().abs() > 0).float().mean()))
-    assert 0.4 < adapted.density()["overall"] < 0.6
+    (part,) = adapted.prunable_parts()
+    expected = values.abs() > 0.5  # computed here, not read back from the part
+    assert torch.equal(part.mask.bool(), expected)
+    assert torch.equal(part.values().detach(), torch.where(expected, values, torch.zeros_like(values)))
+    assert adapted.density()["changed"] == int(expected.sum())
 
 
 def test_density_per_block(make_model):

@@ -103,5 +103,16 @@ def test_trainable_bessel_frequencies_are_a_radial_block(tmp_path):
 
 
 def test_irrep_helpers_on_a_linear_path():
-    b = next(b for b in blocks(tiny_mace()) if b.kind == "linear" and b.l == 1)
-    assert b.parity == "o" and o3.Irrep(b.irrep_out).l == 1
+    """l and parity of every linear block are those of its e3nn instruction's output irrep."""
+    model = tiny_mace()
+    checked = set()
+    for b in blocks(model):
+        if b.kind != "linear" or b.detail == "bias":
+            continue
+        linear = model.get_submodule(b.param.rsplit(".", 1)[0])
+        i_in, i_out = (int(x) for x in b.detail.rsplit("#", 1)[1].split("."))
+        expected = linear.irreps_out[i_out].ir
+        assert (b.l, b.parity) == (expected.l, "e" if expected.p == 1 else "o"), b.name
+        assert o3.Irrep(b.irrep_in) == linear.irreps_in[i_in].ir, b.name
+        checked.add((b.l, b.parity))
+    assert checked == {(0, "e"), (1, "o"), (2, "e")}, "the tiny model's linears map 0e, 1o and 2e paths (max_ell 2)"
