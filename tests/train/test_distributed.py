@@ -118,6 +118,7 @@ def _assert_same_adapter(a: dict, b: dict, rtol: float = 1e-6):
         assert float((x - y).norm()) <= rtol * scale, (key, float((x - y).norm()) / scale)
 
 
+@pytest.mark.slow  # ~50 s: a 1-rank run and a 2-rank torchrun
 def test_two_ranks_train_the_one_rank_adapter_and_only_rank_0_writes(workdir):
     run(load_recipe(_recipe(workdir, "one")), quiet=True)
     audit = workdir / "audit_two"
