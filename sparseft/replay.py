@@ -177,7 +177,7 @@ def replay_frames(
         file_keys = Keys(config.energy_key or keys.energy, config.forces_key or keys.forces, None, None)
         if config.label_source == "file":
             read = attach_labels(read, file_keys)
-            validate(read, zs, file_keys)
+            validate(read, zs, file_keys, cutoff=float(base.r_max))
             pool = [_relabel(a, file_keys, keys) for a in read.atoms]
         else:
             pool = [a.copy() for a in read.atoms]
@@ -201,7 +201,7 @@ def replay_frames(
         atoms.info["config_weight"] = config.weight
         atoms.info[REPLAY_TAG] = True
     frames = Frames(f"replay({origin})", chosen, list(range(len(chosen))))
-    validate(frames, zs, keys)
+    validate(frames, zs, keys, cutoff=float(base.r_max))
     log(
         f"replay: {len(chosen)} structures {origin}, {config.selection} selection, labels from "
         f"{'the base model' if config.label_source == 'base' else 'the file'}, loss weight {config.weight}"
