@@ -73,6 +73,18 @@ class Backend:
         """One batch (a dict of tensors under the core's keys) of ``items``."""
         raise NotImplementedError
 
+    # --- heads
+    def energy_readout(self, model: torch.nn.Module) -> dict:
+        """Copies of the modules that turn node features into per-node energies (without E0s),
+        by attribute name: what a new energy head starts from (so it first predicts what the
+        foundation head predicts)."""
+        raise NotImplementedError(f"{self.name}: energy heads are not supported")
+
+    def readout_energies(self, modules, features, data: dict) -> torch.Tensor:
+        """Per-node energies (without E0s) of the modules of :meth:`energy_readout` (held by a
+        head as ``modules``, any object with those attributes)."""
+        raise NotImplementedError(f"{self.name}: energy heads are not supported")
+
     # --- outputs
     def save_merged(self, model: torch.nn.Module, path: Path) -> None:
         """Write a merged plain model as the family's own file (its tools load it)."""

@@ -109,11 +109,6 @@ def build_head(name: str, kind: str, options: dict, plain_model: torch.nn.Module
     """A new head on ``plain_model`` (an unwrapped mace model), in its dtype and device."""
     if kind not in HEAD_CLASSES:
         raise HeadError(f"head {name!r}: unknown kind {kind!r}; known: {', '.join(HEAD_CLASSES)}")
-    if kind == "energy" and not hasattr(plain_model, "products"):
-        raise HeadError(
-            f"head {name!r}: energy heads copy a mace trunk's readouts; {type(plain_model).__name__} has none "
-            "(SevenNet trunks take magnetic-moment heads so far)"
-        )
     param = next(plain_model.parameters())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -3,7 +3,8 @@
 A subclass provides two fixtures, ``base`` (a plain base model of the backend, float32,
 loaded once per module) and ``structures`` (a few small structures of its elements), and
 inherits the tests: load and predict, the weight inventory, every adapter method (zero delta
-= base, exact merge, adapter file round trip, a different base refused), the heads that apply,
+= base, exact merge, adapter file round trip, a different base refused), energy and
+magnetic-moment heads,
 equivariance in float64 under random deltas (the backend's symmetry), and training steps
 that lower the loss. Tests use copies; the fixtures are never changed.
 """
@@ -20,6 +21,7 @@ import sparseft as sf
 from .._compat import torch
 from ..blocks import KINDS, blocks
 from ..core.backend import backend_of
+from ..heads import HeadedModel, build_head
 from ..predict import atoms_to_batch, predict
 from .equivariance import check_equivariance
 
@@ -109,13 +111,23 @@ class BackendContract:
             np.testing.assert_allclose(a.forces, b.forces, atol=1e-4)
 
     def test_magmom_head_trains_on_the_trunk(self, base, structures):
-        head = sf.heads.build_head("spin", "magmom", {}, base)
-        headed = sf.heads.HeadedModel(sf.wrap(base, METHODS["sparse"]()), [head])
+        head = build_head("spin", "magmom", {}, base)
+        headed = HeadedModel(sf.wrap(base, METHODS["sparse"]()), [head])
         batch = atoms_to_batch(structures[:1], headed)
         out = headed(batch, training=True, compute_force=False)
         moments = out["heads"]["spin"]["magmoms"]
         assert moments.shape[0] == len(structures[0])
         (moments - 1.0).square().sum().backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
+
+    def test_energy_head_starts_as_the_foundation_and_trains(self, base, structures):
+        head = build_head("dft", "energy", {}, base)
+        headed = HeadedModel(sf.wrap(base, METHODS["sparse"]()), [head])
+        batch = atoms_to_batch(structures[:1], headed)
+        out = headed(batch, training=True, compute_force=True)
+        torch.testing.assert_close(out["heads"]["dft"]["energy"], out["energy"], rtol=1e-6, atol=1e-5)
+        torch.testing.assert_close(out["heads"]["dft"]["forces"], out["forces"], rtol=1e-5, atol=1e-5)
+        (out["heads"]["dft"]["energy"] - 1.0).square().sum().backward()
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
 
     def test_equivariance_float64_with_random_deltas(self, base, structures):

@@ -71,6 +71,30 @@ class MaceBackend(Backend):
 
         return collate(items)
 
+    def energy_readout(self, model) -> dict:
+        import copy
+
+        from ...heads.base import HeadError
+
+        for attr in ("readouts", "scale_shift"):
+            if not hasattr(model, attr):
+                raise HeadError(f"the base model ({type(model).__name__}) has no {attr}: not a ScaleShiftMACE")
+        return {"readouts": copy.deepcopy(model.readouts), "scale_shift": copy.deepcopy(model.scale_shift)}
+
+    def readout_energies(self, modules, features, data):
+        """mace's energy form without E0s: ``scale * sum_layers readout_l(h_l) + shift``."""
+        import torch
+
+        batch = data["batch"]
+        node_heads = torch.zeros_like(batch)
+        rows = torch.arange(batch.shape[0], device=batch.device)
+        layers = features.layers
+        node_es = 0.0
+        for i, readout in enumerate(modules.readouts):
+            feats = layers[-1] if len(modules.readouts) == 1 else layers[i]
+            node_es = node_es + readout(feats, node_heads)[rows, node_heads]
+        return modules.scale_shift(node_es, node_heads)
+
     def save_merged(self, model, path) -> None:
         from ...files import save_torch
 

@@ -74,6 +74,21 @@ class SevenNetBackend(Backend):
 
         return collate(items)
 
+    def energy_readout(self, model) -> dict:
+        import copy
+
+        net = model.net
+        return {
+            "hidden": copy.deepcopy(net.reduce_input_to_hidden.linear),
+            "energy": copy.deepcopy(net.reduce_hidden_to_energy.linear),
+            "scale": copy.deepcopy(net.rescale_atomic_energy),  # per-element scale (shift: the head's E0s)
+        }
+
+    def readout_energies(self, modules, features, data):
+        """sevenn's energy form without the per-element shift: ``scale_Z * energy(hidden(h_last))``."""
+        scale = data["node_attrs"].to(features.layers[-1].dtype) @ modules.scale.scale
+        return modules.energy(modules.hidden(features.layers[-1])).reshape(-1) * scale
+
     def save_merged(self, model, path) -> None:
         from .checkpoint import save
 
