@@ -1,4 +1,4 @@
-"""Command line: ``sparseft finetune | inspect | check | tiny-model | export | init | convert-mace-args``. Thin: parsing and printing only."""
+"""Command line: ``sparseft finetune | inspect | check | tiny-model | export | init | convert-mace-args | convert-sevenn-args``. Thin: parsing and printing only."""
 
 from __future__ import annotations
 
@@ -263,9 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
     p.set_defaults(func=cmd_tiny_model)
 
-    from . import cli_export, cli_init, convert_mace
+    from . import cli_export, cli_init, convert_mace, convert_sevenn
 
-    for command in (cli_export, cli_init, convert_mace):
+    for command in (cli_export, cli_init, convert_mace, convert_sevenn):
         command.add_parser(sub, parents=[common])
     return parser
 

@@ -23,6 +23,7 @@ def add_parser(sub, parents=()) -> None:
 
 
 def cmd_export(args) -> int:
+    from .core.backend import backend_of
     from .export import export
     from .files import save_torch, write_file_atomically
     from .loading import TRUST_WARNING, load_model
@@ -32,6 +33,11 @@ def cmd_export(args) -> int:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     print(f"note: {TRUST_WARNING}", file=sys.stderr)
     model = export(load_model(args.model), args.head)
+    backend = backend_of(model)
+    if backend.name != "mace":  # the family's own file (sevenn: a checkpoint)
+        write_file_atomically(out, lambda tmp: backend.save_merged(model, tmp))
+        print(f"wrote {out}: a {backend.name} model of head {args.head}")
+        return 0
     write_file_atomically(out, lambda tmp: save_torch(model, tmp))
     heads = list(getattr(model, "heads", ["Default"]))
     print(

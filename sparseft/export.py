@@ -127,7 +127,13 @@ def native_from(model) -> torch.nn.Module:
 
 def export(model, head: str | None) -> torch.nn.Module:
     """What ``sparseft export`` writes: ``head`` as one plain single-head mace model, or (no
-    ``head``) the native multi-head model of every energy head."""
+    ``head``) the native multi-head model of every energy head; for another family, what its
+    backend's ``export_head`` gives."""
+    from .core.backend import backend_of
+
+    backend = backend_of(model)
+    if backend.name != "mace":
+        return backend.export_head(model, head)
     extra = getattr(model, "output_heads", None) or {}
     if head is not None and head in extra and extra[head].property != "energy":
         raise ExportError(

@@ -85,6 +85,11 @@ class Backend:
         head as ``modules``, any object with those attributes)."""
         raise NotImplementedError(f"{self.name}: energy heads are not supported")
 
+    def export_head(self, model: torch.nn.Module, head: str | None) -> torch.nn.Module:
+        """A plain model of this family whose energy is ``head``'s (``model``: a merged trunk with
+        sparseft heads); None: the family's own multi-head form of every energy head."""
+        raise NotImplementedError(f"{self.name}: sparseft export is not supported")
+
     # --- outputs
     def save_merged(self, model: torch.nn.Module, path: Path) -> None:
         """Write a merged plain model as the family's own file (its tools load it)."""

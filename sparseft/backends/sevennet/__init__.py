@@ -89,6 +89,30 @@ class SevenNetBackend(Backend):
         scale = data["node_attrs"].to(features.layers[-1].dtype) @ modules.scale.scale
         return modules.energy(modules.hidden(features.layers[-1])).reshape(-1) * scale
 
+    def export_head(self, model, head):
+        """SevenNet-0 with ``head``'s readout and E0s (as the per-element shift) in place of the
+        foundation's: a single-head sevenn checkpoint (multi-fidelity export is not supported)."""
+        import copy
+
+        import torch
+
+        from ...export import ExportError
+
+        heads = {n: h for n, h in (getattr(model, "output_heads", None) or {}).items() if h.property == "energy"}
+        if head is None or head not in heads:
+            raise ExportError(
+                f"a SevenNet model is exported one energy head at a time: pass --head (energy heads: {list(heads)})"
+            )
+        source = heads[head]
+        trunk = copy.deepcopy(getattr(model.model, "base", model.model))
+        net = trunk.net
+        with torch.no_grad():
+            net.reduce_input_to_hidden.linear.load_state_dict(source.hidden.state_dict())
+            net.reduce_hidden_to_energy.linear.load_state_dict(source.energy.state_dict())
+            net.rescale_atomic_energy.scale.copy_(source.scale.scale)
+            net.rescale_atomic_energy.shift.copy_(source.atomic_energies.to(net.rescale_atomic_energy.shift))
+        return trunk
+
     def save_merged(self, model, path) -> None:
         from .checkpoint import save
 
