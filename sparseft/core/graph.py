@@ -80,5 +80,10 @@ def loader(dataset: list, batch_size: int, *, shuffle: bool, seed: int = 0):
     runs; torch's sampler, so the order is the one mace's loader gave)."""
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, drop_last=False, generator=generator, collate_fn=collate
+        dataset,  # type: ignore[arg-type]  # a list is a map-style dataset
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=False,
+        generator=generator,
+        collate_fn=collate,
     )

@@ -9,8 +9,6 @@ part of the head: the head's energy is the readout part plus its own E0s.
 
 from __future__ import annotations
 
-import copy
-
 from .._compat import torch
 from ..core.facts import e0s_buffer
 from .base import Head, HeadError

@@ -180,4 +180,6 @@ def test_shipped_cobalt_recipe(tmp_path, mode):
         pure = [a for a in ase.io.read(CU_CO / "test.xyz", ":") if 27 not in a.numbers]
         base, merged = load_foundation(dtype="float32"), sf.load_model(merged_path)
         for a, b in zip(sf.predict(base, pure), sf.predict(merged, pure)):
-            assert a.energy == b.energy and np.abs(a.forces - b.forces).max() <= 1e-14  # see tests/test_elements.py::_same
+            assert (
+                a.energy == b.energy and np.abs(a.forces - b.forces).max() <= 1e-14
+            )  # see tests/test_elements.py::_same
