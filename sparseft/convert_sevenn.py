@@ -116,6 +116,21 @@ class SevennInputError(ValueError):
     """An input file that is not a sevenn training input (one line)."""
 
 
+def _num(where: str, value, kind=float):
+    """``value`` as ``kind`` (int or float), or an error naming the key."""
+    if isinstance(value, bool):
+        raise SevennInputError(f"{where}: expected a number, got {value!r}")
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise SevennInputError(
+            f"{where}: expected {'an integer' if kind is int else 'a number'}, got {value!r}"
+        ) from None
+    if kind is int and isinstance(value, float) and value != number:
+        raise SevennInputError(f"{where}: expected an integer, got {value!r}")
+    return number
+
+
 def _model_name(value, base_dir: Path, notes: list[str]) -> str:
     text = str(value)
     key = text.lower()
@@ -178,12 +193,12 @@ def _optimizer(train_cfg: dict, recipe_train: dict, notes: list[str]) -> None:
         recipe_train["optimizer"] = "adam"
     params = dict(train_cfg.get("optim_param") or {})
     if "lr" in params:
-        recipe_train["lr"] = float(params.pop("lr"))
+        recipe_train["lr"] = _num("train.optim_param.lr", params.pop("lr"))
     else:
         notes.append("train.optim_param.lr: not given (torch's default 0.001 under sevenn); lr 0.001 used")
         recipe_train["lr"] = 1e-3
     if "weight_decay" in params:
-        recipe_train["weight_decay"] = float(params.pop("weight_decay"))
+        recipe_train["weight_decay"] = _num("train.optim_param.weight_decay", params.pop("weight_decay"))
     recipe_train["amsgrad"] = bool(params.pop("amsgrad", False))  # torch's (sevenn's) default; sparseft's is on
     for key in sorted(params):
         notes.append(f"train.optim_param.{key}={params[key]!r}: no sparseft equivalent")
@@ -208,10 +223,11 @@ def _scheduler(train_cfg: dict, epochs: int, recipe_train: dict, notes: list[str
     # the fraction of the lr left at the last epoch under sevenn's schedule, where it is known
     left = None
     if name == "exponentiallr":
-        left = float(params.get("gamma", 1.0)) ** max(epochs - 1, 0)
+        left = _num("train.scheduler_param.gamma", params.get("gamma", 1.0)) ** max(epochs - 1, 0)
     elif name == "linearlr":
-        start, end = float(params.get("start_factor", 1 / 3)), float(params.get("end_factor", 1.0))
-        total = int(params.get("total_iters", 5))
+        start = _num("train.scheduler_param.start_factor", params.get("start_factor", 1 / 3))
+        end = _num("train.scheduler_param.end_factor", params.get("end_factor", 1.0))
+        total = _num("train.scheduler_param.total_iters", params.get("total_iters", 5), int)
         left = start + (end - start) * min(epochs - 1, total) / max(total, 1)
     elif name == "constantlr" or name in ("none", "null"):
         left = 1.0
@@ -224,11 +240,13 @@ def _scheduler(train_cfg: dict, epochs: int, recipe_train: dict, notes: list[str
 
 def _loss(train_cfg: dict, recipe_train: dict, notes: list[str]) -> None:
     recipe_train["energy_weight"] = 1.0  # sevenn's energy term: per atom, weight 1
-    recipe_train["forces_weight"] = float(
-        train_cfg.get("force_loss_weight", SEVENN_TRAIN_DEFAULTS["force_loss_weight"])
+    recipe_train["forces_weight"] = _num(
+        "train.force_loss_weight", train_cfg.get("force_loss_weight", SEVENN_TRAIN_DEFAULTS["force_loss_weight"])
     )
     if train_cfg.get("is_train_stress", SEVENN_TRAIN_DEFAULTS["is_train_stress"]):
-        weight = float(train_cfg.get("stress_loss_weight", SEVENN_TRAIN_DEFAULTS["stress_loss_weight"]))
+        weight = _num(
+            "train.stress_loss_weight", train_cfg.get("stress_loss_weight", SEVENN_TRAIN_DEFAULTS["stress_loss_weight"])
+        )
         # sevenn's stress term is in kbar: the same term in eV/Å³ under MSE is weight x 1602^2
         recipe_train["stress_weight"] = weight * KBAR_PER_EV_A3**2
         notes.append(
@@ -317,7 +335,7 @@ def _data(data_cfg: dict, base_dir: Path, recipe: dict, recipe_train: dict, note
     """Data files, keys, batch size; returns the data keys handled."""
     data = recipe["data"]
     handled = {"batch_size", "shift", "scale", "use_modal_wise_shift", "use_modal_wise_scale"}
-    recipe_train["batch_size"] = int(data_cfg.get("batch_size", SEVENN_BATCH_SIZE))
+    recipe_train["batch_size"] = _num("data.batch_size", data_cfg.get("batch_size", SEVENN_BATCH_SIZE), int)
     roles = {"load_trainset_path": "train", "load_dataset_path": "train", "load_validset_path": "valid"}
     roles["load_testset_path"] = "test"
     for key, role in roles.items():
@@ -343,11 +361,7 @@ def _data(data_cfg: dict, base_dir: Path, recipe: dict, recipe_train: dict, note
         if ratio:
             notes.append(f"data.data_divide_ratio={ratio}: ignored (as by sevenn: load_validset_path is given)")
     else:
-        data["valid_fraction"] = float(ratio or 0.0)
-        if not ratio:
-            notes.append(
-                "no validation set (no load_validset_path, no data_divide_ratio): sparseft keeps the last epoch"
-            )
+        data["valid_fraction"] = _num("data.data_divide_ratio", ratio or 0.0)  # 0: no validation, as in sevenn
     fmt = str(data_cfg.get("data_format", "ase")).lower()
     handled.add("data_format")
     if fmt not in ("ase", "extxyz"):
@@ -404,9 +418,9 @@ def convert_config(config, base_dir: Path | str = ".") -> tuple[dict, list[str]]
 
     # train
     state = _continue(train_cfg, base_dir, recipe, notes)
-    epochs = int(train_cfg.get("epoch", SEVENN_TRAIN_DEFAULTS["epoch"]))
+    epochs = _num("train.epoch", train_cfg.get("epoch", SEVENN_TRAIN_DEFAULTS["epoch"]), int)
     train["epochs"] = epochs
-    train["seed"] = int(train_cfg.get("random_seed", SEVENN_TRAIN_DEFAULTS["random_seed"]))
+    train["seed"] = _num("train.random_seed", train_cfg.get("random_seed", SEVENN_TRAIN_DEFAULTS["random_seed"]), int)
     _optimizer(train_cfg, train, notes)
     _scheduler(train_cfg, epochs, train, notes)
     _loss(train_cfg, train, notes)

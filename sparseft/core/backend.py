@@ -90,6 +90,11 @@ class Backend:
         sparseft heads); None: the family's own multi-head form of every energy head."""
         raise NotImplementedError(f"{self.name}: sparseft export is not supported")
 
+    def write_native_heads(self, model: torch.nn.Module, out_dir: Path, log) -> None:
+        """Write a merged trunk's energy heads in the family's own multi-head file, if it has one
+        (log a note otherwise)."""
+        log(f"note: {self.name} has no multi-head file: export a head with sparseft export --head NAME")
+
     # --- outputs
     def save_merged(self, model: torch.nn.Module, path: Path) -> None:
         """Write a merged plain model as the family's own file (its tools load it)."""

@@ -22,8 +22,9 @@ import json
 from pathlib import Path
 
 from .._compat import default_dtype, torch  # noqa: F401  (import order: mace before e3nn)
+from ..backends.mace.precision import to_dtype
 from ..files import sha256_file
-from ..precision import parse_dtype, to_dtype
+from ..precision import parse_dtype
 
 __all__ = ["DOMAIN_DIR", "FOUNDATION_CONFIG", "FOUNDATION_WEIGHTS", "foundation_info", "load_foundation"]
 

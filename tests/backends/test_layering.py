@@ -19,8 +19,6 @@ LEGACY_MACE = {
     "convert_mace.py",
     "elements.py",
     "embedded/__init__.py",
-    "export.py",
-    "precision.py",
     "testing/tiny.py",
 }
 

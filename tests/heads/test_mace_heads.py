@@ -13,7 +13,8 @@ from ase.build import bulk
 
 from sparseft import SparseConfig, wrap
 from sparseft._compat import torch
-from sparseft.export import ExportError, export, to_mace_multihead, write_head_models
+from sparseft.backends.mace.export import to_mace_multihead
+from sparseft.export import ExportError, export, write_head_models
 from sparseft.heads import HeadedModel, build_head
 from sparseft.heads_file import NotAMaceModelError
 from sparseft.predict import predict

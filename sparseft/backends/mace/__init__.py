@@ -57,7 +57,7 @@ class MaceBackend(Backend):
         return [o3.Irreps(str(product.linear.irreps_out)) for product in model.products]
 
     def to_dtype(self, model, dtype):
-        from ...precision import to_dtype
+        from .precision import to_dtype
 
         return to_dtype(model, dtype)
 
@@ -94,6 +94,28 @@ class MaceBackend(Backend):
             feats = layers[-1] if len(modules.readouts) == 1 else layers[i]
             node_es = node_es + readout(feats, node_heads)[rows, node_heads]
         return modules.scale_shift(node_es, node_heads)
+
+    def export_head(self, model, head):
+        from .export import export_head
+
+        return export_head(model, head)
+
+    def write_native_heads(self, model, out_dir, log) -> None:
+        """``merged_multihead.model``: a native mace multi-head model for MACE's tools."""
+        from ...export import ExportError, energy_heads
+        from ...files import save_torch, write_file_atomically
+        from .export import to_mace_multihead
+
+        try:
+            native = to_mace_multihead(model.model, energy_heads(model))
+        except ExportError as exc:
+            log(f"note: no merged_multihead.model: {exc}")
+            return
+        write_file_atomically(out_dir / "merged_multihead.model", lambda tmp: save_torch(native, tmp))
+        log(
+            f"merged_multihead.model: mace heads {list(native.heads)} (MACECalculator(head=...), "
+            "mace_create_lammps_model --head, mace_eval_configs --head)"
+        )
 
     def save_merged(self, model, path) -> None:
         from ...files import save_torch

@@ -9,8 +9,9 @@ from ..._compat import default_dtype, torch
 from ...blocks import UnsupportedLayoutError, blocks
 from ...core.facts import model_heads
 from ...loading import TRUST_WARNING, HeadNotFoundError, ModelLoadError
-from ...precision import parse_dtype, to_dtype
+from ...precision import parse_dtype
 from ...trust import UntrustedModelWarning
+from .precision import to_dtype
 
 _WARNED: set[str] = set()
 
@@ -44,7 +45,7 @@ def load_model(
     Warning: the file is a pickle; loading it runs code from it. Only load trusted files.
 
     ``dtype`` ("float32"/"float64") converts the model (float32 -> float64 rebuilds it so that
-    its Clebsch-Gordan constants are float64 too, see :mod:`sparseft.precision`); ``head`` picks one head of a
+    its Clebsch-Gordan constants are float64 too, see :mod:`sparseft.backends.mace.precision`); ``head`` picks one head of a
     multi-head model and returns a single-head model holding only that head (what
     mace-torch itself does before fine-tuning). Raises :class:`ModelLoadError` with the
     file name and the reason for a missing file, a file that is not a MACE model, or a

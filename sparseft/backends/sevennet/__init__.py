@@ -96,9 +96,9 @@ class SevenNetBackend(Backend):
 
         import torch
 
-        from ...export import ExportError
+        from ...export import ExportError, energy_heads
 
-        heads = {n: h for n, h in (getattr(model, "output_heads", None) or {}).items() if h.property == "energy"}
+        heads = energy_heads(model)
         if head is None or head not in heads:
             raise ExportError(
                 f"a SevenNet model is exported one energy head at a time: pass --head (energy heads: {list(heads)})"
