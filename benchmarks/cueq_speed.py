@@ -1,5 +1,5 @@
 """Inference and training-step time of a merged model with and without cuEquivariance
-(``sparseft.cueq.to_cueq``), interleaved, on one device.
+(``sparseft.backends.mace.cueq.to_cueq``), interleaved, on one device.
 
     python benchmarks/cueq_speed.py [--like mp0-medium] [--device cuda] [--atoms 128] [--repeats 10]
 
@@ -19,7 +19,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 
 import sparseft as sf  # noqa: E402
-from sparseft import cueq  # noqa: E402
+from sparseft.backends.mace import cueq  # noqa: E402
 from sparseft._compat import torch  # noqa: E402
 from sparseft.predict import atoms_to_batch  # noqa: E402
 from sparseft.testing.tiny import foundation_like  # noqa: E402

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import sparseft as sf
-from sparseft import cueq
+from sparseft.backends.mace import cueq
 from sparseft._compat import torch
 from sparseft.predict import predict
 from sparseft.testing.structures import default_structures

@@ -15,7 +15,7 @@ import contextlib
 import io
 import warnings
 
-from ._compat import default_dtype, torch
+from ..._compat import default_dtype, torch
 
 
 class CueqUnavailable(RuntimeError):
