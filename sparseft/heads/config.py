@@ -106,7 +106,7 @@ def head_config_from_dict(data, where: str) -> HeadConfig:
 
 
 def build_head(name: str, kind: str, options: dict, plain_model: torch.nn.Module, *, seed: int = 0) -> Head:
-    """A new head on ``plain_model`` (an unwrapped mace model), in its dtype and device."""
+    """A new head on ``plain_model`` (an unwrapped base model of any backend), in its dtype and device."""
     if kind not in HEAD_CLASSES:
         raise HeadError(f"head {name!r}: unknown kind {kind!r}; known: {', '.join(HEAD_CLASSES)}")
     param = next(plain_model.parameters())
