@@ -25,6 +25,9 @@ from ..heads import HeadedModel, build_head
 from ..predict import atoms_to_batch, predict
 from .equivariance import check_equivariance
 
+if False:  # typing only
+    from pathlib import Path  # noqa: F401
+
 METHODS = {
     "sparse": lambda: [sf.SparseConfig(l1=0.1)],
     "lora": lambda: [sf.LoRAConfig(rank=2)],
@@ -156,3 +159,92 @@ class BackendContract:
             optimizer.step()
             losses.append(float(loss))
         assert losses[-1] < losses[0]
+
+
+def labelled_frames(base, structures, n: int = 6, seed: int = 0) -> list:
+    """``n`` rattled copies of ``structures`` labelled by ``base`` itself, shifted (energy +0.05
+    eV/atom, forces x1.1): a small "new level of theory" any backend can learn."""
+    import ase
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i in range(n):
+        atoms = structures[i % len(structures)].copy()
+        atoms.positions += rng.normal(scale=0.03, size=atoms.positions.shape)
+        frames.append(atoms)
+    for atoms, p in zip(frames, predict(base, frames, stress=False)):
+        atoms.info["REF_energy"] = p.energy + 0.05 * len(atoms)
+        atoms.arrays["REF_forces"] = p.forces * 1.1
+        atoms.calc = None
+    assert all(isinstance(a, ase.Atoms) for a in frames)
+    return frames
+
+
+def _recipe(folder, base_name: str, name: str, **train) -> "Path":
+    import yaml
+
+    recipe = {
+        "base": {"model": base_name, "dtype": "float64", "device": "cpu"},
+        "data": {"train": str(folder / "data.xyz"), "valid_fraction": 0.34, "test_fraction": 0.0},
+        "adapters": [{"method": "sparse", "l1": 0.001}],
+        "train": {"epochs": 2, "batch_size": 2, "lr": 0.01, "target_density": 0.2, "seed": 0, **train},
+        "output": {"directory": str(folder / name)},
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+class BackendRunContract:
+    """Whole fine-tunes on a backend (slow): a resumed run equals an uninterrupted one, and two
+    torchrun ranks train the one-rank adapter. Subclasses add a ``base_name`` fixture (what a
+    recipe's ``base.model`` says) besides ``base`` and ``structures``."""
+
+    @pytest.fixture
+    def folder(self, base, structures, tmp_path):
+        import ase.io
+
+        ase.io.write(tmp_path / "data.xyz", labelled_frames(base, structures), format="extxyz")
+        return tmp_path
+
+    @pytest.mark.slow
+    def test_resumed_run_equals_an_uninterrupted_one(self, folder, base_name):
+        from safetensors.torch import load_file
+
+        from ..finetune import run
+        from ..recipe import load_recipe
+
+        fixed = {"target_density": None, "scheduler": "constant"}  # a schedule that does not depend on the epochs
+        run(load_recipe(_recipe(folder, base_name, "whole", **fixed)), quiet=True)
+        path = _recipe(folder, base_name, "parts", epochs=1, **fixed)
+        run(load_recipe(path), quiet=True)
+        path = _recipe(folder, base_name, "parts", epochs=2, **fixed)
+        run(load_recipe(path), quiet=True, resume=True, accept_recipe_changes=True)
+        a = load_file(str(folder / "whole" / "adapter" / "adapter.safetensors"))
+        b = load_file(str(folder / "parts" / "adapter" / "adapter.safetensors"))
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-9, atol=1e-12, msg=key)
+
+    @pytest.mark.slow
+    def test_two_ranks_train_the_one_rank_adapter(self, folder, base_name):
+        import os
+        import subprocess
+        import sys
+
+        from safetensors.torch import load_file
+
+        from ..finetune import run
+        from ..recipe import load_recipe
+
+        run(load_recipe(_recipe(folder, base_name, "one")), quiet=True)
+        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+        cmd += ["-m", "sparseft", "finetune", str(_recipe(folder, base_name, "two")), "--quiet"]
+        done = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+        a = load_file(str(folder / "one" / "adapter" / "adapter.safetensors"))
+        b = load_file(str(folder / "two" / "adapter" / "adapter.safetensors"))
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key].double(), b[key].double(), rtol=1e-6, atol=1e-9, msg=key)

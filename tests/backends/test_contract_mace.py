@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sparseft.testing.contract import BackendContract
+from sparseft._compat import torch
+from sparseft.testing.contract import BackendContract, BackendRunContract
 from sparseft.testing.structures import default_structures
 from sparseft.testing.tiny import tiny_mace
 
@@ -19,5 +20,12 @@ def structures(base):
     return default_structures(base, seed=0)[:2]
 
 
-class TestMaceContract(BackendContract):
+@pytest.fixture(scope="module")
+def base_name(base, tmp_path_factory):
+    path = tmp_path_factory.mktemp("mace") / "tiny.model"
+    torch.save(base, path)
+    return str(path)
+
+
+class TestMaceContract(BackendContract, BackendRunContract):
     pass

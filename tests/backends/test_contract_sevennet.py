@@ -6,7 +6,7 @@ import pytest
 from ase.build import bulk, molecule
 
 import sparseft as sf
-from sparseft.testing.contract import BackendContract
+from sparseft.testing.contract import BackendContract, BackendRunContract
 
 
 @pytest.fixture(scope="module")
@@ -22,5 +22,10 @@ def structures():
     return [cell, water]
 
 
-class TestSevenNetContract(BackendContract):
+@pytest.fixture(scope="module")
+def base_name():
+    return "sevennet:7net-0"
+
+
+class TestSevenNetContract(BackendContract, BackendRunContract):
     pass
