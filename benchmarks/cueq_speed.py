@@ -19,8 +19,8 @@ import sys  # noqa: E402
 import time  # noqa: E402
 
 import sparseft as sf  # noqa: E402
-from sparseft.backends.mace import cueq  # noqa: E402
 from sparseft._compat import torch  # noqa: E402
+from sparseft.backends.mace import cueq  # noqa: E402
 from sparseft.predict import atoms_to_batch  # noqa: E402
 from sparseft.testing.tiny import foundation_like  # noqa: E402
 

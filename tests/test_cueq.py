@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import sparseft as sf
-from sparseft.backends.mace import cueq
 from sparseft._compat import torch
+from sparseft.backends.mace import cueq
 from sparseft.predict import predict
 from sparseft.testing.structures import default_structures
 from sparseft.testing.tiny import tiny_mace
