@@ -268,21 +268,21 @@ def test_a_kill_at_every_step_of_the_output_writes_is_recovered_by_resume(finish
 def test_disk_full_while_writing_outputs_names_the_file_and_keeps_the_checkpoint(finished, monkeypatch, capsys):
     import errno
 
-    import sparseft.finetune
+    import sparseft.files
 
     target = finished / "full"
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(finished / "ref", target)
     (finished / "full.yaml").write_text(recipe_text("tiny.model", "data.xyz", "full", epochs=2))
     kept = find_checkpoint(target)
-    real = sparseft.finetune.save_torch
+    real = sparseft.files.save_torch
 
     def full(obj, path):
         with open(path, "wb") as f:
             f.write(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(sparseft.finetune, "save_torch", full)
+    monkeypatch.setattr(sparseft.files, "save_torch", full)  # the backend writes merged.model with it
     from sparseft.cli import main
 
     assert main(["finetune", str(finished / "full.yaml"), "--resume", "--quiet"]) == 1
@@ -290,7 +290,7 @@ def test_disk_full_while_writing_outputs_names_the_file_and_keeps_the_checkpoint
     assert err.startswith("sparseft: error: no space left on device while writing ") and "merged.model" in err
     assert find_checkpoint(target) == kept
     assert not list(target.glob(".*tmp*"))
-    monkeypatch.setattr("sparseft.finetune.save_torch", real)
+    monkeypatch.setattr("sparseft.files.save_torch", real)
     assert main(["finetune", str(finished / "full.yaml"), "--resume", "--quiet"]) == 0
     _same_outputs(finished / "ref", target)
 
