@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 
 from sparseft._compat import torch
 from sparseft.data import loader
-from sparseft.finetune import run
 from sparseft.recipe import load_recipe
+from sparseft.run import run
 from sparseft.testing.tiny import tiny_mace
 from sparseft.train import distributed as ddp
 from sparseft.train.checkpoint import find_checkpoint
