@@ -32,9 +32,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_global_batches_follow_the_one_process_loader_order():
-    data = list(range(11))
+    data = [{"positions": torch.zeros(1, 3), "frame": torch.tensor([i])} for i in range(11)]  # graph items
     for seed in (0, 7):
-        expected = [b.tolist() for b in loader(data, 4, shuffle=True, seed=seed)]
+        expected = [b["frame"].tolist() for b in loader(data, 4, shuffle=True, seed=seed)]
         assert ddp.global_batches(11, 4, shuffle=True, seed=seed) == expected
     assert ddp.global_batches(5, 2, shuffle=False, seed=0) == [[0, 1], [2, 3], [4]]
 
