@@ -139,8 +139,8 @@ def recipe_for(run: dict, data: dict, work: Path) -> dict:
 
 
 def execute(run: dict, data: dict, work: Path) -> dict:
-    from sparseft.finetune import run as finetune
     from sparseft.recipe import recipe_from_dict
+    from sparseft.run import run as finetune
 
     cache = work / "results" / f"{key(run)}.json"
     if cache.exists():

@@ -5,7 +5,7 @@ For each data set, every method fine-tunes the same base model file on the same 
 valid split files, with the same seed, epochs, batch size, learning rate, loss weights
 and E0s, one training process at a time with exactly one torch thread:
 
-- sparseft (``sparseft.finetune.run`` with a recipe built from a dict, in a subprocess):
+- sparseft (``sparseft.run.run`` with a recipe built from a dict, in a subprocess):
   sparse delta at 0.5 / 1 / 3 / 10 % density, LoRA rank 2 / 4 / 8, freeze (readouts only;
   last interaction + product + readouts), full fine-tuning, and training from scratch
   with the same architecture (a re-initialised copy of the base);

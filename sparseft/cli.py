@@ -105,9 +105,9 @@ def _read_structures(path, model) -> list:
 
 
 def cmd_finetune(args) -> int:
-    from .finetune import Interrupted, run
     from .loading import TRUST_WARNING
     from .recipe import RecipeError, load_recipe
+    from .run import Interrupted, run
 
     if args.resume and args.overwrite:
         raise RecipeError("--resume and --overwrite exclude each other: continue the run, or replace it")

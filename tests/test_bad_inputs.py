@@ -23,8 +23,8 @@ import pytest
 import sparseft as sf
 from sparseft._compat import torch
 from sparseft.cli import main
-from sparseft.finetune import run
 from sparseft.recipe import load_recipe
+from sparseft.run import run
 from sparseft.testing.tiny import tiny_mace
 
 from .bad_input_corpus import CASES, MOUNTS, Work, write_recipe

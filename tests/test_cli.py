@@ -122,10 +122,10 @@ def test_help_shows_user_words_not_internal_names():
 
 
 def test_finetune_device_and_dtype_flags_set_the_recipe(tmp_path, monkeypatch):
-    import sparseft.finetune
+    import sparseft.run
 
     seen = {}
-    monkeypatch.setattr(sparseft.finetune, "run", lambda recipe, **kw: seen.setdefault("recipe", recipe))
+    monkeypatch.setattr(sparseft.run, "run", lambda recipe, **kw: seen.setdefault("recipe", recipe))
     (tmp_path / "r.yaml").write_text("data: {train: x.xyz}\nadapters: [{method: sparse}]\n")
     assert main(["finetune", str(tmp_path / "r.yaml"), "--device", "cpu", "--dtype", "float32"]) == 0
     assert (seen["recipe"].base.device, seen["recipe"].base.dtype) == ("cpu", "float32")

@@ -13,8 +13,8 @@ from ase.build import bulk
 import sparseft as sf
 from sparseft._compat import torch
 from sparseft.devices import resolve_device
-from sparseft.finetune import run
 from sparseft.recipe import load_recipe
+from sparseft.run import run
 from sparseft.testing.tiny import tiny_mace
 
 from .finetune_data import emt_frames, recipe_text

@@ -13,8 +13,9 @@ import ase.io
 import pytest
 
 from sparseft._compat import torch
-from sparseft.finetune import load_splits, run
 from sparseft.recipe import recipe_from_dict
+from sparseft.run import run
+from sparseft.run.data import load_splits
 from sparseft.testing.tiny import tiny_mace
 
 from .finetune_data import emt_frames

@@ -10,8 +10,8 @@ import pytest
 
 from sparseft import embedded
 from sparseft.blocks import blocks
-from sparseft.finetune import run
 from sparseft.recipe import load_recipe
+from sparseft.run import run
 from sparseft.testing import check_equivariance
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"

@@ -82,7 +82,7 @@ def test_the_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-LEAVES = ("sparseft.core.facts", "sparseft.files", "sparseft.trust")  # import nothing of sparseft
+LEAVES = ("sparseft.core.keys", "sparseft.files", "sparseft.trust")  # import nothing of sparseft
 
 
 def test_no_import_cycle_inside_sparseft():
@@ -93,6 +93,8 @@ def test_no_import_cycle_inside_sparseft():
     for leaf in LEAVES:
         assert not graph[leaf], f"{leaf} must import nothing of sparseft, imports {sorted(graph[leaf])}"
     assert graph["sparseft.labels"] <= {"sparseft._compat"}
+    assert graph["sparseft.core.facts"] <= {"sparseft.core.backend"}, "facts ask the backend, nothing else"
+    assert graph["sparseft.core.backend"] <= {"sparseft._compat", "sparseft.backends"}, "backends load by name"
     assert not any(m.startswith("sparseft.heads") for m in graph["sparseft.model"]), "AdaptedModel knows no heads"
 
 

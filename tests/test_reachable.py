@@ -12,9 +12,9 @@ import sparseft as sf
 from sparseft._compat import torch
 from sparseft.adapters.sparse import SparsePart
 from sparseft.blocks import blocks
-from sparseft.finetune import run
 from sparseft.model import reachable
 from sparseft.recipe import load_recipe
+from sparseft.run import run
 from sparseft.select import SelectionError
 from sparseft.testing.tiny import tiny_mace
 

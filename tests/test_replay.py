@@ -11,10 +11,10 @@ import pytest
 from sparseft._compat import torch
 from sparseft.data import Frames, Keys
 from sparseft.e0s import current_e0s, set_e0s
-from sparseft.finetune import run
 from sparseft.predict import graphs, predict
 from sparseft.recipe import RecipeError, load_recipe
 from sparseft.replay import ReplayConfig, farthest_points, generate, replay_frames
+from sparseft.run import run
 from sparseft.testing.tiny import tiny_mace
 
 from .finetune_data import emt_frames
@@ -147,7 +147,7 @@ def test_the_shipped_replay_set_of_the_embedded_foundation():
     """``embedded:foundation_replay.xyz``: unlabelled structures of the foundation's own
     chemistry (all seven EMT metals), pseudo-labelled by the base at fine-tune time."""
     from sparseft.embedded import DOMAIN_DIR, load_foundation
-    from sparseft.finetune import _embedded_path
+    from sparseft.run.data import embedded_path as _embedded_path
 
     base = load_foundation(dtype="float64")
     zs = [int(z) for z in base.atomic_numbers]

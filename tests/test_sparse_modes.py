@@ -15,9 +15,9 @@ import sparseft as sf
 from sparseft._compat import torch
 from sparseft.adapters.sparse import ThresholdPart
 from sparseft.adapters.sparse_modes import cubic_density, set_offsets, top_fraction
-from sparseft.finetune import run
 from sparseft.predict import predict
 from sparseft.recipe import load_recipe
+from sparseft.run import run
 from sparseft.testing.equivariance import check_equivariance
 from sparseft.testing.structures import default_structures
 from sparseft.testing.tiny import tiny_mace

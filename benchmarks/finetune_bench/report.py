@@ -246,7 +246,7 @@ def settings_lines(info: dict, args) -> list[str]:
 
             lines += [
                 "",
-                f"sparseft recipe ({sft['label']}; run as `sparseft.finetune.run(recipe_from_dict(...))` "
+                f"sparseft recipe ({sft['label']}; run as `sparseft.run.run(recipe_from_dict(...))` "
                 "in a subprocess, the other rows change `adapters` / `train`):",
                 "",
                 "```yaml",

@@ -13,8 +13,8 @@ def worker_main(spec_path: str) -> int:
 
     torch.set_num_threads(spec["threads"])
     import sparseft
-    from sparseft.finetune import run
     from sparseft.recipe import recipe_from_dict
+    from sparseft.run import run
 
     print(
         f"[worker] sparseft from {Path(sparseft.__file__).parent}; torch threads {torch.get_num_threads()}", flush=True

@@ -211,8 +211,8 @@ class BackendRunContract:
     def test_resumed_run_equals_an_uninterrupted_one(self, folder, base_name):
         from safetensors.torch import load_file
 
-        from ..finetune import run
         from ..recipe import load_recipe
+        from ..run import run
 
         fixed = {"target_density": None, "scheduler": "constant"}  # a schedule that does not depend on the epochs
         run(load_recipe(_recipe(folder, base_name, "whole", **fixed)), quiet=True)
@@ -234,8 +234,8 @@ class BackendRunContract:
 
         from safetensors.torch import load_file
 
-        from ..finetune import run
         from ..recipe import load_recipe
+        from ..run import run
 
         run(load_recipe(_recipe(folder, base_name, "one")), quiet=True)
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}

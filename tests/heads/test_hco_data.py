@@ -10,8 +10,8 @@ import pytest
 
 from sparseft._compat import torch
 from sparseft.data import Keys, MagmomKeys, read_frames, validate
-from sparseft.finetune import run
 from sparseft.recipe import recipe_from_dict
+from sparseft.run import run
 from sparseft.testing.tiny import tiny_mace
 
 DATA = Path(__file__).resolve().parents[2] / "examples" / "data" / "hco_radicals"

@@ -7,8 +7,8 @@ from __future__ import annotations
 import ase.io
 
 from sparseft._compat import torch
-from sparseft.finetune import run
 from sparseft.recipe import load_recipe
+from sparseft.run import run
 from sparseft.testing.tiny import tiny_mace
 
 from ..finetune_data import MULTITASK_HEADS, multitask_frames, recipe_text

@@ -13,9 +13,9 @@ import pytest
 from sparseft import SparseConfig, wrap
 from sparseft._compat import torch
 from sparseft.data import Frames, Keys, MagmomKeys, attach_labels, loader, to_atomic_data
-from sparseft.finetune import run
 from sparseft.heads import HeadedModel, build_head
 from sparseft.recipe import RecipeError, TrainSection, load_recipe, recipe_from_dict
+from sparseft.run import run
 from sparseft.testing.tiny import tiny_mace
 from sparseft.train.losses import loss_terms
 from sparseft.train.trainer import Trainer

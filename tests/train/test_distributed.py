@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 
 from sparseft._compat import torch
 from sparseft.data import loader
-from sparseft.finetune import run
 from sparseft.recipe import load_recipe
+from sparseft.run import run
 from sparseft.testing.tiny import tiny_mace
 from sparseft.train import distributed as ddp
 from sparseft.train.checkpoint import find_checkpoint
@@ -32,9 +32,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_global_batches_follow_the_one_process_loader_order():
-    data = list(range(11))
+    data = [{"positions": torch.zeros(1, 3), "frame": torch.tensor([i])} for i in range(11)]  # graph items
     for seed in (0, 7):
-        expected = [b.tolist() for b in loader(data, 4, shuffle=True, seed=seed)]
+        expected = [b["frame"].tolist() for b in loader(data, 4, shuffle=True, seed=seed)]
         assert ddp.global_batches(11, 4, shuffle=True, seed=seed) == expected
     assert ddp.global_batches(5, 2, shuffle=False, seed=0) == [[0, 1], [2, 3], [4]]
 

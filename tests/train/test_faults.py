@@ -27,9 +27,9 @@ import sparseft.train.checkpoint as checkpoint
 from sparseft._compat import torch
 from sparseft.adapters import SparseConfig
 from sparseft.data import Frames, Keys, to_atomic_data
-from sparseft.finetune import run
 from sparseft.model import wrap
 from sparseft.recipe import TrainSection, load_recipe
+from sparseft.run import run
 from sparseft.testing.tiny import tiny_mace
 from sparseft.train.checkpoint import find_checkpoint, load_checkpoint, remove_stale, save_checkpoint
 from sparseft.train.trainer import Trainer, TrainState

@@ -15,8 +15,8 @@ import pytest
 from safetensors.torch import load_file
 
 from sparseft._compat import torch
-from sparseft.finetune import run
 from sparseft.recipe import load_recipe
+from sparseft.run import run
 from sparseft.testing.tiny import tiny_mace
 from sparseft.train.checkpoint import find_checkpoint
 

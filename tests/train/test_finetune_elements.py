@@ -12,8 +12,8 @@ import pytest
 import sparseft as sf
 from sparseft._compat import torch
 from sparseft.elements import extend_elements
-from sparseft.finetune import run
 from sparseft.recipe import RecipeError, load_recipe
+from sparseft.run import run
 from sparseft.testing.tiny import tiny_mace
 
 from ..finetune_data import emt_frames, recipe_text

@@ -14,8 +14,8 @@ from ase import Atoms
 from sparseft._compat import torch
 from sparseft.data import DataError, Frames, Keys, to_atomic_data
 from sparseft.e0s import current_e0s, resolve_e0s
-from sparseft.finetune import run
 from sparseft.recipe import RecipeError, load_recipe
+from sparseft.run import run
 from sparseft.testing.tiny import tiny_mace
 
 from ..finetune_data import emt_frames, recipe_text

@@ -208,9 +208,9 @@ def test_a_recipe_with_all_three_runs_end_to_end(tmp_path):
 
     import ase.io
 
-    from sparseft.finetune import run
     from sparseft.plots import validated_points
     from sparseft.recipe import load_recipe
+    from sparseft.run import run
 
     from ..finetune_data import recipe_text
 

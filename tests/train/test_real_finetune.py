@@ -5,8 +5,8 @@ from __future__ import annotations
 import ase.io
 import pytest
 
-from sparseft.finetune import run
 from sparseft.recipe import recipe_from_dict
+from sparseft.run import run
 
 pytestmark = pytest.mark.real
 

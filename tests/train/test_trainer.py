@@ -9,8 +9,8 @@ import pytest
 
 from sparseft import SparseConfig, wrap
 from sparseft._compat import torch
-from sparseft.finetune import run
 from sparseft.recipe import TrainSection, load_recipe
+from sparseft.run import run
 from sparseft.testing.tiny import tiny_mace
 from sparseft.train.trainer import Trainer, TrainState
 
