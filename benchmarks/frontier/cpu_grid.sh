@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The reduced CPU grid of issue 20 on SevenNet-0, as run for benchmarks/results/frontier.md
+# (2-core CPU shared with other work: one torch thread per run, at most 2 runs at a time).
+# Every step reuses the cached runs (benchmarks/frontier/runs/<id>/results.json).
+# Usage: benchmarks/frontier/cpu_grid.sh [DEADLINE_HH:MM_UTC]   (no run starts after it)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1
+DEADLINE=${1:-}
+R=(.venv/bin/python benchmarks/frontier/run.py --grid cpu --max-steps 64 --patience 2 --jobs 2 ${DEADLINE:+--deadline $DEADLINE})
+ALL=sparse-1,sparse-3,sparse-10,lora-r1,lora-r4,freeze-readout,full
+# 1. fe_hcp: every method at the centre of its family's grid (sparse/LoRA 1e-2, freeze/full 1e-3)
+"${R[@]}" --sets fe_hcp --stage tune --no-extend --methods sparse-1,sparse-3,sparse-10,lora-r1,lora-r4 --lrs 0.01
+"${R[@]}" --sets fe_hcp --stage tune --no-extend --methods freeze-readout,full --lrs 0.001
+# 2. fe_hcp: the full 3-value grid for the three headline methods, one edge extension
+"${R[@]}" --sets fe_hcp --stage tune --extend-rounds 1 --methods sparse-3,lora-r4,full
+# 3. fe_slab: every method at the lr selected on fe_hcp (no tuning on this set)
+"${R[@]}" --sets fe_slab --stage tune --lr-from fe_hcp --methods $ALL
+# 4. fe_hcp: sparseft's other support rule at 3 %, fisher (support chosen before training), centre lr
+"${R[@]}" --sets fe_hcp --stage tune --no-extend --methods sparse-3-fisher --lrs 0.01
+# 5. fe_hcp: seeds 1 and 2 at the selected lr for full and sparse 3 %
+"${R[@]}" --sets fe_hcp --stage seeds --seed-methods full,sparse-3 --seeds 0,1,2
+# 6. second lr values: full (1e-3) and sparse 3 % (1e-2) on fe_slab, sparse 3 % fisher (3e-3) on fe_hcp
+"${R[@]}" --sets fe_slab --stage tune --no-extend --methods full --lrs 0.001
+"${R[@]}" --sets fe_slab --stage tune --no-extend --methods sparse-3 --lrs 0.01
+"${R[@]}" --sets fe_hcp --stage tune --no-extend --methods sparse-3-fisher --lrs 0.003
+.venv/bin/python benchmarks/frontier/report.py --notes benchmarks/frontier/cpu_notes.md
