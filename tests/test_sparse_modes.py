@@ -1,4 +1,4 @@
-"""The sparse modes (two_phase, gradual, fisher, str): schedule pieces, and each mode trained end to end
+"""The sparse modes (two_phase, gradual, fisher, str_scheduled, str): schedule pieces, and each mode trained end to end
 meeting the adapter contract (target density, merge exact, files round-trip, equivariance, only
 selected blocks change, a meaningful sparsity map)."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import ase.io
 import numpy as np
@@ -13,8 +14,10 @@ import pytest
 
 import sparseft as sf
 from sparseft._compat import torch
+from sparseft.adapters.ranking import keep_top
 from sparseft.adapters.sparse import ThresholdPart
-from sparseft.adapters.sparse_modes import cubic_density, set_offsets, top_fraction
+from sparseft.adapters.sparse_modes import MODES as REGISTRY
+from sparseft.adapters.sparse_modes import cubic_density, set_offsets
 from sparseft.finetune import run
 from sparseft.predict import predict
 from sparseft.recipe import load_recipe
@@ -25,7 +28,7 @@ from sparseft.testing.tiny import tiny_mace
 from .finetune_data import emt_frames
 
 ONE_PARAM = sf.Selector(include=["interactions.0.skip_tp.weight"])
-MODES = ("two_phase", "gradual", "fisher", "str")
+MODES = ("two_phase", "gradual", "fisher", "str_scheduled")  # the modes that fix a support at the target
 
 
 def test_cubic_schedule_runs_from_dense_to_the_target():
@@ -36,14 +39,87 @@ def test_cubic_schedule_runs_from_dense_to_the_target():
     assert cubic_density(60, 10, 110, 0.03) == pytest.approx(0.03 + 0.97 * 0.125)
 
 
-def test_top_fraction_keeps_exactly_k_across_parts():
+def test_keep_top_keeps_exactly_k_across_parts_and_breaks_ties_by_position():
     scores = [torch.tensor([3.0, 1.0, 1.0]), torch.tensor([1.0, 5.0])]
-    keep = top_fraction(scores, 0.4)
+    keep = keep_top(scores, 0.4)
     assert [k.tolist() for k in keep] == [[True, False, False], [False, True]]
+    # three-way tie for the last slot: the earliest position wins, whatever the length of the tie
+    keep = keep_top([torch.tensor([1.0, 1.0, 1.0, 2.0])], 0.5)
+    assert keep[0].tolist() == [True, False, False, True]
+    ties = torch.zeros(10_001)  # long ties are where torch's unstable sorts pick arbitrary entries
+    (keep,) = keep_top([ties], 0.3)
+    assert int(keep.sum()) == 3000 and bool(keep[:3000].all())
+
+
+def test_keep_top_counts_round_density_n_at_least_one_and_ranks_excluded_last():
+    scores = [torch.arange(7.0)]
+    assert int(keep_top(scores, 0.5)[0].sum()) == 4  # round(3.5) = 4
+    assert int(keep_top(scores, 1e-6)[0].sum()) == 1
+    (keep,) = keep_top([torch.tensor([float("-inf"), float("nan"), 0.0, -5.0])], 0.5)
+    assert keep.tolist() == [False, False, True, True]
+    with pytest.raises(ValueError, match="density must be in"):
+        keep_top(scores, 0.0)
+
+
+def test_per_block_allocation_gives_every_block_its_share():
+    # one large block of big scores and one small block (a "readout") of small ones
+    big, small = torch.linspace(10, 20, 90), torch.linspace(0, 1, 10)
+    groups = [torch.tensor([0] * 90 + [1] * 10)]
+    (glob,) = keep_top([torch.cat([big, small])], 0.1)
+    assert int(glob[90:].sum()) == 0, "one global top-k starves the small block"
+    (per,) = keep_top([torch.cat([big, small])], 0.1, groups=groups, allocation="per_block")
+    assert int(per.sum()) == 10 and int(per[90:].sum()) == 1 and int(per[:90].sum()) == 9
+    assert bool(per[99]) and bool(per[89]), "each block keeps its own best entries"
+    # at least one entry per block, even when the share rounds to zero
+    (per,) = keep_top([torch.cat([big, small[:2]])], 0.05, groups=[torch.tensor([0] * 90 + [1] * 2)], allocation="per_block")
+    assert int(per.sum()) == 5 and int(per[90:].sum()) == 1
+
+
+def test_allocation_is_validated_in_one_line():
+    with pytest.raises(ValueError, match=r"sparse.allocation: 'foo' is not one of global, per_block"):
+        sf.SparseConfig(allocation="foo")
+    with pytest.raises(ValueError, match=r"sparse.mode: 'nope' is not one of two_phase, gradual, fisher, str, str_scheduled"):
+        sf.SparseConfig(mode="nope")
+
+
+def test_fix_support_uses_the_adapters_allocation(make_model):
+    for allocation in ("global", "per_block"):
+        adapted = sf.wrap(make_model(), [sf.SparseConfig(allocation=allocation)])
+        parts = adapted.prunable_parts()
+        big = max(range(len(parts)), key=lambda i: parts[i].delta.numel())
+        with torch.no_grad():
+            for i, part in enumerate(parts):  # the largest part's entries dominate every other
+                part.delta.copy_(torch.rand(part.delta.shape, dtype=part.delta.dtype) + (100.0 if i == big else 0.0))
+        n = sum(p.delta.numel() for p in parts)
+        density = 0.5 * parts[big].delta.numel() / n  # less than the largest part holds
+        kept = adapted.fix_support(density=density)
+        assert kept == max(1, round(density * n)) > sum(len(p.blocks) for p in parts)
+        blocks_kept = [int(p.mask[s:e].sum()) for i, p in enumerate(parts) if i != big for _, s, e in p.block_slices()]
+        if allocation == "global":
+            assert all(k == 0 for k in blocks_kept)
+        else:
+            assert all(k >= 1 for k in blocks_kept), "per_block: no block is starved"
+
+
+def test_the_trainer_names_no_sparse_mode():
+    import inspect
+
+    import sparseft.train.trainer as trainer
+
+    source = inspect.getsource(trainer)
+    for name in REGISTRY:  # by value, and (but "str", a type) as a word
+        assert f'"{name}"' not in source and f"'{name}'" not in source, name
+        assert name == "str" or not re.search(rf"\b{name}\b", source), name
+    for internal in ("uses(", "ThresholdPart", "fisher_frames", "resets_optimizer", "threshold_lr_scale"):
+        assert internal not in source, internal
+
+
+def test_the_table_below_covers_every_registered_mode():
+    assert set(REGISTRY) == {*MODES, "str"}
 
 
 def test_threshold_part_has_exact_zeros_and_straight_through_gradients(make_model):
-    adapted = sf.wrap(make_model(), [sf.SparseConfig(select=ONE_PARAM, mode="str")])
+    adapted = sf.wrap(make_model(), [sf.SparseConfig(select=ONE_PARAM, mode="str_scheduled")])
     (part,) = adapted.prunable_parts()
     assert isinstance(part, ThresholdPart)
     assert torch.equal(part.values(), torch.zeros_like(part.values()))
@@ -135,9 +211,9 @@ def test_each_mode_meets_the_target_density_and_the_contract(trained, mode):
     assert changed_base == m["changed_parameters"]
 
 
-def test_str_learns_different_densities_per_block(trained):
+def test_str_scheduled_learns_different_densities_per_block(trained):
     work, _ = trained
-    rows = json.loads((work / "out-str" / "sparsity.json").read_text())
+    rows = json.loads((work / "out-str_scheduled" / "sparsity.json").read_text())
     densities = {r["block"]: r["changed"] / r["size"] for r in rows if r["size"] >= 16}
     assert len(set(round(d, 3) for d in densities.values())) > 3, "the thresholds must shape the allocation"
 
