@@ -146,7 +146,7 @@ def test_compacted_part_holds_only_the_support(make_model):
     assert torch.equal(part.values() != 0, keep)
 
 
-def test_modes_other_than_two_phase_need_a_target(tmp_path):
+def test_modes_that_fix_a_support_by_schedule_need_a_target(tmp_path):
     work = _workdir(tmp_path)
     with pytest.raises(ValueError, match="mode 'gradual' needs train.target_density"):
         _run(work, "gradual", target_density="null")
@@ -158,7 +158,7 @@ def _workdir(path):
     return path
 
 
-def _run(work, mode, **train):
+def _run(work, mode, adapter: str = "", **train):
     settings = {"epochs": 5, "batch_size": 4, "lr": 0.01, "target_density": 0.05, "scheduler": "cosine", **train}
     lines = "\n".join(f"  {k}: {v}" for k, v in settings.items())
     recipe = work / f"{mode}.yaml"
@@ -166,7 +166,7 @@ def _run(work, mode, **train):
 base: {{model: tiny.model, dtype: float64}}
 data: {{train: data.xyz, valid_fraction: 0.25, E0s: estimated}}
 adapters:
-  - {{method: sparse, mode: {mode}, select: {{kinds: [skip, contraction, linear]}}, fisher_frames: 8}}
+  - {{method: sparse, mode: {mode}, select: {{kinds: [skip, contraction, linear]}}, fisher_frames: 8{adapter}}}
 train:
 {lines}
 output: {{directory: out-{mode}}}
@@ -186,9 +186,15 @@ def test_each_mode_meets_the_target_density_and_the_contract(trained, mode):
     m = metrics[mode]
     target = round(0.05 * m["selected_parameters"])
     assert 0 < m["changed_parameters"] <= target
+    assert m["trainable_parameters"] == target, "parameters and optimiser state only over the support"
+    _check_contract(work, mode, m)
+
+
+def _check_contract(work, mode, m):
+    """Adapter file and merged model agree, training changed the model, equivariance, only selected
+    blocks changed, the sparsity map accounts for every changed weight."""
     out = work / f"out-{mode}"
     rows = json.loads((out / "sparsity.json").read_text())
-    assert m["trainable_parameters"] == target, "parameters and optimiser state only over the support"
     base = sf.load_model(work / "tiny.model", dtype="float64")
     loaded = sf.load_adapter(base, out / "adapter")
     assert loaded.density()["changed"] == m["changed_parameters"]
@@ -225,3 +231,130 @@ def test_best_weights_meet_the_target_and_regressions_are_reported(trained):
         assert set(check) >= {"worse_than_zero_shot", "best_dense_phase"}
         assert isinstance(check["worse_than_zero_shot"], list)
         assert math.isfinite(metrics[mode]["best_epoch"])
+
+
+# --- str: Cho et al.'s STR (learned per-layer sigmoid thresholds, no target, no fixed support)
+
+
+@pytest.fixture(scope="module")
+def trained_str(tmp_path_factory):
+    work = _workdir(tmp_path_factory.mktemp("str"))
+    # a threshold that grows into the deltas within the short run: sparsity must appear
+    adapter = ", threshold_init: -6, threshold_scale: 0.1, threshold_weight_decay: 0.1, init_std: 0.001"
+    return work, _run(work, "str", adapter=adapter, target_density="null", weight_decay=0.5)
+
+
+def test_str_learns_its_own_density_and_meets_the_contract(trained_str):
+    work, m = trained_str
+    assert 0 < m["changed_parameters"] < 0.9 * m["selected_parameters"], "the thresholds must zero some entries"
+    assert m["trainable_parameters"] > m["selected_parameters"], "no fixed support: every delta and the thresholds train"
+    _check_contract(work, "str", m)
+    rows = json.loads((work / "out-str" / "sparsity.json").read_text())
+    assert any(r["changed"] < r["size"] for r in rows)
+
+
+def _str_trainer(make_model, **options):
+    from sparseft.data import Frames, Keys, to_atomic_data
+    from sparseft.recipe import TrainSection
+    from sparseft.train.trainer import Trainer
+
+    adapted = sf.wrap(tiny_mace(atomic_numbers=(29, 79), r_max=4.5), [sf.SparseConfig(select=ONE_PARAM, **options)])
+    data = to_atomic_data(Frames("emt", emt_frames(8, stress=False), list(range(8))), adapted, Keys())
+    config = TrainSection(epochs=2, batch_size=4, lr=0.01, weight_decay=0.3, target_density=None, seed=1)
+    return adapted, Trainer(adapted, data[:6], data[6:], config, device="cpu", compute_stress=False, log=lambda _m: None)
+
+
+def test_str_starts_from_small_noise_with_weight_decay_on_the_thresholds_only(make_model):
+    adapted = sf.wrap(make_model(), [sf.SparseConfig(select=ONE_PARAM, mode="str")])
+    (part,) = adapted.prunable_parts()
+    assert torch.equal(part.values(), torch.zeros_like(part.values())), "wrapped: exactly the base"
+    adapted, trainer = _str_trainer(make_model, mode="str")
+    (part,) = adapted.prunable_parts()
+    assert float(part.delta.detach().std()) == pytest.approx(1e-4, rel=0.3)  # N(0, 1e-4) at the start
+    assert float(part.threshold()) == pytest.approx(1 / (1 + math.exp(12)))
+    decay = {id(p): g["weight_decay"] for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert decay[id(part.s)] == pytest.approx(1e-4) and decay[id(part.delta)] == 0.0, "train.weight_decay is 0.3"
+    lr_scale = {id(p): g["lr_scale"] for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert lr_scale[id(part.s)] == 10.0
+    s0 = float(part.s)
+    trainer.fit()
+    assert float(part.s) != s0, "the threshold is learned"
+    assert not part.fixed and trainer.fix_at_step is None, "no fixed support, no retrain phase"
+
+
+def test_str_needs_no_target_and_is_applied_to_linear_and_tensor_product_weights(make_model):
+    adapted = sf.wrap(make_model(), [sf.SparseConfig(mode="str")])
+    kinds = {b.kind for p in adapted.prunable_parts() for b in p.blocks}
+    assert kinds and kinds <= {"linear_up", "linear", "skip", "product_linear", "readout", "contraction"}
+    assert "radial" not in kinds and "embedding" not in kinds
+    with pytest.raises(sf.SelectionError, match="sparse mode 'str' covers the Linear and tensor-product weights"):
+        sf.wrap(make_model(), [sf.SparseConfig(mode="str", select=sf.Selector(kinds=["radial"]))])
+
+
+# --- two_phase: the search-phase options
+
+
+def _two_phase_trainer(make_model, **options):
+    from sparseft.data import Frames, Keys, to_atomic_data
+    from sparseft.recipe import TrainSection
+    from sparseft.train.trainer import Trainer
+
+    adapted = sf.wrap(tiny_mace(atomic_numbers=(29, 79), r_max=4.5), [sf.SparseConfig(select=ONE_PARAM, l1=0.1, **options)])
+    data = to_atomic_data(Frames("emt", emt_frames(9, stress=False), list(range(9))), adapted, Keys())
+    config = TrainSection(
+        epochs=4, batch_size=3, lr=0.01, target_density=0.2, retrain_fraction=0.5, scheduler="constant", seed=1
+    )
+    return adapted, Trainer(adapted, data[:6], data[6:], config, device="cpu", compute_stress=False, log=lambda _m: None)
+
+
+def test_two_phase_keeps_adams_moments_across_the_cut(make_model):
+    adapted, trainer = _two_phase_trainer(make_model)
+    assert trainer.total_steps == 8 and trainer.fix_at_step == 4
+    trainer.fit()
+    (part,) = adapted.prunable_parts()
+    assert part.support is not None, "compacted at the fix step"
+    state = trainer.optimizer.state[part.delta]
+    assert int(state["step"]) == 8, "the moments count every step: they were not reset at the cut"
+    assert int(part.delta.numel()) == round(0.2 * part.index.numel())
+
+
+def test_search_lr_scale_applies_until_the_support_is_fixed(make_model):
+    adapted, trainer = _two_phase_trainer(make_model, search_lr_scale=0.25)
+    (part,) = adapted.prunable_parts()
+    seen = []
+    step = trainer._step
+
+    def record(local, state):
+        out = step(local, state)
+        seen.append((state.step - 1, [g["lr"] for g in trainer.optimizer.param_groups if part.delta in g["params"]]))
+        return out
+
+    trainer._step = record
+    trainer.fit()
+    assert [lr for s, (lr,) in seen if s < 4] == [pytest.approx(0.0025)] * 4
+    assert [lr for s, (lr,) in seen if s >= 4] == [pytest.approx(0.01)] * 4
+
+
+def test_adam_proximal_step_is_preconditioned_by_the_second_moment(make_model):
+    from sparseft.adapters.sparse_modes import OptimizerView, Plan
+    from sparseft.adapters.sparse_modes.two_phase import TwoPhase
+
+    config = sf.SparseConfig(select=ONE_PARAM, l1=0.5, proximal="adam")
+    adapted = sf.wrap(make_model(), [config])
+    (part,) = adapted.prunable_parts()
+    assert part.l1 == 0.0, "no plain step besides the preconditioned one"
+    n = part.delta.numel()
+    with torch.no_grad():
+        part.delta.fill_(1.0)
+    denominator = torch.ones(n, dtype=part.delta.dtype)
+    denominator[: n // 2] = 3.0  # mean 2: the first half shrinks by 2/3 of the plain step, the second by 2x
+
+    class View(OptimizerView):
+        def denominator(self, p):
+            return denominator
+
+    mode = TwoPhase(config, [part], Plan(10, 0.1, 5, 0, 1))
+    mode.after_step(0, lr=0.1, penalty_scale=1.0, optim=View())
+    plain = 0.1 * 0.5
+    assert torch.allclose(part.delta[: n // 2], torch.full((n // 2,), 1 - plain * 2 / 3, dtype=part.delta.dtype))
+    assert torch.allclose(part.delta[n // 2 :], torch.full((n - n // 2,), 1 - plain * 2, dtype=part.delta.dtype))
