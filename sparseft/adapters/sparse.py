@@ -111,6 +111,11 @@ class SparsePart(PrunablePart):
             return full.index_put((self.support,), self.delta)
         return self.delta if self.mask is None else self.delta * self.mask
 
+    def sparse_values(self) -> torch.Tensor:
+        """The per-entry (sparse) delta alone, what files store and supports are cut from: ``values``,
+        unless a subclass adds a dense term (``rosa``'s low-rank part)."""
+        return self.values()
+
     @property
     def fixed(self) -> bool:
         """Whether the support is fixed (a mask or a compacted part)."""
@@ -121,7 +126,7 @@ class SparsePart(PrunablePart):
         """Fix the support to ``keep`` and hold only its values as the parameter (a new
         ``torch.nn.Parameter``: build the optimiser afterwards)."""
         positions = torch.nonzero(keep.to(self.delta.device)).reshape(-1)
-        values = self.values().detach()[positions].clone()
+        values = self.sparse_values().detach()[positions].clone()
         self.mask = None
         self.support = positions
         self.delta = torch.nn.Parameter(values)
@@ -150,7 +155,7 @@ class SparsePart(PrunablePart):
 
     def nonzero(self) -> torch.Tensor:
         """Bool vector: which entries differ from the pretrained weight."""
-        return self.values().detach() != 0
+        return self.sparse_values().detach() != 0
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Only the entries that are non-zero or inside a fixed support: positions + values."""
@@ -161,7 +166,7 @@ class SparsePart(PrunablePart):
             keep = self.nonzero() if self.mask is None else self.mask.bool()
         positions = torch.nonzero(keep).reshape(-1)
         flat, order = torch.sort(self.index[positions].cpu())
-        values = self.values().detach()[positions[order.to(positions.device)]].cpu()
+        values = self.sparse_values().detach()[positions[order.to(positions.device)]].cpu()
         out = {**_encode_indices(flat), "values": values}
         if self.fixed:  # the stored indices are exactly the fixed support
             out["fixed_support"] = torch.ones(1, dtype=torch.int8)
@@ -186,7 +191,7 @@ class SparsePart(PrunablePart):
     def _expand(self) -> None:
         """Undo :meth:`compact` (a full-size parameter again), e.g. before loading a file."""
         if self.support is not None:
-            self.delta = torch.nn.Parameter(self.values().detach().clone())
+            self.delta = torch.nn.Parameter(self.sparse_values().detach().clone())
             self.support = None
 
     def _positions(self, flat_indices: torch.Tensor, where: str) -> torch.Tensor:
