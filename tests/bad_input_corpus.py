@@ -1282,6 +1282,8 @@ def _(folder, work):
 @case("convert.bad_mace_value", r"^convert-mace-args: argument --max_num_epochs: invalid int value: 'abc'")
 def _(folder, work):
     return ["convert-mace-args", "--", "--max_num_epochs", "abc"]
+
+
 # ---------------------------------------------------------------- issue 21, item 6: check --structures and the API
 structures_case("cell_huge", r"s\.xyz: frame 1: .*neighbour search .*cells", lambda f: _edit(f, 1, _vacuum))
 structures_case("cell_crushed", r"s\.xyz: frame 0: about \d+ neighbours per atom", lambda f: _edit(f, 0, _crushed))

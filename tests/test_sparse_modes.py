@@ -71,14 +71,18 @@ def test_per_block_allocation_gives_every_block_its_share():
     assert int(per.sum()) == 10 and int(per[90:].sum()) == 1 and int(per[:90].sum()) == 9
     assert bool(per[99]) and bool(per[89]), "each block keeps its own best entries"
     # at least one entry per block, even when the share rounds to zero
-    (per,) = keep_top([torch.cat([big, small[:2]])], 0.05, groups=[torch.tensor([0] * 90 + [1] * 2)], allocation="per_block")
+    (per,) = keep_top(
+        [torch.cat([big, small[:2]])], 0.05, groups=[torch.tensor([0] * 90 + [1] * 2)], allocation="per_block"
+    )
     assert int(per.sum()) == 5 and int(per[90:].sum()) == 1
 
 
 def test_allocation_is_validated_in_one_line():
     with pytest.raises(ValueError, match=r"sparse.allocation: 'foo' is not one of global, per_block"):
         sf.SparseConfig(allocation="foo")
-    with pytest.raises(ValueError, match=r"sparse.mode: 'nope' is not one of two_phase, gradual, fisher, str, str_scheduled"):
+    with pytest.raises(
+        ValueError, match=r"sparse.mode: 'nope' is not one of two_phase, gradual, fisher, str, str_scheduled"
+    ):
         sf.SparseConfig(mode="nope")
 
 
@@ -247,7 +251,9 @@ def trained_str(tmp_path_factory):
 def test_str_learns_its_own_density_and_meets_the_contract(trained_str):
     work, m = trained_str
     assert 0 < m["changed_parameters"] < 0.9 * m["selected_parameters"], "the thresholds must zero some entries"
-    assert m["trainable_parameters"] > m["selected_parameters"], "no fixed support: every delta and the thresholds train"
+    assert m["trainable_parameters"] > m["selected_parameters"], (
+        "no fixed support: every delta and the thresholds train"
+    )
     _check_contract(work, "str", m)
     rows = json.loads((work / "out-str" / "sparsity.json").read_text())
     assert any(r["changed"] < r["size"] for r in rows)
@@ -261,7 +267,9 @@ def _str_trainer(make_model, **options):
     adapted = sf.wrap(tiny_mace(atomic_numbers=(29, 79), r_max=4.5), [sf.SparseConfig(select=ONE_PARAM, **options)])
     data = to_atomic_data(Frames("emt", emt_frames(8, stress=False), list(range(8))), adapted, Keys())
     config = TrainSection(epochs=2, batch_size=4, lr=0.01, weight_decay=0.3, target_density=None, seed=1)
-    return adapted, Trainer(adapted, data[:6], data[6:], config, device="cpu", compute_stress=False, log=lambda _m: None)
+    return adapted, Trainer(
+        adapted, data[:6], data[6:], config, device="cpu", compute_stress=False, log=lambda _m: None
+    )
 
 
 def test_str_starts_from_small_noise_with_weight_decay_on_the_thresholds_only(make_model):
@@ -299,12 +307,16 @@ def _two_phase_trainer(make_model, **options):
     from sparseft.recipe import TrainSection
     from sparseft.train.trainer import Trainer
 
-    adapted = sf.wrap(tiny_mace(atomic_numbers=(29, 79), r_max=4.5), [sf.SparseConfig(select=ONE_PARAM, l1=0.1, **options)])
+    adapted = sf.wrap(
+        tiny_mace(atomic_numbers=(29, 79), r_max=4.5), [sf.SparseConfig(select=ONE_PARAM, l1=0.1, **options)]
+    )
     data = to_atomic_data(Frames("emt", emt_frames(9, stress=False), list(range(9))), adapted, Keys())
     config = TrainSection(
         epochs=4, batch_size=3, lr=0.01, target_density=0.2, retrain_fraction=0.5, scheduler="constant", seed=1
     )
-    return adapted, Trainer(adapted, data[:6], data[6:], config, device="cpu", compute_stress=False, log=lambda _m: None)
+    return adapted, Trainer(
+        adapted, data[:6], data[6:], config, device="cpu", compute_stress=False, log=lambda _m: None
+    )
 
 
 def test_two_phase_keeps_adams_moments_across_the_cut(make_model):

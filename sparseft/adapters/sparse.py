@@ -23,6 +23,7 @@ from .._compat import torch
 from ..ranges import ranged
 from .base import AdapterConfig, PrunablePart
 
+
 @dataclass(frozen=True)
 class SparseConfig(AdapterConfig):
     """``l1``: strength of the L1 penalty; the proximal step shrinks every entry by ``lr * l1``.

@@ -198,7 +198,6 @@ class Trainer:
         no_target = self.config.target_density is None or not self.sparse.constrains_density()
         return no_target or state.support_fixed or self.fixed_up_front
 
-
     # --- schedules
     def lr_at(self, step: int, state: TrainState) -> float:
         c = self.config

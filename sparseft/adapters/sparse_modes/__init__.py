@@ -33,9 +33,7 @@ from .sigmoid_str import SigmoidSTR, STRPart
 from .str_scheduled import STRScheduled, set_offsets
 from .two_phase import TwoPhase
 
-MODES: dict[str, type[SparseMode]] = {
-    cls.name: cls for cls in (TwoPhase, Gradual, Fisher, SigmoidSTR, STRScheduled)
-}
+MODES: dict[str, type[SparseMode]] = {cls.name: cls for cls in (TwoPhase, Gradual, Fisher, SigmoidSTR, STRScheduled)}
 
 PRUNE_START = 0.1  # gradual / str_scheduled: the density schedule starts at this fraction of the search phase
 PRUNE_CUTS = 20  # gradual: number of pruning steps along the schedule

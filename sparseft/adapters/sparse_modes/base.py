@@ -148,5 +148,3 @@ def cubic_density(step: int, start: int, stop: int, target: float) -> float:
         return target
     progress = (step - start) / max(1, stop - start)
     return target + (1.0 - target) * (1.0 - progress) ** 3
-
-

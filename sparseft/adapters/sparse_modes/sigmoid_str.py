@@ -86,5 +86,3 @@ class STRPart(SparsePart):
         super().load_state_tensors(tensors, where)
         self.thresholding = False  # the loaded values are the delta exactly
         self.s.requires_grad_(False)
-
-
