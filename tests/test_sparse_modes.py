@@ -279,7 +279,7 @@ def test_str_starts_from_small_noise_with_weight_decay_on_the_thresholds_only(ma
     adapted, trainer = _str_trainer(make_model, mode="str")
     (part,) = adapted.prunable_parts()
     assert float(part.delta.detach().std()) == pytest.approx(1e-4, rel=0.3)  # N(0, 1e-4) at the start
-    assert float(part.threshold()) == pytest.approx(1 / (1 + math.exp(12)))
+    assert float(part.threshold().detach()) == pytest.approx(1 / (1 + math.exp(12)))
     decay = {id(p): g["weight_decay"] for g in trainer.optimizer.param_groups for p in g["params"]}
     assert decay[id(part.s)] == pytest.approx(1e-4) and decay[id(part.delta)] == 0.0, "train.weight_decay is 0.3"
     lr_scale = {id(p): g["lr_scale"] for g in trainer.optimizer.param_groups for p in g["params"]}
@@ -370,3 +370,20 @@ def test_adam_proximal_step_is_preconditioned_by_the_second_moment(make_model):
     plain = 0.1 * 0.5
     assert torch.allclose(part.delta[: n // 2], torch.full((n // 2,), 1 - plain * 2 / 3, dtype=part.delta.dtype))
     assert torch.allclose(part.delta[n // 2 :], torch.full((n - n // 2,), 1 - plain * 2, dtype=part.delta.dtype))
+
+
+def test_str_loads_stored_values_exactly_with_or_without_a_fixed_support(make_model):
+    """A file of the old scheduled ``str`` (now ``str_scheduled``) read as ``mode: str`` keeps its values."""
+    old = sf.wrap(make_model(), [sf.SparseConfig(select=ONE_PARAM, mode="str_scheduled")])
+    (part,) = old.prunable_parts()
+    with torch.no_grad():
+        part.delta.copy_(torch.linspace(-1e-3, 1e-3, part.delta.numel(), dtype=part.delta.dtype))
+    for fixed in (False, True):
+        if fixed:
+            old.fix_support(density=0.5)
+        tensors = part.state_tensors()
+        new = sf.wrap(make_model(), [sf.SparseConfig(select=ONE_PARAM, mode="str")])
+        (other,) = new.prunable_parts()
+        other.load_state_tensors(tensors, "test")
+        assert torch.equal(other.values().detach(), part.values().detach())
+        assert ("fixed_support" in tensors) == fixed == other.fixed

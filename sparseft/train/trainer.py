@@ -174,7 +174,8 @@ class Trainer:
             return False
         frames = min(len(self.train_data), self.sparse.frames_needed())
         batches: list[dict] = []
-        for batch in loader(self.train_data, self.config.batch_size, shuffle=True, seed=self.config.seed * 100_003):
+        seed = self.config.seed * 100_003
+        for batch in loader(self.train_data, self.config.batch_size, shuffle=True, seed=seed) if frames else ():
             if sum(int(b["ptr"].numel() - 1) for b in batches) >= frames:
                 break
             batches.append(to_device(batch, self.device))

@@ -83,6 +83,6 @@ class STRPart(SparsePart):
 
     @torch.no_grad()
     def load_state_tensors(self, tensors, where: str) -> None:
-        super().load_state_tensors(tensors, where)
-        self.thresholding = False  # the loaded values are the delta exactly
+        self.thresholding = False  # the loaded values are the delta exactly (also through set_mask)
         self.s.requires_grad_(False)
+        super().load_state_tensors(tensors, where)
