@@ -9,6 +9,7 @@ from .freeze import FreezeConfig
 from .lora import LoRAConfig
 from .rosa import RoSAConfig
 from .sparse import SparseConfig
+from .sparse_modes import MODES as SPARSE_MODES  # noqa: F401 (fills the registry SparseConfig reads)
 
 METHODS: dict[str, type[AdapterConfig]] = {
     cls.method: cls for cls in (SparseConfig, LoRAConfig, FreezeConfig, RoSAConfig)

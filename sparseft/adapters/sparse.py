@@ -67,7 +67,6 @@ class SparseConfig(AdapterConfig):
     def __post_init__(self):
         super().__post_init__()
         from .ranking import check_allocation
-        from .sparse_modes import MODES
 
         if self.mode not in MODES:
             raise ValueError(f"sparse.mode: {self.mode!r} is not one of {', '.join(MODES)}")
@@ -77,22 +76,19 @@ class SparseConfig(AdapterConfig):
 
     @property
     def coverage(self) -> str:  # type: ignore[override]
-        from .sparse_modes import MODES
-
         return MODES[self.mode].coverage
 
     def applicable(self, block) -> bool:
-        from .sparse_modes import MODES
-
         return MODES[self.mode].applicable(block)
 
     def make_part(self, blocks, dtype, device) -> "SparsePart":
-        from .sparse_modes import MODES
-
         return MODES[self.mode].make_part(self, blocks, dtype, device)
 
 
 PROXIMAL = ("plain", "adam")  # two_phase's L1 step
+# mode name -> strategy class: filled by :mod:`.sparse_modes` (imported by the package), whose
+# modes build the parts defined here
+MODES: dict = {}
 
 
 class SparsePart(PrunablePart):

@@ -25,6 +25,7 @@ declared properties ``keeps_optimizer_state`` and ``restarts_schedule``.
 from __future__ import annotations
 
 from ..._compat import torch
+from ..sparse import MODES as REGISTRY
 from ..sparse import SparsePart
 from .base import OptimizerView, Plan, SparseMode, cubic_density
 from .fisher import Fisher, fisher_scores
@@ -33,7 +34,8 @@ from .sigmoid_str import SigmoidSTR, STRPart
 from .str_scheduled import STRScheduled, set_offsets
 from .two_phase import TwoPhase
 
-MODES: dict[str, type[SparseMode]] = {cls.name: cls for cls in (TwoPhase, Gradual, Fisher, SigmoidSTR, STRScheduled)}
+MODES: dict[str, type[SparseMode]] = REGISTRY  # the registry SparseConfig reads
+MODES.update({cls.name: cls for cls in (TwoPhase, Gradual, Fisher, SigmoidSTR, STRScheduled)})
 
 PRUNE_START = 0.1  # gradual / str_scheduled: the density schedule starts at this fraction of the search phase
 PRUNE_CUTS = 20  # gradual: number of pruning steps along the schedule
