@@ -168,8 +168,8 @@ def test_rosa_options_are_validated():
 def test_rosa_trains_to_the_target_density_with_its_low_rank_term(tmp_path):
     import ase.io
 
-    from sparseft.finetune import run
     from sparseft.recipe import load_recipe
+    from sparseft.run import run
     from sparseft.testing.tiny import tiny_mace
 
     from .finetune_data import emt_frames
