@@ -26,7 +26,7 @@ class RoSAConfig(SparseConfig):
     method = "rosa"
     default_lr = 1e-2
     rank: int = field(default=2, metadata=ranged(ge=1))
-    scale: float = 1.0
+    scale: float = field(default=1.0, metadata=ranged(gt=0))
     seed: int = field(default=0, metadata=ranged(ge=0))
 
     @property

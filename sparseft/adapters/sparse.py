@@ -59,7 +59,7 @@ class SparseConfig(AdapterConfig):
     search_lr_scale: float = field(default=1.0, metadata=ranged(gt=0))
     fisher_frames: int = field(default=256, metadata=ranged(ge=1))
     threshold_lr_scale: float = field(default=10.0, metadata=ranged(gt=0))
-    threshold_init: float = -12.0
+    threshold_init: float = field(default=-12.0, metadata=ranged())  # a logit: any finite number
     threshold_scale: float = field(default=1.0, metadata=ranged(gt=0))
     threshold_weight_decay: float = field(default=1e-4, metadata=ranged(ge=0))
     init_std: float = field(default=1e-4, metadata=ranged(ge=0))
