@@ -22,6 +22,7 @@ _EXPORTS = {  # public name -> module that defines it
     "AdapterConfig": "adapters",
     "FreezeConfig": "adapters",
     "LoRAConfig": "adapters",
+    "RoSAConfig": "adapters",
     "METHODS": "adapters",
     "Selector": "select",
     "SparseConfig": "adapters",

@@ -98,15 +98,25 @@ class AdaptedModel(WrapsModel):
         return [part for _, _, part in self.all_parts() if isinstance(part, PrunablePart)]
 
     def fix_support(
-        self, *, density: float | None = None, threshold: float | None = None, curvature: dict | None = None
+        self,
+        *,
+        density: float | None = None,
+        threshold: float | None = None,
+        curvature: dict | None = None,
+        allocation: str | None = None,
     ) -> int:
-        """Fix each prunable adapter's support (see :func:`sparseft.adapters.support.fix_support`);
+        """Fix each prunable adapter's support (see :func:`sparseft.adapters.support.fix_support`),
+        ranked with ``allocation`` (default: each adapter's own ``allocation``, else ``global``);
         returns entries kept."""
         groups = defaultdict(list)
         for name, _, part in self.all_parts():
             if isinstance(part, PrunablePart) and getattr(part, "support", None) is None:  # compacted: fixed
                 groups[name].append(part)
-        return fix_support(list(groups.values()), density=density, threshold=threshold, curvature=curvature)
+        configs = {c.name: c for c in self.configs}
+        allocations = [allocation or getattr(configs.get(name), "allocation", "global") for name in groups]
+        return fix_support(
+            list(groups.values()), density=density, threshold=threshold, curvature=curvature, allocation=allocations
+        )
 
     def compact_supports(self, supports: dict[int, torch.Tensor] | None = None) -> dict:
         """Compact prunable parts (:meth:`~sparseft.adapters.sparse.SparsePart.compact`): every

@@ -1266,14 +1266,15 @@ def _(folder, work):
 
 @case(
     "recipe.unknown_method_lists_full",
-    r"adapters\[0\]\.method: unknown method 'dora'; valid: freeze, full, lora, sparse",
+    r"adapters\[0\]\.method: unknown method 'dora'; valid: freeze, full, lora, rosa, sparse",
 )
 def _(folder, work):
     return finetune(folder, set_path(work.recipe(folder / "out"), "adapters.0.method", "dora"))
 
 
 @case(
-    "recipe.no_method_lists_full", r"adapters\[0\]: an adapter needs a 'method' \(one of freeze, full, lora, sparse\)"
+    "recipe.no_method_lists_full",
+    r"adapters\[0\]: an adapter needs a 'method' \(one of freeze, full, lora, rosa, sparse\)",
 )
 def _(folder, work):
     return finetune(folder, set_path(work.recipe(folder / "out"), "adapters.0", {"l1": 0.1}))

@@ -129,3 +129,73 @@ def test_fixed_support_survives_save_and_load(make_model, tmp_path):
     (part,) = loaded.prunable_parts()
     assert part.mask is not None
     assert torch.equal(part.mask, adapted.prunable_parts()[0].mask)
+
+
+# --- rosa: sparse + low-rank in one adapter
+
+
+def test_rosa_sums_a_low_rank_and_a_sparse_delta_on_the_same_blocks(make_model, tmp_path):
+    base = make_model()
+    adapted = sf.wrap(base, [sf.RoSAConfig(select=sf.Selector(kinds=["linear"]), rank=2)])
+    (part, *_) = adapted.prunable_parts()
+    assert len(part.A) == len(part.blocks) and all(a.shape[1] <= 2 for a in part.A)
+    with torch.no_grad():
+        for p in adapted.trainable_parameters():
+            p.copy_(torch.randn_like(p) * 0.05)
+    low_rank = part.low_rank().detach()
+    assert torch.allclose(part.values().detach(), part.delta.detach() + low_rank)
+    adapted.fix_support(density=0.1)  # cuts the sparse term only: the low-rank term stays dense
+    parts = adapted.prunable_parts()
+    kept = sum(int(p.sparse_values().detach().ne(0).sum()) for p in parts)
+    assert kept == round(0.1 * sum(p.delta.numel() for p in parts))
+    assert torch.equal(part.low_rank().detach(), low_rank)
+    sf.save_adapter(adapted, tmp_path / "adapter")
+    loaded = sf.load_adapter(base, tmp_path / "adapter")
+    (other, *_) = loaded.prunable_parts()
+    assert torch.equal(other.values().detach(), part.values().detach())
+    assert torch.equal(other.mask, part.mask)
+
+
+def test_rosa_options_are_validated():
+    with pytest.raises(ValueError, match="rosa.mode: 'str' is not one of two_phase, gradual, fisher"):
+        sf.RoSAConfig(mode="str")
+    config = config_from_dict({"method": "rosa", "rank": 3, "mode": "fisher"})
+    assert isinstance(config, sf.RoSAConfig) and config.rank == 3
+    with pytest.raises(ValueError, match="rank"):
+        config_from_dict({"method": "rosa", "rank": 0})
+
+
+def test_rosa_trains_to_the_target_density_with_its_low_rank_term(tmp_path):
+    import ase.io
+
+    from sparseft.recipe import load_recipe
+    from sparseft.run import run
+    from sparseft.testing.tiny import tiny_mace
+
+    from .finetune_data import emt_frames
+
+    torch.save(tiny_mace(atomic_numbers=(29, 79), r_max=4.5), tmp_path / "tiny.model")
+    ase.io.write(tmp_path / "data.xyz", emt_frames(12, stress=False))
+    (tmp_path / "rosa.yaml").write_text("""
+base: {model: tiny.model, dtype: float64}
+data: {train: data.xyz, valid_fraction: 0.25, E0s: estimated}
+adapters:
+  - {method: rosa, rank: 1, select: {kinds: [linear, skip]}}
+train: {epochs: 3, batch_size: 3, lr: 0.01, target_density: 0.05}
+output: {directory: out}
+""")
+    m = run(load_recipe(tmp_path / "rosa.yaml"), quiet=True)
+    base = sf.load_model(tmp_path / "tiny.model", dtype="float64")
+    loaded = sf.load_adapter(base, tmp_path / "out" / "adapter")
+    parts = loaded.prunable_parts()
+    sparse = sum(int(p.mask.sum()) for p in parts)
+    assert sparse == round(0.05 * sum(p.delta.numel() for p in parts)), "the sparse term meets the target"
+    assert any(float(b.detach().abs().sum()) > 0 for p in parts for b in p.B), "the low-rank term trained"
+    merged = torch.load(tmp_path / "out" / "merged.model", weights_only=False)
+    from sparseft.predict import predict
+    from sparseft.testing.structures import default_structures
+
+    s = default_structures(base)
+    for x, y in zip(predict(loaded, s), predict(merged, s)):
+        assert abs(x.energy - y.energy) <= 1e-10 * max(1.0, abs(x.energy))
+    assert m["trainable_parameters"] < m["selected_parameters"]

@@ -10,6 +10,8 @@ import pytest
 import sparseft as sf
 from sparseft._compat import torch
 from sparseft.adapters import METHODS
+from sparseft.adapters.sparse_modes import MODES as SPARSE_MODES
+from sparseft.adapters.sparse_modes import SparseSchedule
 from sparseft.blocks import blocks
 from sparseft.fingerprint import canonical_structure
 from sparseft.heads import HeadedModel, build_head, split_heads
@@ -27,11 +29,14 @@ CONFIGS["mixed"] = lambda: [
     sf.FreezeConfig(select=sf.Selector(kinds=["readout"])),
 ]
 CONFIGS["headed"] = CONFIGS["mixed"]
-# sparse modes whose parts differ in shape from the default: learnable thresholds in use (str),
-# and a support fixed up front with only its values as parameters (fisher, compacted)
+# every sparse mode (from its registry), in the state its training puts its parts in (see _prepare):
+# learnable thresholds in use (str, str_scheduled), a support fixed up front with only its values as
+# parameters (fisher, compacted), a per-block allocation (gradual)
 SELECTED = sf.Selector(kinds=["skip", "contraction", "linear"])
-CONFIGS["sparse-str"] = lambda: [sf.SparseConfig(select=SELECTED, mode="str")]
-CONFIGS["sparse-compact"] = lambda: [sf.SparseConfig(select=SELECTED, mode="fisher")]
+for _mode in SPARSE_MODES:
+    CONFIGS[f"sparse-{_mode}"] = lambda mode=_mode: [
+        sf.SparseConfig(select=SELECTED, mode=mode, allocation="per_block" if mode == "gradual" else "global")
+    ]
 HEAD_KINDS = ("energy", "magmom", "vector_magmom")
 CASES = [
     (m, f, d)
@@ -57,9 +62,12 @@ def _build(base, method):
 def _prepare(adapted, method):
     """The state a sparse mode's training puts its parts in (see CONFIGS)."""
     for i, part in enumerate(adapted.prunable_parts()):
-        if method == "sparse-str":
+        if method == "sparse-str_scheduled":
             part.offset.fill_(math.log(0.003))  # thresholds ~0.003: random deltas of scale 0.05 lose ~5 %
-        elif method == "sparse-compact":
+        elif method == "sparse-str":
+            with torch.no_grad():  # sigmoid(s) = 1e-5: below the N(0, 1e-4) start of training's prepare
+                part.s.fill_(math.log(1e-5 / (1 - 1e-5)))
+        elif method == "sparse-fisher":
             keep = torch.zeros(part.index.numel(), dtype=torch.bool)
             keep[i % 3 :: 3] = True
             part.compact(keep)
@@ -72,6 +80,7 @@ def _trunk(model):
 
 def test_the_table_covers_every_registered_method():
     assert set(METHODS) <= set(CONFIGS)
+    assert {f"sparse-{mode}" for mode in SPARSE_MODES} <= set(CONFIGS)
     assert any(isinstance(c, sf.SparseConfig) and c.l1 > 0 for c in CONFIGS["sparse"]())
 
 
@@ -79,6 +88,8 @@ def _randomize(adapted, scale=0.05, seed=0):
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in adapted.trainable_parameters():
+            if p.dim() == 0:  # a threshold (str: one per part) keeps the value _prepare gave it
+                continue
             p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p) * scale)
 
 
@@ -201,6 +212,8 @@ def test_a_few_steps_lower_the_loss(make_model, method, features, dtype):
     structures = default_structures(base)
     energies, forces = _teacher_targets(base, structures)
     adapted = _build(base, method)
+    # what the trainer does before building the optimiser (str: the delta's random start)
+    SparseSchedule(_trunk(adapted), 6, 0.5, 0.0).prepare([], None, 0)
     optimizer = torch.optim.Adam(adapted.trainable_parameters(), lr=1e-2)
     batch = atoms_to_batch(structures, adapted)
     first = None

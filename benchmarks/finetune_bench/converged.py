@@ -74,7 +74,7 @@ QUICK_BUDGETS = {
     for name, b in BUDGETS.items()
 }
 
-SPARSE_MODES = ("two_phase", "gradual", "fisher", "str")
+SPARSE_MODES = ("two_phase", "gradual", "fisher", "str_scheduled")  # "str" in results before 0.x
 DENSITIES = (0.005, 0.01, 0.03)
 REPLAY = {"source": "generate", "n": 30, "weight": 1.0, "selection": "random"}  # pseudo-label replay
 # the embedded foundation's shipped set (domain only): its own chemistry, labelled by the base

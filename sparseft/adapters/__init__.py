@@ -7,9 +7,13 @@ from __future__ import annotations
 from .base import AdapterConfig, BlockPart, ParamDelta, PrunablePart
 from .freeze import FreezeConfig
 from .lora import LoRAConfig
+from .rosa import RoSAConfig
 from .sparse import SparseConfig
+from .sparse_modes import MODES as SPARSE_MODES  # noqa: F401 (fills the registry SparseConfig reads)
 
-METHODS: dict[str, type[AdapterConfig]] = {cls.method: cls for cls in (SparseConfig, LoRAConfig, FreezeConfig)}
+METHODS: dict[str, type[AdapterConfig]] = {
+    cls.method: cls for cls in (SparseConfig, LoRAConfig, FreezeConfig, RoSAConfig)
+}
 
 
 def default_lr(configs) -> float:
@@ -42,6 +46,7 @@ __all__ = [
     "FreezeConfig",
     "LoRAConfig",
     "SparseConfig",
+    "RoSAConfig",
     "METHODS",
     "config_from_dict",
     "default_lr",

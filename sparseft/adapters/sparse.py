@@ -4,7 +4,8 @@ How the support is reached is the config's ``mode`` (the schedule is in :mod:`.s
 the default ``two_phase`` adds ``l1 * |delta|`` through a proximal (soft-threshold) step
 after each optimiser step (:meth:`SparsePart.proximal_step`, the part's ``after_step``),
 which sets small entries to exact zeros, then fixes the support (a mask) for retraining only
-the surviving entries; ``str`` parts (:class:`ThresholdPart`) have learnable thresholds. A part
+the surviving entries; ``str_scheduled`` parts (:class:`ThresholdPart`) and ``str`` parts
+(:class:`~sparseft.adapters.sparse_modes.STRPart`) have learnable thresholds. A part
 can be *compacted* to a fixed support (:meth:`SparsePart.compact`): its parameter then holds
 only the support's values, so the optimiser keeps state for those alone. Files store only the
 non-zero (or in-support) entries, sorted by their parameter-flat index: the gaps between
@@ -22,8 +23,6 @@ from .._compat import torch
 from ..ranges import ranged
 from .base import AdapterConfig, PrunablePart
 
-MODES = ("two_phase", "gradual", "fisher", "str")  # how the support is reached: see .sparse_modes
-
 
 @dataclass(frozen=True)
 class SparseConfig(AdapterConfig):
@@ -35,28 +34,61 @@ class SparseConfig(AdapterConfig):
     the gradients or the model: the same ``l1`` means the same in every recipe (``two_phase``
     mode only; the other modes reach the target density without it).
 
-    ``mode``: how the support is reached (``two_phase``, ``gradual``, ``fisher``, ``str``; see
-    :mod:`sparseft.adapters.sparse_modes`); every mode but ``two_phase`` needs
-    ``train.target_density``. ``fisher_frames``: structures whose squared gradients rank the
-    entries in ``fisher`` mode. ``threshold_lr_scale``: learning rate of the learnable
-    thresholds in ``str`` mode, relative to ``train.lr``.
+    ``mode``: how the support is reached (``two_phase``, ``gradual``, ``fisher``, ``str``,
+    ``str_scheduled``; see :mod:`sparseft.adapters.sparse_modes`); ``gradual``, ``fisher`` and
+    ``str_scheduled`` need ``train.target_density``. ``allocation``: how a support is ranked
+    (:mod:`sparseft.adapters.ranking`): ``global`` (one top-k over the adapter) or ``per_block``
+    (each weight block keeps its share, at least one entry). ``proximal`` (``two_phase``): the
+    L1 step ``plain`` (every entry loses ``lr * l1``) or ``adam`` (preconditioned by Adam's second
+    moment: an entry loses ``lr * l1 * mean(sqrt(v)) / sqrt(v_i)``, so entries whose gradient is
+    small for its noise shrink faster). ``search_lr_scale`` (``two_phase``): the learning rate of the
+    search (L1) phase relative to ``train.lr``. ``fisher_frames``: structures whose squared
+    gradients rank the entries in ``fisher`` mode. ``threshold_lr_scale``: learning rate of the
+    learnable thresholds (``str``, ``str_scheduled``) relative to ``train.lr``.
+    ``threshold_init``, ``threshold_scale``, ``threshold_weight_decay``, ``init_std`` (``str``):
+    thresholds ``g = sigmoid(s) * threshold_scale`` with ``s`` starting at ``threshold_init``, weight
+    decay on ``s`` only, the delta drawn from ``N(0, init_std**2)`` when training starts.
     """
 
     method = "sparse"
     default_lr = 1e-2  # chosen on validation in every converged benchmark set (benchmarks/results/converged.md)
     l1: float = field(default=0.1, metadata=ranged(ge=0))
     mode: str = "two_phase"
+    allocation: str = "global"
+    proximal: str = "plain"
+    search_lr_scale: float = field(default=1.0, metadata=ranged(gt=0))
     fisher_frames: int = field(default=256, metadata=ranged(ge=1))
     threshold_lr_scale: float = field(default=10.0, metadata=ranged(gt=0))
+    threshold_init: float = field(default=-12.0, metadata=ranged())  # a logit: any finite number
+    threshold_scale: float = field(default=1.0, metadata=ranged(gt=0))
+    threshold_weight_decay: float = field(default=1e-4, metadata=ranged(ge=0))
+    init_std: float = field(default=1e-4, metadata=ranged(ge=0))
 
     def __post_init__(self):
         super().__post_init__()
+        from .ranking import check_allocation
+
         if self.mode not in MODES:
             raise ValueError(f"sparse.mode: {self.mode!r} is not one of {', '.join(MODES)}")
+        check_allocation(self.allocation, "sparse.allocation")
+        if self.proximal not in PROXIMAL:
+            raise ValueError(f"sparse.proximal: {self.proximal!r} is not one of {', '.join(PROXIMAL)}")
+
+    @property
+    def coverage(self) -> str:  # type: ignore[override]
+        return MODES[self.mode].coverage
+
+    def applicable(self, block) -> bool:
+        return MODES[self.mode].applicable(block)
 
     def make_part(self, blocks, dtype, device) -> "SparsePart":
-        cls = ThresholdPart if self.mode == "str" else SparsePart
-        return cls(blocks, dtype, device, self.l1, self.mode)
+        return MODES[self.mode].make_part(self, blocks, dtype, device)
+
+
+PROXIMAL = ("plain", "adam")  # two_phase's L1 step
+# mode name -> strategy class: filled by :mod:`.sparse_modes` (imported by the package), whose
+# modes build the parts defined here
+MODES: dict = {}
 
 
 class SparsePart(PrunablePart):
@@ -64,7 +96,7 @@ class SparsePart(PrunablePart):
 
     def __init__(self, blocks, dtype, device, l1: float, mode: str = "two_phase"):
         super().__init__(blocks)
-        self.l1 = l1
+        self.l1 = l1  # the plain proximal step of after_step (0: none; the mode may shrink itself)
         self.mode = mode
         self.delta = torch.nn.Parameter(torch.zeros(self.index.numel(), dtype=dtype, device=device))
         self.register_buffer("mask", None, persistent=False)
@@ -76,6 +108,11 @@ class SparsePart(PrunablePart):
             return full.index_put((self.support,), self.delta)
         return self.delta if self.mask is None else self.delta * self.mask
 
+    def sparse_values(self) -> torch.Tensor:
+        """The per-entry (sparse) delta alone, what files store and supports are cut from: ``values``,
+        unless a subclass adds a dense term (``rosa``'s low-rank part)."""
+        return self.values()
+
     @property
     def fixed(self) -> bool:
         """Whether the support is fixed (a mask or a compacted part)."""
@@ -86,7 +123,7 @@ class SparsePart(PrunablePart):
         """Fix the support to ``keep`` and hold only its values as the parameter (a new
         ``torch.nn.Parameter``: build the optimiser afterwards)."""
         positions = torch.nonzero(keep.to(self.delta.device)).reshape(-1)
-        values = self.values().detach()[positions].clone()
+        values = self.sparse_values().detach()[positions].clone()
         self.mask = None
         self.support = positions
         self.delta = torch.nn.Parameter(values)
@@ -103,13 +140,19 @@ class SparsePart(PrunablePart):
             self.delta.mul_(self.mask)
 
     def after_step(self, lr: float, penalty_scale: float = 1.0) -> None:
-        """The proximal step of ``penalty_scale * l1`` in ``two_phase`` mode (0, or another mode:
-        only re-apply a fixed mask)."""
-        self.proximal_step(lr, self.l1 * penalty_scale if self.mode == "two_phase" else 0.0)
+        """The plain proximal step of ``penalty_scale * l1`` (``l1`` is 0 in parts whose mode does
+        not shrink this way: then only a fixed mask is re-applied)."""
+        self.proximal_step(lr, self.l1 * penalty_scale)
+
+    @torch.no_grad()
+    def shrink(self, thresholds: torch.Tensor) -> None:
+        """Soft-threshold by per-entry ``thresholds`` (a preconditioned proximal step)."""
+        if self.support is None and self.mask is None:
+            self.delta.copy_(torch.sign(self.delta) * torch.relu(self.delta.abs() - thresholds))
 
     def nonzero(self) -> torch.Tensor:
         """Bool vector: which entries differ from the pretrained weight."""
-        return self.values().detach() != 0
+        return self.sparse_values().detach() != 0
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Only the entries that are non-zero or inside a fixed support: positions + values."""
@@ -120,7 +163,7 @@ class SparsePart(PrunablePart):
             keep = self.nonzero() if self.mask is None else self.mask.bool()
         positions = torch.nonzero(keep).reshape(-1)
         flat, order = torch.sort(self.index[positions].cpu())
-        values = self.values().detach()[positions[order.to(positions.device)]].cpu()
+        values = self.sparse_values().detach()[positions[order.to(positions.device)]].cpu()
         out = {**_encode_indices(flat), "values": values}
         if self.fixed:  # the stored indices are exactly the fixed support
             out["fixed_support"] = torch.ones(1, dtype=torch.int8)
@@ -145,7 +188,7 @@ class SparsePart(PrunablePart):
     def _expand(self) -> None:
         """Undo :meth:`compact` (a full-size parameter again), e.g. before loading a file."""
         if self.support is not None:
-            self.delta = torch.nn.Parameter(self.values().detach().clone())
+            self.delta = torch.nn.Parameter(self.sparse_values().detach().clone())
             self.support = None
 
     def _positions(self, flat_indices: torch.Tensor, where: str) -> torch.Tensor:
@@ -160,11 +203,11 @@ class SparsePart(PrunablePart):
 
 
 class ThresholdPart(SparsePart):
-    """``str`` mode: ``delta = sign(u) * relu(|u| - exp(s_block + offset))`` until the support is
+    """``str_scheduled`` mode: ``delta = sign(u) * relu(|u| - exp(s_block + offset))`` until the support is
     fixed (``u`` is the ``delta`` parameter; ``s`` one learnable log-threshold per block; the
-    global ``offset`` is set by :func:`sparseft.adapters.sparse_modes.set_offsets`)."""
+    global ``offset`` is set by :func:`sparseft.adapters.sparse_modes.str_scheduled.set_offsets`)."""
 
-    def __init__(self, blocks, dtype, device, l1: float, mode: str = "str"):
+    def __init__(self, blocks, dtype, device, l1: float, mode: str = "str_scheduled"):
         super().__init__(blocks, dtype, device, l1, mode)
         self.s = torch.nn.Parameter(torch.zeros(len(self.blocks), dtype=dtype, device=device))
         sizes = torch.tensor([b.size for b in self.blocks], dtype=torch.long)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .._compat import torch
 from .base import PrunablePart
+from .ranking import block_groups, keep_top
 
 
 def _magnitudes(parts: list[PrunablePart], curvature: dict | None) -> torch.Tensor:
@@ -15,19 +16,6 @@ def _magnitudes(parts: list[PrunablePart], curvature: dict | None) -> torch.Tens
     )
 
 
-def _top_k(magnitudes: torch.Tensor, density: float) -> torch.Tensor:
-    if not 0 < density <= 1:
-        raise ValueError(f"density must be in (0, 1], got {density}")
-    k = max(1, int(round(density * magnitudes.numel())))
-    cut = torch.topk(magnitudes, k).values[-1]
-    keep = magnitudes >= cut
-    if keep.sum() > k:  # ties: keep exactly k
-        order = torch.argsort(magnitudes, descending=True)[:k]
-        keep = torch.zeros_like(keep)
-        keep[order] = True
-    return keep
-
-
 @torch.no_grad()
 def fix_support(
     groups: list[list[PrunablePart]],
@@ -35,19 +23,24 @@ def fix_support(
     density: float | None = None,
     threshold: float | None = None,
     curvature: dict | None = None,
+    allocation: str | list[str] = "global",
 ) -> int:
     """Fix the support of each group (one adapter's parts): its top ``density`` fraction of
     entries, or the entries with ``|delta| > threshold``. Returns entries kept.
 
     Entries are ranked by ``|delta|``, or, when ``curvature`` maps a part's delta parameter
     to a per-entry curvature estimate (e.g. Adam's ``exp_avg_sq``, a diagonal Fisher), by
-    ``curvature * delta**2``: the loss increase expected from resetting that entry."""
+    ``curvature * delta**2``: the loss increase expected from resetting that entry; the top
+    fraction is chosen by :func:`sparseft.adapters.ranking.keep_top` with ``allocation`` (one for all
+    groups, or one per group)."""
     if (density is None) == (threshold is None):
         raise ValueError("fix_support needs exactly one of density= or threshold=")
+    allocations = [allocation] * len(groups) if isinstance(allocation, str) else list(allocation)
     kept = 0
-    for parts in groups:
+    for parts, alloc in zip(groups, allocations):
         if density is not None:
-            keep = _top_k(_magnitudes(parts, curvature), density)
+            magnitudes = _magnitudes(parts, curvature)
+            keep = torch.cat(keep_top([magnitudes], density, groups=[torch.cat(block_groups(parts))], allocation=alloc))
         else:
             keep = _magnitudes(parts, None) > threshold
         start = 0

@@ -31,6 +31,8 @@ if False:  # typing only
 METHODS = {
     "sparse": lambda: [sf.SparseConfig(l1=0.1)],
     "lora": lambda: [sf.LoRAConfig(rank=2)],
+    "rosa": lambda: [sf.RoSAConfig(rank=2)],
+    "sparse_str": lambda: [sf.SparseConfig(mode="str")],
     "full": lambda: [sf.FreezeConfig()],
     "freeze_readout": lambda: [sf.FreezeConfig(select=sf.Selector(kinds=["readout"]))],
     "mixed": lambda: [
@@ -46,6 +48,8 @@ def randomize(adapted, scale: float = 1e-2, seed: int = 0) -> None:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in adapted.trainable_parameters():
+            if p.dim() == 0:  # a threshold (sparse mode str) keeps its start
+                continue
             noise = torch.randn(p.shape, generator=generator, dtype=p.dtype) * scale
             p.add_(noise.to(p.device))
 

@@ -8,10 +8,9 @@ import math
 import signal
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from .._compat import torch
-from ..adapters.sparse_modes import SparseSchedule
+from ..adapters.sparse_modes import OptimizerView, SparseSchedule
 from ..core.graph import collate, loader, to_device
 from ..heads import HeadedModel, split_heads
 from ..model import AdaptedModel
@@ -79,15 +78,18 @@ class EMA:
             s.copy_(tmp)
 
 
-def make_optimizer(params, config, lr_scales: dict | None = None):
+def make_optimizer(params, config, options: dict | None = None):
     """Adam(W) over ``params`` (AMSGrad with ``config.amsgrad``, mace_run_train's default);
-    ``lr_scales`` maps some of them to a learning-rate factor (own group)."""
+    ``options`` maps some of them to their own group options: ``lr_scale`` (a learning-rate
+    factor), ``search_lr_scale`` (a further factor until the support is fixed), ``weight_decay``."""
     cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    lr_scales = lr_scales or {}
-    groups = [{"params": [p for p in params if p not in lr_scales], "lr_scale": 1.0}]
-    for scale in sorted(set(lr_scales.values())):
-        groups.append({"params": [p for p in params if lr_scales.get(p) == scale], "lr_scale": scale})
-    groups = [g for g in groups if g["params"]]
+    options = options or {}
+    defaults = {"lr_scale": 1.0, "search_lr_scale": 1.0, "weight_decay": config.weight_decay}
+    keyed: dict[tuple, list] = {}
+    for p in params:
+        key = tuple(sorted({**defaults, **options.get(p, {})}.items()))
+        keyed.setdefault(key, []).append(p)
+    groups = [{"params": ps, **dict(key)} for key, ps in keyed.items()]
     return cls(groups, lr=config.lr, weight_decay=config.weight_decay, amsgrad=config.amsgrad, foreach=True)
 
 
@@ -153,9 +155,9 @@ class Trainer:
         self.params = model.trainable_parameters()
         self.dist = dist
         self.compact_support = compact_support  # once fixed, sparse parameters hold only their support
-        # after any up-front compaction (fisher): DDP registers the final parameters
+        # after any up-front compaction (a support chosen before training): DDP registers the final parameters
         self.forward_model = ddp.wrap_ddp(model, device) if dist else model
-        self.optimizer = make_optimizer(self.params, config, self._lr_scales())
+        self.optimizer = make_optimizer(self.params, config, self._param_options())
         self.ema = EMA(self.params, config.ema_decay) if config.ema_decay else None
         self.best_params: list[torch.Tensor] | None = None
         self._stop_requested = False
@@ -166,14 +168,14 @@ class Trainer:
             self.ticker = ProgressTicker(log, progress_seconds, self.total_steps)
 
     def _prepare_sparse(self) -> bool:
-        """Supports chosen before training (``fisher`` mode), from the first structures of epoch 0's order."""
-        if not self.sparse.uses("fisher"):
+        """The sparse modes' preparation (a support chosen before training, an initialisation),
+        with the first structures of epoch 0's order when a mode asks for them."""
+        if not self.sparse.active:
             return False
-        configs: list[Any] = self.adapted.configs  # the sparse configs carry mode / fisher_frames
-        wanted = max(c.fisher_frames for c in configs if getattr(c, "mode", None) == "fisher")
-        frames = min(len(self.train_data), wanted)
+        frames = min(len(self.train_data), self.sparse.frames_needed())
         batches: list[dict] = []
-        for batch in loader(self.train_data, self.config.batch_size, shuffle=True, seed=self.config.seed * 100_003):
+        seed = self.config.seed * 100_003
+        for batch in loader(self.train_data, self.config.batch_size, shuffle=True, seed=seed) if frames else ():
             if sum(int(b["ptr"].numel() - 1) for b in batches) >= frames:
                 break
             batches.append(to_device(batch, self.device))
@@ -186,24 +188,16 @@ class Trainer:
 
         self.model.train()
         used = sum(int(b["ptr"].numel() - 1) for b in batches)
-        return self.sparse.prepare(batches, forward_loss, used, self.log)
+        return self.sparse.prepare(batches, forward_loss, used, self.log, seed=self.config.seed)
 
-    def _lr_scales(self) -> dict:
-        """Learnable thresholds (``str`` mode) train with their adapter's ``threshold_lr_scale``."""
-        by_name: dict[str, Any] = {c.name: c for c in self.adapted.configs}
-        return {
-            part.s: by_name[name].threshold_lr_scale
-            for name, _, part in self.adapted.all_parts()
-            if isinstance(getattr(part, "s", None), torch.nn.Parameter)
-        }
+    def _param_options(self) -> dict:
+        """Optimiser options the sparse modes set for some parameters (e.g. thresholds' own rate)."""
+        return self.sparse.param_options()
 
     def density_met(self, state: TrainState) -> bool:
         """Whether the current weights meet the target density (the support is fixed, or no target)."""
-        no_target = self.config.target_density is None or not self.sparse.by_adapter
+        no_target = self.config.target_density is None or not self.sparse.constrains_density()
         return no_target or state.support_fixed or self.fixed_up_front
-
-    def _curvature(self) -> dict:
-        return {p: st["exp_avg_sq"] for p, st in self.optimizer.state.items() if "exp_avg_sq" in st}
 
     # --- schedules
     def lr_at(self, step: int, state: TrainState) -> float:
@@ -215,7 +209,7 @@ class Trainer:
             return c.lr * (step + 1) / warm
         if c.scheduler == "cosine":
             start, stop = warm, self.total_steps
-            if self.fix_at_step is not None and self.sparse.restarts_schedule:  # two_phase: retraining's own cycle
+            if self.fix_at_step is not None and self.sparse.restarts_schedule:  # retraining's own cycle
                 start, stop = (start, self.fix_at_step) if step < self.fix_at_step else (self.fix_at_step, stop)
             progress = (step - start) / max(1, stop - start)
             return c.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
@@ -313,15 +307,15 @@ class Trainer:
         if self.fixed_up_front and not state.support_fixed:
             state.support_fixed = True
         if self.fix_at_step is not None and not state.support_fixed and state.step >= self.fix_at_step:
-            kept = self.sparse.fix(self._curvature())
+            kept = self.sparse.fix(OptimizerView(self.optimizer))
             if self.dist:  # identical inputs give identical masks; rank 0's settle any tie broken by noise
                 parts = [p for p in self.adapted.prunable_parts() if p.mask is not None]
                 ddp.broadcast_tensors(self.dist, [p.mask for p in parts] + [p.delta.data for p in parts])
             state.support_fixed = True
             if self.compact_support:
                 self.compact()
-            if self.sparse.resets_optimizer:
-                self.optimizer.state.clear()  # two_phase: retraining starts from fresh moments
+            if not self.sparse.keeps_optimizer_state:
+                self.optimizer.state.clear()
             self.log(f"step {state.step}: support fixed at density {self.config.target_density} ({kept} entries kept)")
             if self.ema:
                 self.ema = EMA(self.params, self.config.ema_decay)
@@ -341,7 +335,7 @@ class Trainer:
         kept = [(i, old, *moved.get(old, (old, None))) for i, old in enumerate(old_params)]
         kept = [(i, old, new, positions) for i, old, new, positions in kept if id(new) in trains]
         assert [id(new) for _, _, new, _ in kept] == [id(p) for p in self.params], "the order must stay"
-        self.optimizer = make_optimizer(self.params, self.config, self._lr_scales())
+        self.optimizer = make_optimizer(self.params, self.config, self._param_options())
         for _, old, new, positions in kept:
             if old in old_state and (new is old or positions is not None):
                 self.optimizer.state[new] = {k: _kept(v, old, new, positions) for k, v in old_state[old].items()}
@@ -446,7 +440,8 @@ class Trainer:
         batch, share = local
         lr = self.lr_at(state.step, state)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
+            search = 1.0 if state.support_fixed else group.get("search_lr_scale", 1.0)
+            group["lr"] = lr * group.get("lr_scale", 1.0) * search
         self.sparse.before_step(state.step, state.support_fixed)
         self.optimizer.zero_grad(set_to_none=True)
         out = self.forward_model(
@@ -469,11 +464,11 @@ class Trainer:
         if self.config.clip_grad:
             torch.nn.utils.clip_grad_norm_(self.params, self.config.clip_grad)
         self.optimizer.step()
-        # the parts' after-step hooks (sparse: the proximal L1 step; once the support is fixed,
-        # only the masks are re-applied)
-        self.adapted.after_step(lr, 0.0 if state.support_fixed else self.l1_factor(state.step))
-        curvature = self._curvature() if self.sparse.uses("gradual") else {}
-        self.sparse.after_step(state.step, state.support_fixed, curvature)  # gradual: the pruning cuts
+        # the sparse modes' hooks (preconditioned proximal steps, pruning cuts), then the parts'
+        # own (plain proximal L1 steps; once the support is fixed, only the masks are re-applied)
+        penalty = 0.0 if state.support_fixed else self.l1_factor(state.step)
+        self.sparse.after_step(state.step, lr, penalty, state.support_fixed, OptimizerView(self.optimizer))
+        self.adapted.after_step(lr, penalty)
         if self.ema:
             self.ema.update()
         state.step += 1

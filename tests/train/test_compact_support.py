@@ -62,7 +62,7 @@ def _state_entries(trainer: Trainer) -> int:
     [
         ("two_phase", dict(ema_decay=0.5)),
         ("gradual", dict(optimizer="adamw", weight_decay=0.01, clip_grad=1.0)),  # moments carried over
-        ("str", {}),
+        ("str_scheduled", {}),
     ],
 )
 def test_compacted_training_equals_masked_training(base_and_data, one_thread, mode, train):

@@ -145,9 +145,9 @@ def test_two_ranks_train_the_one_rank_adapter_and_only_rank_0_writes(workdir):
 
 
 @pytest.mark.slow  # ~15 s each
-@pytest.mark.parametrize("mode", ["str", "gradual"])
+@pytest.mark.parametrize("mode", ["str_scheduled", "gradual"])
 def test_two_ranks_match_one_rank_in_other_sparse_modes(workdir, mode):
-    """After the support is fixed, str's thresholds stop training (DDP stalled on parameters
+    """After the support is fixed, str_scheduled's thresholds stop training (DDP stalled on parameters
     without gradient) and gradual's moments carry over the compaction, on every rank alike."""
     names = (f"{mode}1", f"{mode}2")
     for name in names:
