@@ -275,10 +275,7 @@ def add_parser(sub, parents=()) -> None:
 
 
 def cmd_convert(args) -> int:
-    import sys
     from pathlib import Path
-
-    import yaml
 
     from .recipe import RecipeError, recipe_from_dict
 
@@ -294,14 +291,27 @@ def cmd_convert(args) -> int:
         recipe_from_dict(recipe, source="convert-mace-args")
     except RecipeError as exc:
         notes.append(f"the recipe needs editing: {exc}")
-    text = (
-        "# converted from mace_run_train arguments by sparseft convert-mace-args\n"
-        + "".join(f"# not mapped: {n}\n" for n in notes)
-        + yaml.safe_dump(recipe, sort_keys=False)
+    return emit_recipe(
+        "# converted from mace_run_train arguments by sparseft convert-mace-args\n", recipe, notes, args.output
     )
-    if args.output:
-        Path(args.output).write_text(text)
-        print(f"wrote {args.output}")
+
+
+def emit_recipe(header: str, recipe: dict, notes: list[str], output, *, allow_unicode: bool = False) -> int:
+    """Write a converted recipe (``header``, one comment line per note, the YAML) to ``output``
+    or stdout; the notes also go to stderr. Returns the exit code 0."""
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    text = (
+        header
+        + "".join(f"# not mapped: {n}\n" for n in notes)
+        + yaml.safe_dump(recipe, sort_keys=False, allow_unicode=allow_unicode)
+    )
+    if output:
+        Path(output).write_text(text)
+        print(f"wrote {output}")
     else:
         print(text, end="")
     for note in notes:

@@ -547,9 +547,6 @@ def add_parser(sub, parents=()) -> None:
 
 
 def cmd_convert(args) -> int:
-    import sys
-
-    import yaml
 
     from .recipe import RecipeError, recipe_from_dict
 
@@ -560,16 +557,7 @@ def cmd_convert(args) -> int:
         recipe_from_dict(recipe, source="convert-sevenn-args")
     except RecipeError as exc:
         notes.append(f"the recipe needs editing: {exc}")
-    text = (
-        f"# converted from sevenn's {Path(args.input).name} by sparseft convert-sevenn-args\n"
-        + "".join(f"# not mapped: {n}\n" for n in notes)
-        + yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True)
-    )
-    if args.output:
-        Path(args.output).write_text(text)
-        print(f"wrote {args.output}")
-    else:
-        print(text, end="")
-    for note in notes:
-        print(f"not mapped: {note}", file=sys.stderr)
-    return 0
+    from .convert_mace import emit_recipe
+
+    header = f"# converted from sevenn's {Path(args.input).name} by sparseft convert-sevenn-args\n"
+    return emit_recipe(header, recipe, notes, args.output, allow_unicode=True)

@@ -49,24 +49,34 @@ class LoRAConfig(AdapterConfig):
         return LoRAPart(blocks, dtype, device, self.rank, self.scale, seed)
 
 
+def lora_factors(blocks, dtype, device, rank: int, seed: int):
+    """A (rows x r, random / sqrt(r)) and B (r x cols, zero) per matrix block, r = min(rank, rows, cols)."""
+    generator = torch.Generator().manual_seed(seed)
+    A, B = torch.nn.ParameterList(), torch.nn.ParameterList()
+    for b in blocks:
+        rows, cols = b.matrix_shape
+        r = min(rank, rows, cols)
+        a = torch.randn(rows, r, generator=generator, dtype=torch.float64) / math.sqrt(r)
+        A.append(torch.nn.Parameter(a.to(dtype=dtype, device=device)))
+        B.append(torch.nn.Parameter(torch.zeros(r, cols, dtype=dtype, device=device)))
+    return A, B
+
+
+def lora_delta(A, B, scale: float) -> torch.Tensor:
+    """The flat delta ``scale * A @ B`` of every block, in block order."""
+    return torch.cat([(a @ b).reshape(-1) for a, b in zip(A, B)]) * scale
+
+
 class LoRAPart(BlockPart):
     """A (rows x r) and B (r x cols) per block; B starts at zero so the delta starts at zero."""
 
     def __init__(self, blocks, dtype, device, rank: int, scale: float, seed: int):
         super().__init__(blocks)
         self.scale = scale
-        generator = torch.Generator().manual_seed(seed)
-        self.A = torch.nn.ParameterList()
-        self.B = torch.nn.ParameterList()
-        for b in blocks:
-            rows, cols = b.matrix_shape
-            r = min(rank, rows, cols)
-            a = torch.randn(rows, r, generator=generator, dtype=torch.float64) / math.sqrt(r)
-            self.A.append(torch.nn.Parameter(a.to(dtype=dtype, device=device)))
-            self.B.append(torch.nn.Parameter(torch.zeros(r, cols, dtype=dtype, device=device)))
+        self.A, self.B = lora_factors(blocks, dtype, device, rank, seed)
 
     def values(self) -> torch.Tensor:
-        return torch.cat([(a @ b).reshape(-1) for a, b in zip(self.A, self.B)]) * self.scale
+        return lora_delta(self.A, self.B, self.scale)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         out = {}

@@ -8,13 +8,12 @@ adapter) and the factors (as LoRA)."""
 
 from __future__ import annotations
 
-import math
 import zlib
 from dataclasses import dataclass, field
 
 from .._compat import torch
 from ..ranges import ranged
-from .lora import LORA_KINDS
+from .lora import LORA_KINDS, lora_delta, lora_factors
 from .sparse import SparseConfig, SparsePart
 
 
@@ -57,18 +56,10 @@ class RoSAPart(SparsePart):
     def __init__(self, blocks, dtype, device, l1: float, mode: str, rank: int, scale: float, seed: int):
         super().__init__(blocks, dtype, device, l1, mode)
         self.scale = scale
-        generator = torch.Generator().manual_seed(seed)
-        self.A = torch.nn.ParameterList()
-        self.B = torch.nn.ParameterList()
-        for b in self.blocks:
-            rows, cols = b.matrix_shape
-            r = min(rank, rows, cols)
-            a = torch.randn(rows, r, generator=generator, dtype=torch.float64) / math.sqrt(r)
-            self.A.append(torch.nn.Parameter(a.to(dtype=dtype, device=device)))
-            self.B.append(torch.nn.Parameter(torch.zeros(r, cols, dtype=dtype, device=device)))
+        self.A, self.B = lora_factors(self.blocks, dtype, device, rank, seed)
 
     def low_rank(self) -> torch.Tensor:
-        return torch.cat([(a @ b).reshape(-1) for a, b in zip(self.A, self.B)]) * self.scale
+        return lora_delta(self.A, self.B, self.scale)
 
     def sparse_values(self) -> torch.Tensor:
         return SparsePart.values(self)
