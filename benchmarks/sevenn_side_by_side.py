@@ -305,12 +305,15 @@ def sevenn_input(work: Path, paths: dict, args, name: str = "sevenn", mse: bool 
 
 
 # sparseft's own training defaults (recipe.TrainSection) in place of the converted sevenn ones
-SPARSEFT_DEFAULTS = ("energy_weight", "forces_weight", "amsgrad", "clip_grad", "scheduler")
+SPARSEFT_DEFAULTS = ("loss", "huber_delta", "energy_weight", "forces_weight", "amsgrad", "clip_grad", "scheduler")
 
 
-def sparseft_recipe(work: Path, input_yaml: Path, e0s: str, name: str = "", own_defaults: bool = False) -> Path:
+def sparseft_recipe(
+    work: Path, input_yaml: Path, e0s: str, name: str = "", own_defaults: bool = False, loss: str | None = None
+) -> Path:
     """``sparseft convert-sevenn-args input.yaml`` plus the E0s option and an output folder
-    (``own_defaults``: sparseft's loss weights, AMSGrad, clipping and schedule instead of the converted ones)."""
+    (``own_defaults``: sparseft's loss, loss weights, AMSGrad, clipping and schedule instead of the
+    converted ones; ``loss``: this ``train.loss`` in place of the converted one)."""
     import yaml
 
     folder = work / (name or f"sparseft-{e0s}")
@@ -328,6 +331,8 @@ def sparseft_recipe(work: Path, input_yaml: Path, e0s: str, name: str = "", own_
     if own_defaults:
         for key in SPARSEFT_DEFAULTS:
             recipe["train"].pop(key, None)
+    if loss:
+        recipe["train"]["loss"] = loss
     recipe["output"] = {"directory": str(folder / "output")}
     path = folder / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
@@ -580,7 +585,8 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="training processes at once")
     parser.add_argument(
         "--runs",
-        default="sevenn,sevenn-shifted,sevenn-shifted-mse,sparseft-estimated,sparseft-foundation,sparseft-estimated-defaults",
+        default="sevenn,sevenn-shifted,sevenn-shifted-mse,sparseft-estimated,sparseft-foundation,"
+        "sparseft-estimated-mse,sparseft-estimated-defaults",
     )
     parser.add_argument("--force", action="store_true", help="redo steps whose outputs exist")
     parser.add_argument(
@@ -595,7 +601,7 @@ def main(argv=None) -> int:
     replicates = []
     for seed in [int(x) for x in args.replicate_seeds.split(",") if x.strip()]:
         sub = argparse.Namespace(**vars(args))
-        sub.seed, sub.runs = seed, "sevenn-shifted,sparseft-estimated"
+        sub.seed, sub.runs = seed, "sevenn-shifted,sparseft-estimated,sparseft-estimated-mse"
         sub.work = f"{Path(args.work).resolve()}-seed{seed}"
         replicates.append((seed, *pipeline(sub)))
     text = report(*main_run, args, replicates)
@@ -655,15 +661,16 @@ def pipeline(args) -> tuple:
             f"(cd {run.cwd} && {shlex.join(run.argv)})  # input.yaml as above, the *_shifted files"
             + (", loss: mse (no loss_param)" if mse else "")
         )
-    variants = {  # run name -> (E0s, sparseft's own training defaults)
-        "sparseft-estimated": ("estimated", False),
-        "sparseft-foundation": ("foundation", False),
-        "sparseft-estimated-defaults": ("estimated", True),
+    variants = {  # run name -> (E0s, sparseft's own training defaults, train.loss in place of the converted)
+        "sparseft-estimated": ("estimated", False, None),
+        "sparseft-foundation": ("foundation", False, None),
+        "sparseft-estimated-mse": ("estimated", False, "mse"),
+        "sparseft-estimated-defaults": ("estimated", True, None),
     }
-    for name, (e0s, own) in variants.items():
+    for name, (e0s, own, loss) in variants.items():
         if name not in wanted:
             continue
-        recipe = sparseft_recipe(work, input_yaml, e0s, name, own)
+        recipe = sparseft_recipe(work, input_yaml, e0s, name, own, loss)
         argv = [str(REPO / ".venv" / "bin" / "sparseft"), "finetune", str(recipe), "--quiet"]
         if args.force:
             argv.append("--overwrite")
@@ -673,6 +680,7 @@ def pipeline(args) -> tuple:
             f"{REPO / '.venv/bin/sparseft'} convert-sevenn-args {input_yaml} -o {recipe.parent}/converted.yaml"
             f"  # + data.E0s: {e0s}, output.directory"
             + (f", without train.{', '.join(SPARSEFT_DEFAULTS)} (sparseft's defaults)" if own else "")
+            + (f", train.loss: {loss}" if loss else "")
             + f" -> {recipe}"
         )
         commands.append(shlex.join(argv))
@@ -698,6 +706,7 @@ def pipeline(args) -> tuple:
         "sevenn-shifted-mse": "sevenn full FT, energies shifted, MSE loss instead of Huber (`checkpoint_best.pth`)",
         "sparseft-estimated": "sparseft full FT, E0s estimated (`merged.pth`)",
         "sparseft-foundation": "sparseft full FT, E0s foundation (`merged.pth`)",
+        "sparseft-estimated-mse": "sparseft full FT, E0s estimated, MSE loss instead of Huber (`merged.pth`)",
         "sparseft-estimated-defaults": "sparseft full FT, E0s estimated, sparseft's loss weights/schedule (`merged.pth`)",
     }
     models.update({labels[r.name]: str(r.done) for r in runs if r.name not in failed})

@@ -47,6 +47,7 @@ STAGE_TWO = {
 # handled below (not copied one-to-one)
 SPECIAL = {
     "E0s",
+    "huber_delta",
     "config_type_weights",
     "device",
     "optimizer",
@@ -241,10 +242,13 @@ def convert(argv: list[str]) -> tuple[dict, list[str]]:
         recipe["train"]["stress_weight"] = 0.0
         if "swa_stress_weight" in recipe["train"]:
             recipe["train"]["swa_stress_weight"] = 0.0  # not in stage two either
-    if loss not in ("weighted", "ef", "stress", "virials", "universal"):
-        notes.append(f"loss={loss}: sparseft trains weighted energy/forces/stress MSE")
-    elif loss == "universal":
-        notes.append("loss=universal: sparseft's loss is plain weighted MSE (no Huber/conditional terms)")
+    if loss in ("huber", "universal"):
+        recipe["train"]["loss"] = "huber"
+        recipe["train"]["huber_delta"] = float(getattr(args, "huber_delta", 0.01))
+        if loss == "universal":
+            notes.append("loss=universal: mapped to huber (mace's conditional, force-size-dependent delta is not)")
+    elif loss not in ("weighted", "ef", "stress", "virials"):
+        notes.append(f"loss={loss}: sparseft trains weighted energy/forces/stress (mse or huber); mse used")
     recipe["output"]["directory"] = f"{getattr(args, 'name', None) or 'mace'}-sparseft"
     handled = set(DIRECT) | SPECIAL | (set(STAGE_TWO) if getattr(args, "swa", False) else set())
     for name in sorted(given - handled):

@@ -51,12 +51,13 @@ SHIPPED = {
     "7net-0_22may2024": "sevennet:7net-0-22may2024",
     "sevennet-l3i5": "sevennet:7net-l3i5",
     "7net-l3i5": "sevennet:7net-l3i5",
+    "sevennet-mf-0": "sevennet:7net-mf-0",
+    "7net-mf-0": "sevennet:7net-mf-0",
 }
 NOT_SUPPORTED = {  # sevenn names sparseft cannot load (multi-fidelity, or not in the wheel)
     name: why
     for stem, why in (
-        ("mf-0", "a multi-fidelity checkpoint (modalities): not supported yet"),
-        ("mf-ompa", "a multi-fidelity checkpoint (modalities): not supported yet"),
+        ("mf-ompa", "not shipped in the sevenn wheel (sevenn downloads it): give the .pth file's path"),
         ("omat", "not shipped in the sevenn wheel (sevenn downloads it): give the .pth file's path"),
         ("omni", "not shipped in the sevenn wheel (sevenn downloads it): give the .pth file's path"),
         ("omni-i8", "not shipped in the sevenn wheel (sevenn downloads it): give the .pth file's path"),
@@ -147,18 +148,19 @@ def _path(text: str, base_dir: Path) -> str:
     return str(path if path.is_absolute() else (base_dir / path))
 
 
-def _files(key: str, value, base_dir: Path, notes: list[str]) -> list[str]:
+def _files(key: str, value, base_dir: Path, notes: list[str], modalities: list | None = None) -> list[str]:
     """The files of a sevenn ``load_*_path`` value (a path, a list of paths or globs, or
-    multi-modal ``{data_modality, file_list: [{file: ...}]}`` entries), absolute."""
+    multi-modal ``{data_modality, file_list: [{file: ...}]}`` entries, whose modalities are
+    added to ``modalities``), absolute."""
     entries = value if isinstance(value, list) else [value]
     files = []
     for entry in entries:
         if isinstance(entry, dict):
             modality = entry.get("data_modality")
-            notes.append(
-                f"data.{key}: multi-modal entry (data_modality={modality!r}, data_weight); "
-                "sparseft has no modalities: its files are listed as plain data"
-            )
+            if modalities is not None and modality is not None:
+                modalities.append(str(modality))
+            if entry.get("data_weight") is not None:
+                notes.append(f"data.{key}: data_weight of data_modality={modality!r}: no sparseft equivalent")
             for item in entry.get("file_list") or []:
                 files.extend(_files(key, item.get("file") if isinstance(item, dict) else item, base_dir, []))
             continue
@@ -256,12 +258,21 @@ def _loss(train_cfg: dict, recipe_train: dict, notes: list[str]) -> None:
     else:
         recipe_train["stress_weight"] = 0.0
     loss = str(train_cfg.get("loss", SEVENN_TRAIN_DEFAULTS["loss"])).lower()
-    if loss != "mse":
-        params = train_cfg.get("loss_param") or {}
-        shown = f"train.loss={train_cfg.get('loss')}" + (f", train.loss_param={params}" if params else "")
-        notes.append(f"{shown}: sparseft trains weighted MSE")
-    elif train_cfg.get("loss_param"):
-        notes.append(f"train.loss_param={train_cfg['loss_param']!r}: no sparseft equivalent")
+    params = dict(train_cfg.get("loss_param") or {})
+    shown = f"train.loss={train_cfg.get('loss')}" + (f", train.loss_param={params}" if params else "")
+    if loss == "huber":
+        recipe_train["loss"] = "huber"
+        recipe_train["huber_delta"] = _num("train.loss_param.delta", params.pop("delta", 1.0))  # torch's default
+        if recipe_train["stress_weight"]:
+            notes.append(
+                f"{shown}: sevenn's Huber acts on stress in kbar; sparseft's delta applies in eV/Å³ "
+                "to every term, so the stress term is not the same function"
+            )
+    elif loss != "mse":
+        notes.append(f"{shown}: not in sparseft (mse, huber); mse used")
+        params = {}
+    for key in sorted(params):
+        notes.append(f"train.loss_param.{key}={params[key]!r}: no sparseft equivalent")
 
 
 def _continue(train_cfg: dict, base_dir: Path, recipe: dict, notes: list[str]) -> dict:
@@ -338,17 +349,25 @@ def _data(data_cfg: dict, base_dir: Path, recipe: dict, recipe_train: dict, note
     recipe_train["batch_size"] = _num("data.batch_size", data_cfg.get("batch_size", SEVENN_BATCH_SIZE), int)
     roles = {"load_trainset_path": "train", "load_dataset_path": "train", "load_validset_path": "valid"}
     roles["load_testset_path"] = "test"
+    modalities: list[str] = []
     for key, role in roles.items():
         if data_cfg.get(key) is None:
             continue
         handled.add(key)
-        files = _files(key, data_cfg[key], base_dir, notes)
+        files = _files(key, data_cfg[key], base_dir, notes, modalities)
         if not files:
             continue
         if role in data:
             data[role] = list(data[role] if isinstance(data[role], list) else [data[role]]) + files
         else:
             data[role] = _one_or_list(files)
+    if len(set(modalities)) == 1:  # one fidelity: the modality the multi-fidelity base trains and predicts
+        recipe["base"]["modality"] = modalities[0]
+    elif modalities:
+        notes.append(
+            f"data: data_modality entries of {sorted(set(modalities))}: sparseft fine-tunes one modality; "
+            "base.modality not written: set it and keep only that modality's files"
+        )
     for key in sorted(k for k in data_cfg if k.startswith("load_") and k.endswith("set_path") and k not in handled):
         handled.add(key)
         notes.append(f"data.{key}: an extra (multi-modal) data set; sparseft has no modalities: not mapped")

@@ -12,7 +12,7 @@ from ase.data import atomic_numbers as SYMBOL_TO_Z
 from ase.data import chemical_symbols
 
 from ._compat import torch
-from .core.facts import e0s_buffer
+from .core.facts import e0s_values, write_e0s
 from .data import DataError, Frames, Keys
 from .predict import predict
 
@@ -29,7 +29,7 @@ def _energies(frames: Frames, keys: Keys) -> tuple[np.ndarray, np.ndarray]:
 
 def current_e0s(model) -> dict[int, float]:
     """The model's E0s (first head) as {Z: eV}."""
-    values = e0s_buffer(model).detach().cpu().double().reshape(-1, len(model.atomic_numbers))[0]
+    values = e0s_values(model).detach().cpu().double()
     return {int(z): float(v) for z, v in zip(model.atomic_numbers, values)}
 
 
@@ -146,7 +146,6 @@ def _resolve(option, model, frames: Frames, keys: Keys, head: str | None, log) -
 
 @torch.no_grad()
 def set_e0s(model, e0s: dict[int, float]) -> None:
-    """Write E0s into the model's buffer (every head gets the same values)."""
-    buffer = e0s_buffer(model)
-    values = torch.tensor([e0s[int(z)] for z in model.atomic_numbers], dtype=buffer.dtype, device=buffer.device)
-    buffer.copy_(values.expand_as(buffer) if buffer.dim() == 2 else values)
+    """Write E0s into the model's buffer (every head gets the same values; a multi-fidelity
+    model's modality only its own)."""
+    write_e0s(model, torch.tensor([e0s[int(z)] for z in model.atomic_numbers], dtype=torch.float64))

@@ -125,12 +125,11 @@ def e0_tensors(model) -> dict:
     """Per-element E0s of the foundation head (prefix ``""``) and of each energy head of
     ``model`` (an adapted or plain base model, or a HeadedModel around one)."""
     from .core.backend import plain
-    from .core.facts import e0s_buffer
+    from .core.facts import e0s_values
     from .heads import split_heads
 
     trunk, heads = split_heads(model)
-    buffer = e0s_buffer(plain(trunk)).detach().double()
-    out = {"": buffer.reshape(-1, buffer.shape[-1])[0].cpu()}
+    out = {"": e0s_values(plain(trunk)).detach().double().cpu()}
     for name, head in heads.items():
         if hasattr(head, "atomic_energies"):
             out[f"{name}."] = head.atomic_energies.detach().double().cpu()

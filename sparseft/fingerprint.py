@@ -21,13 +21,16 @@ def _sha(data: bytes) -> str:
 
 
 def _architecture(model: torch.nn.Module) -> dict:
-    return {
+    arch = {
         "class": type(model).__name__,
         "parameters": {n: list(p.shape) for n, p in model.named_parameters()},
         "r_max": round(float(model.r_max), 6),
         "num_interactions": int(getattr(model, "num_interactions", 0)),
         "heads": model_heads(model),
     }
+    if getattr(model, "modality", None) is not None:  # a multi-fidelity model: the modality it predicts
+        arch["modality"] = model.modality
+    return arch
 
 
 def _tensor_bytes(t: torch.Tensor) -> bytes:
@@ -61,7 +64,7 @@ def differences(saved: dict, current: dict) -> list[str]:
         )
     if saved["architecture_sha"] != current["architecture_sha"]:
         a, b = saved["architecture"], current["architecture"]
-        for key in ("class", "r_max", "num_interactions", "heads"):
+        for key in ("class", "r_max", "num_interactions", "heads", "modality"):
             if a.get(key) != b.get(key):
                 out.append(f"architecture differs in {key}: {a.get(key)} vs {b.get(key)}")
         pa, pb = a["parameters"], b["parameters"]

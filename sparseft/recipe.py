@@ -33,12 +33,14 @@ class BaseSection:
     mini-foundation) or ``sevennet:<name>`` (a SevenNet checkpoint shipped with sevenn).
     ``add_elements`` extends its element table (chemical symbols), each new element starting
     as ``element_init`` says (``nearest``, ``mean``, ``random`` or ``{new: base element}``,
-    see :mod:`sparseft.elements`)."""
+    see :mod:`sparseft.elements`). ``head`` picks a multi-head mace model's head, ``modality``
+    a multi-fidelity SevenNet's (``sevennet:7net-mf-0``: ``PBE`` or ``R2SCAN``)."""
 
     model: str = "embedded"
     dtype: str = "float64"
     device: str = "auto"
     head: typing.Optional[str] = None
+    modality: typing.Optional[str] = None  # a multi-fidelity SevenNet's fidelity (sevenn's modal)
     add_elements: object = field(default_factory=list)
     element_init: typing.Union[str, dict] = "nearest"
 
@@ -92,6 +94,10 @@ class TrainSection:
     energy_weight: float = field(default=100.0, metadata=ranged(ge=0))
     forces_weight: float = field(default=10.0, metadata=ranged(ge=0))
     stress_weight: float = field(default=1.0, metadata=ranged(ge=0))
+    # per-entry loss: squared error, or Huber with huber_delta in each quantity's units (sevenn's
+    # and mace's fine-tuning loss, delta 0.01)
+    loss: str = "mse"
+    huber_delta: float = field(default=0.01, metadata=ranged(gt=0))
     loss_weighting: str = "fixed"
     l1_schedule: str = "constant"
     target_density: typing.Optional[float] = field(default=None, metadata=ranged(gt=0, le=1))
@@ -150,6 +156,7 @@ _CHOICES = {
     "train.optimizer": ("adam", "adamw"),
     "train.scheduler": ("constant", "cosine", "plateau"),
     "train.l1_schedule": ("constant", "warmup"),
+    "train.loss": ("mse", "huber"),
     "train.loss_weighting": ("fixed", "random"),
     "data.new_elements": ("error", "add"),
 }
@@ -462,7 +469,10 @@ def recipe_differences(saved, current, where: str = "") -> list[str]:
 # keys added after runs could be saved, whose default is what those runs did: absent from a saved
 # recipe.yaml they mean their default (not so for e.g. train.amsgrad: earlier runs used plain Adam)
 ADDED_WITH_OLD_BEHAVIOUR = {
+    "base": ("modality",),
     "train": (
+        "loss",
+        "huber_delta",
         "eval_interval",
         "keep_checkpoints",
         "swa",

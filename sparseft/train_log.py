@@ -134,3 +134,27 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _fmt(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+def epoch_summary(row: dict, epochs: int) -> str:
+    """The line a trainer logs after each epoch (``row``: one entry of the training history)."""
+    scaled = lambda key: row[key] and row[key] * 1000  # noqa: E731
+    heads = ""
+    for key in row:
+        if key.startswith("valid_") and "." in key and row[key] is not None:
+            head, _, metric = key[len("valid_") :].partition(".")
+            if metric == "forces_mae":
+                heads += f"  [{head}] F {scaled(key):.1f} meV/Å"
+            elif metric == "energy_per_atom_mae":
+                heads += f"  [{head}] E {scaled(key):.2f} meV/atom"
+            elif metric == "magmoms_mae":
+                heads += f"  [{head}] m {row[key]:.4f} μB"
+    return (
+        f"epoch {row['epoch']}/{epochs}  loss {row['train_loss']:.4g}  valid {_fmt(row['valid_loss'], '.4g')}  "
+        f"E {_fmt(scaled('valid_energy_mae'), '.2f')} meV/atom  F {_fmt(scaled('valid_forces_mae'), '.1f')} meV/Å"
+        f"{heads}  density {row['density']:.4f}  lr {row['lr']:.2e}  {row['seconds']:.1f}s"
+    )

@@ -110,5 +110,16 @@ def test_defaults_are_mace_defaults_and_freeze_is_explained():
     assert recipe["train"]["scheduler"] == "plateau"
     assert recipe["adapters"] == [{"method": "freeze", "select": {"kinds": ["readout"]}}]
     assert any(n.startswith("freeze=6") for n in notes) and any(n.startswith("loss=universal") for n in notes)
+    assert (recipe["train"]["loss"], recipe["train"]["huber_delta"]) == ("huber", 0.01)  # mace's default delta
     assert "device" not in recipe["base"]
     yaml.safe_dump(recipe)  # plain YAML types
+
+
+def test_huber_loss_and_its_delta_map():
+    recipe, notes = convert(["--train_file", "t.xyz", "--loss", "huber", "--huber_delta", "0.05"])
+    assert (recipe["train"]["loss"], recipe["train"]["huber_delta"]) == ("huber", 0.05)
+    assert recipe["train"]["stress_weight"] > 0  # mace's huber trains stress
+    assert not any("loss" in n or "huber" in n for n in notes), notes
+    recipe_from_dict(recipe)
+    recipe, notes = convert(["--train_file", "t.xyz", "--loss", "l1l2energyforces"])
+    assert "loss" not in recipe["train"] and any(n.startswith("loss=l1l2energyforces") for n in notes)

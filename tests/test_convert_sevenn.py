@@ -114,7 +114,7 @@ def test_the_fine_tune_preset_becomes_a_full_fine_tune_recipe_that_loads(tmp_pat
     assert t.scheduler == "cosine"  # 0.99^99 = 0.37: the lr falls, as cosine's does
     assert base_dtype(out) == "float32"
     for expected in (
-        "not mapped: train.loss=Huber, train.loss_param={'delta': 0.01}: sparseft trains weighted MSE",
+        "train.loss=Huber, train.loss_param={'delta': 0.01}: sevenn's Huber acts on stress in kbar",
         "not mapped: train.scheduler=exponentiallr, train.scheduler_param={'gamma': 0.99}: not in sparseft",
         "data.load_testset_path: './sevenn_data/mydata.pt' is a sevenn graph",
         "data.data_divide_ratio=0.1: ignored (as by sevenn: load_validset_path is given)",
@@ -122,6 +122,7 @@ def test_the_fine_tune_preset_becomes_a_full_fine_tune_recipe_that_loads(tmp_pat
         "train.error_record, train.per_epoch: sevenn bookkeeping",
     ):
         assert expected in err, (expected, err)
+    assert (t.loss, t.huber_delta) == ("huber", 0.01)
     assert "# not mapped: train.loss=Huber" in out.read_text()  # the notes are in the recipe too
     assert not _unreported(yaml.safe_load(text), err.splitlines())
 
@@ -183,6 +184,8 @@ def test_an_fe_input_maps_its_keys_and_paths(tmp_path):
     train = recipe["train"]
     assert (train["epochs"], train["seed"], train["lr"], train["batch_size"]) == (10, 0, 0.004, 2)
     assert (train["forces_weight"], train["stress_weight"], train["scheduler"]) == (2.0, 0.0, "constant")
+    assert (train["loss"], train["huber_delta"]) == ("huber", 0.01)  # no stress term: nothing to note
+    assert not any("train.loss" in n for n in notes), notes
     text = "\n".join(notes)
     for key in (
         "train.unknown_train_key",
@@ -204,11 +207,12 @@ def test_shipped_names_and_unsupported_checkpoints():
         ("SevenNet-0_11July2024", "sevennet:7net-0"),
         ("7net-0_22May2024", "sevennet:7net-0-22may2024"),
         ("sevennet-l3i5", "sevennet:7net-l3i5"),
+        ("7net-MF-0", "sevennet:7net-mf-0"),
     ):
         recipe, notes = convert_config({"model": {}, "train": {"continue": {"checkpoint": name}}})
         assert recipe["base"]["model"] == expected
     recipe, notes = convert_config({"model": {}, "train": {"continue": {"checkpoint": "7net-mf-ompa"}}})
-    assert any("7net-mf-ompa" in n and "multi-fidelity" in n for n in notes)
+    assert any("7net-mf-ompa" in n and "not shipped in the sevenn wheel" in n for n in notes)
     recipe, notes = convert_config({"model": {}})  # sevenn from scratch: no checkpoint
     assert recipe["base"]["model"] == "sevennet:7net-0" and any("from scratch" in n for n in notes)
     # sevenn's defaults where a key is left out (force weight 0.1, batch 6, 300 epochs, seed 1)
@@ -271,3 +275,24 @@ def test_bad_values_name_their_key(tmp_path, capsys, config, message):
     assert main(["convert-sevenn-args", str(tmp_path / "input.yaml")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_one_data_modality_becomes_the_base_modality(tmp_path):
+    """sevenn's multi-fidelity fine-tune input: data per modality. One modality: sparseft trains
+    it (base.modality); two: the recipe says so and leaves the choice to the user."""
+    entry = {"data_modality": "PBE", "data_weight": {"energy": 1.0}, "file_list": [{"file": "pbe.extxyz"}]}
+    config = {
+        "model": {},
+        "train": {"continue": {"checkpoint": "7net-mf-0"}},
+        "data": {"load_trainset_path": [entry], "load_validset_path": [{**entry, "file_list": [{"file": "v.xyz"}]}]},
+    }
+    recipe, notes = convert_config(config, base_dir=tmp_path)
+    assert recipe["base"]["modality"] == "PBE" and recipe["base"]["model"] == "sevennet:7net-mf-0"
+    assert recipe["data"]["train"] == str(tmp_path / "pbe.extxyz")
+    assert any("data_weight of data_modality='PBE'" in n for n in notes), notes
+    recipe_from_dict(recipe)
+    scan = {"data_modality": "R2SCAN", "file_list": [{"file": "scan.extxyz"}]}
+    config["data"]["load_trainset_path"] = [entry, scan]
+    recipe, notes = convert_config(config, base_dir=tmp_path)
+    assert "modality" not in recipe["base"]
+    assert any("data_modality entries of ['PBE', 'R2SCAN']: sparseft fine-tunes one modality" in n for n in notes)

@@ -42,7 +42,13 @@ class Backend:
         return []
 
     def load(self, name: str, *, dtype=None, device: str = "cpu", head: str | None = None) -> torch.nn.Module:
+        """The base ``name`` at ``head`` (a multi-head model's head, a multi-fidelity one's modality)."""
         raise NotImplementedError
+
+    def e0s_row(self, model: torch.nn.Module) -> int | None:
+        """The row of a 2-D E0s buffer that ``model`` predicts with; None: every row is one head's
+        and all are set alike (mace's heads)."""
+        return None
 
     def owns(self, model: torch.nn.Module) -> bool:
         """Whether ``model`` (a plain, unwrapped model) is of this family."""

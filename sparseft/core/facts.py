@@ -97,3 +97,25 @@ class WrapsModel(torch.nn.Module):
 def e0s_buffer(model: Model) -> torch.Tensor:
     """The E0s buffer of a base model (``[heads, elements]`` or ``[elements]``)."""
     return model.get_buffer(e0s_name(model))
+
+
+def e0s_values(model: Model) -> torch.Tensor:
+    """The E0s the base model predicts with, ``[elements]`` (a view into its buffer)."""
+    from .backend import plain
+
+    buffer = e0s_buffer(model)
+    return buffer.reshape(-1, buffer.shape[-1])[_backend(model).e0s_row(plain(model)) or 0]
+
+
+@torch.no_grad()
+def write_e0s(model: Model, values: torch.Tensor) -> None:
+    """Set the E0s the base model predicts with: its backend's row of the buffer, or every row."""
+    from .backend import plain
+
+    buffer = e0s_buffer(model)
+    values = values.to(buffer)
+    row = _backend(model).e0s_row(plain(model))
+    if row is not None:
+        buffer.reshape(-1, buffer.shape[-1])[row].copy_(values)
+    else:
+        buffer.copy_(values.expand_as(buffer) if buffer.dim() == 2 else values)

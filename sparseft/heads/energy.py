@@ -10,7 +10,7 @@ part of the head: the head's energy is the readout part plus its own E0s.
 from __future__ import annotations
 
 from .._compat import torch
-from ..core.facts import e0s_buffer
+from ..core.facts import e0s_values
 from .base import Head, HeadError
 
 
@@ -34,8 +34,7 @@ class EnergyHead(Head):
             raise HeadError(f"head {name!r}: {exc}") from exc
         for attr, module in modules.items():
             setattr(self, attr, module)
-        e0s = e0s_buffer(model).detach().clone()
-        self.register_buffer("atomic_energies", e0s.reshape(-1, e0s.shape[-1])[0].clone())
+        self.register_buffer("atomic_energies", e0s_values(model).detach().clone())
         for p in self.parameters():
             p.requires_grad_(True)
         for b in self.buffers():  # the per-element scale of sevenn stays fixed, as in sevenn

@@ -23,12 +23,15 @@ def device_name(name: str) -> str:
 def load_base(recipe: Recipe, device: str | None = None):
     """The base model named by the recipe (``embedded`` -> the shipped mini-foundation), on
     ``device`` (default: the recipe's ``base.device``)."""
+    head, modality = recipe.base.head, recipe.base.modality
+    if head is not None and modality is not None and head != modality:
+        raise RecipeError(f"base.modality: {modality!r} and base.head: {head!r} name two heads; give one")
     try:
         return load_base_model(
             recipe.base.model,
             dtype=recipe.base.dtype,
             device=device or device_name(recipe.base.device),
-            head=recipe.base.head,
+            head=modality if modality is not None else head,
         )
     except HeadNotFoundError as exc:
         raise HeadNotFoundError(f"base.head: {exc}") from exc

@@ -30,7 +30,9 @@ from safetensors.torch import load_file, save_file
 
 from .._compat import torch
 from ..files import follow_umask, os_error, sha256_file
-from .trainer import EMA, Trainer, TrainState
+from .optim import EMA
+from .state import TrainState
+from .trainer import Trainer
 
 CHECKPOINT_DIR = "checkpoint"
 POINTER = "LATEST"

@@ -9,8 +9,27 @@ magnetic-moment head's ``<head>.magmoms``. Labels of extra heads sit in the batc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from .._compat import torch
+
+Pointwise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LOSSES = ("mse", "huber")
+
+
+def squared(pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    return (pred - ref) ** 2
+
+
+def pointwise(kind: str = "mse", delta: float = 0.01) -> Pointwise:
+    """The per-entry loss of ``train.loss``: the squared error (``mse``) or the Huber loss with
+    ``delta`` in each quantity's own units (eV/atom, eV/Å, eV/Å³; ``huber``: mace's and sevenn's
+    fine-tuning loss, both at δ=0.01), summed and normalised per task like the squared error."""
+    if kind == "mse":
+        return squared
+    if kind == "huber":
+        return lambda pred, ref: torch.nn.functional.huber_loss(pred, ref, reduction="none", delta=delta)
+    raise ValueError(f"train.loss: {kind!r} is not one of {', '.join(LOSSES)}")
 
 
 @dataclass
@@ -94,16 +113,18 @@ def _masked_sum(sq: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, tor
     return torch.where(mask > 0, sq * mask, torch.zeros_like(sq)).sum(), mask.sum()
 
 
-def loss_sums(batch, out) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Per task: (weighted sum of squared errors, total weight) over the entries that carry its
-    label. Data-parallel training sums the totals over ranks before dividing."""
-    return {v.task: _masked_sum((v.pred - v.ref) ** 2, v.mask) for v in views(batch, out)}
+def loss_sums(batch, out, error: Pointwise = squared) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per task: (weighted sum of ``error`` over the entries that carry its label, total weight).
+    Data-parallel training sums the totals over ranks before dividing."""
+    return {v.task: _masked_sum(error(v.pred, v.ref), v.mask) for v in views(batch, out)}
 
 
-def loss_terms(batch, out, totals: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """Mean squared error of each task over the entries that carry its label; ``totals`` replaces
-    the batch's own total weights (the global ones of a data-parallel step)."""
-    return normalised(loss_sums(batch, out), totals)
+def loss_terms(
+    batch, out, totals: dict[str, torch.Tensor] | None = None, error: Pointwise = squared
+) -> dict[str, torch.Tensor]:
+    """Mean ``error`` (default: squared) of each task over the entries that carry its label;
+    ``totals`` replaces the batch's own total weights (the global ones of a data-parallel step)."""
+    return normalised(loss_sums(batch, out, error), totals)
 
 
 def normalised(sums: dict, totals: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:

@@ -1,5 +1,7 @@
-"""The training loop: optimiser, schedules, proximal sparsity steps, support fixing, EMA,
-clipping, early stopping; resumable from a :class:`TrainState` at any step."""
+"""The training loop: steps, epochs, validation, support fixing and compaction; resumable from
+a :class:`TrainState` at any step. Its other jobs live beside it: the optimiser and EMA
+(``optim``), the schedules (``schedules``), the best epoch and stopping (``selection``),
+checkpoints (``checkpoint``), logging (:mod:`sparseft.train_log`)."""
 
 from __future__ import annotations
 
@@ -7,90 +9,20 @@ import dataclasses
 import math
 import signal
 import time
-from dataclasses import asdict, dataclass, field
 
 from .._compat import torch
 from ..adapters.sparse_modes import OptimizerView, SparseSchedule
 from ..core.graph import collate, loader, to_device
 from ..heads import HeadedModel, split_heads
 from ..model import AdaptedModel
+from ..train_log import epoch_summary
 from . import distributed as ddp
-from . import eval_schedule, stage_two
-from .losses import ErrorAccumulator, loss_sums, loss_terms, normalised, total_loss
+from . import eval_schedule, schedules, selection, stage_two
+from .losses import ErrorAccumulator, loss_sums, loss_terms, normalised, pointwise, total_loss
+from .optim import EMA, make_optimizer
+from .state import TrainState
 
-
-@dataclass
-class TrainState:
-    """Everything about progress that a checkpoint must carry (JSON-friendly)."""
-
-    epoch: int = 0  # completed epochs
-    step: int = 0  # optimiser steps taken
-    step_in_epoch: int = 0  # steps of the current, unfinished epoch (after Ctrl-C)
-    epoch_sums: dict = field(default_factory=dict)  # running loss sums of the unfinished epoch
-    support_fixed: bool = False
-    best_valid: float = math.inf
-    best_epoch: int = -1
-    zero_shot: dict = field(default_factory=dict)  # the untouched model's validation MAEs (the guard)
-    best_guarded: bool = False  # the best epoch is no worse than zero-shot on every guarded MAE
-    bad_epochs: int = 0
-    plateau_lr_scale: float = 1.0
-    plateau_best: float = math.inf
-    plateau_bad: int = 0
-    history: list = field(default_factory=list)
-    done: bool = False
-    interrupted: bool = False
-    stage_two_epoch: int | None = None  # epoch index where stage two (train.swa) started; None: not (yet)
-    stage_two_step: int | None = None  # the step it started at
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        for key in ("best_valid", "plateau_best"):
-            out[key] = None if math.isinf(out[key]) else out[key]
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainState":
-        data = dict(data)
-        for key in ("best_valid", "plateau_best"):
-            data[key] = math.inf if data.get(key) is None else data[key]
-        return cls(**data)
-
-
-class EMA:
-    """Exponential moving average of the trainable parameters (used for evaluation)."""
-
-    def __init__(self, params, decay: float):
-        self.params = list(params)
-        self.decay = decay
-        self.shadow = [p.detach().clone() for p in self.params]
-
-    @torch.no_grad()
-    def update(self):
-        for s, p in zip(self.shadow, self.params):
-            s.mul_(self.decay).add_(p.detach(), alpha=1 - self.decay)
-
-    @torch.no_grad()
-    def swap(self):
-        """Exchange live and averaged values (call twice to undo)."""
-        for s, p in zip(self.shadow, self.params):
-            tmp = p.detach().clone()
-            p.copy_(s)
-            s.copy_(tmp)
-
-
-def make_optimizer(params, config, options: dict | None = None):
-    """Adam(W) over ``params`` (AMSGrad with ``config.amsgrad``, mace_run_train's default);
-    ``options`` maps some of them to their own group options: ``lr_scale`` (a learning-rate
-    factor), ``search_lr_scale`` (a further factor until the support is fixed), ``weight_decay``."""
-    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    options = options or {}
-    defaults = {"lr_scale": 1.0, "search_lr_scale": 1.0, "weight_decay": config.weight_decay}
-    keyed: dict[tuple, list] = {}
-    for p in params:
-        key = tuple(sorted({**defaults, **options.get(p, {})}.items()))
-        keyed.setdefault(key, []).append(p)
-    groups = [{"params": ps, **dict(key)} for key, ps in keyed.items()]
-    return cls(groups, lr=config.lr, weight_decay=config.weight_decay, amsgrad=config.amsgrad, foreach=True)
+__all__ = ["EMA", "Trainer", "TrainState", "make_optimizer"]
 
 
 class Trainer:
@@ -145,6 +77,7 @@ class Trainer:
             }
         )
         self.stage_one_weights = self.weights
+        self.error = pointwise(getattr(config, "loss", "mse"), getattr(config, "huber_delta", 0.01))
         self.steps_per_epoch = max(1, math.ceil(len(train_data) / config.batch_size))
         total = config.epochs * self.steps_per_epoch
         self.total_steps = min(total, config.max_steps) if config.max_steps else total
@@ -184,7 +117,7 @@ class Trainer:
             out = self.model(
                 batch, training=True, compute_force=True, compute_stress=self.compute_stress, **self._heads_kwargs
             )
-            return total_loss(loss_terms(batch, out), self.weights)
+            return total_loss(loss_terms(batch, out, error=self.error), self.weights)
 
         self.model.train()
         used = sum(int(b["ptr"].numel() - 1) for b in batches)
@@ -201,38 +134,18 @@ class Trainer:
 
     # --- schedules
     def lr_at(self, step: int, state: TrainState) -> float:
-        c = self.config
-        if state.stage_two_step is not None and step >= state.stage_two_step:
-            return c.swa_lr
-        warm = c.warmup_epochs * self.steps_per_epoch
-        if warm and step < warm:
-            return c.lr * (step + 1) / warm
-        if c.scheduler == "cosine":
-            start, stop = warm, self.total_steps
-            if self.fix_at_step is not None and self.sparse.restarts_schedule:  # retraining's own cycle
-                start, stop = (start, self.fix_at_step) if step < self.fix_at_step else (self.fix_at_step, stop)
-            progress = (step - start) / max(1, stop - start)
-            return c.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
-        if c.scheduler == "plateau":
-            return c.lr * state.plateau_lr_scale
-        return c.lr
-
-    def l1_factor(self, step: int) -> float:
-        if self.config.l1_schedule == "warmup":
-            ramp = max(1, (self.fix_at_step or self.total_steps) // 2)
-            return min(1.0, (step + 1) / ramp)
-        return 1.0
+        restarts = self.fix_at_step is not None and self.sparse.restarts_schedule
+        return schedules.learning_rate(
+            self.config,
+            step,
+            state,
+            steps_per_epoch=self.steps_per_epoch,
+            total_steps=self.total_steps,
+            cycle_end=self.fix_at_step if restarts else None,
+        )
 
     def weights_at(self, step: int) -> dict:
-        """Loss weights of one step: fixed, or (``loss_weighting: random``) the fixed weights times
-        ``K * softmax(z)``, ``z ~ N(0, 1)`` per task (random loss weighting, Lin et al. 2022), drawn
-        from a generator seeded by (seed, step) so resumed runs draw the same weights."""
-        if getattr(self.config, "loss_weighting", "fixed") != "random":
-            return self.weights
-        active = [name for name, w in self.weights.items() if w > 0]
-        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
-        factors = torch.softmax(torch.randn(len(active), generator=generator, dtype=torch.float64), 0) * len(active)
-        return {**self.weights, **{name: self.weights[name] * float(f) for name, f in zip(active, factors)}}
+        return schedules.loss_weights(self.config, self.weights, step)
 
     # --- evaluation
     def evaluate(self, dataset) -> dict:
@@ -254,7 +167,7 @@ class Trainer:
             for batch in loader(dataset, self.config.batch_size, shuffle=False):
                 batch = to_device(batch, self.device)
                 out = self.model(batch, training=False, compute_force=True, compute_stress=self.compute_stress)
-                terms = loss_terms(batch, out)
+                terms = loss_terms(batch, out, error=self.error)
                 loss_sum += float(total_loss(terms, self.weights).detach()) * int(batch["ptr"].numel() - 1)
                 n += int(batch["ptr"].numel() - 1)
                 acc.add(batch, out)
@@ -276,7 +189,9 @@ class Trainer:
         if self.config.zero_shot_guard and self.valid_data and state.epoch == 0 and not state.zero_shot:
             self.model.eval()  # still the base: every delta is zero before the first step
             valid = self.evaluate(self.valid_data)
-            state.zero_shot = {k: v for k, v in valid.items() if k.rpartition(".")[2] in GUARDED and v is not None}
+            state.zero_shot = {
+                k: v for k, v in valid.items() if k.rpartition(".")[2] in selection.GUARDED and v is not None
+            }
         try:
             previous = signal.signal(signal.SIGINT, self.request_stop)
         except ValueError:  # not the main thread: Ctrl-C is not ours to handle
@@ -419,7 +334,7 @@ class Trainer:
         state.step_in_epoch = 0
         state.epoch_sums = {}
         self._after_epoch(state, valid, validated)
-        self.log(_summary(row, self.config.epochs))
+        self.log(epoch_summary(row, self.config.epochs))
 
     def _local_batch(self, indices: list[int]):
         """This rank's share of one global batch, moved to the device once: ``(batch, weight)``;
@@ -447,7 +362,7 @@ class Trainer:
         out = self.forward_model(
             batch, training=True, compute_force=True, compute_stress=self.compute_stress, **self._heads_kwargs
         )
-        sums = loss_sums(batch, out)
+        sums = loss_sums(batch, out, self.error)
         totals = None
         if self.dist:  # normalise by the global label counts: the reduced gradient is the global batch's
             tasks = sorted(sums)
@@ -466,7 +381,11 @@ class Trainer:
         self.optimizer.step()
         # the sparse modes' hooks (preconditioned proximal steps, pruning cuts), then the parts'
         # own (plain proximal L1 steps; once the support is fixed, only the masks are re-applied)
-        penalty = 0.0 if state.support_fixed else self.l1_factor(state.step)
+        penalty = (
+            0.0
+            if state.support_fixed
+            else schedules.l1_factor(self.config, state.step, self.fix_at_step or self.total_steps)
+        )
         self.sparse.after_step(state.step, lr, penalty, state.support_fixed, OptimizerView(self.optimizer))
         self.adapted.after_step(lr, penalty)
         if self.ema:
@@ -482,46 +401,19 @@ class Trainer:
         return "frames " + ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
 
     def _after_epoch(self, state: TrainState, valid: dict, validated: bool = True):
-        c = self.config
-        if not validated:  # train.eval_interval: nothing to compare
-            state.done = self.finished(state)
-            return
-        metric = valid.get("loss", state.history[-1]["train_loss"])
-        if c.scheduler == "plateau":
-            if metric < state.plateau_best * (1 - 1e-4):
-                state.plateau_best, state.plateau_bad = metric, 0
-            else:
-                state.plateau_bad += 1
-                if state.plateau_bad > 2:
-                    state.plateau_lr_scale *= 0.5
-                    state.plateau_bad = 0
-        # best = lowest validation loss; once the support is fixed only post-fix epochs qualify;
-        # with the zero-shot guard an epoch no worse than zero-shot on every MAE beats any that is
-        eligible = self.density_met(state)
-        guarded = all(valid.get(k) is not None and valid[k] <= v for k, v in state.zero_shot.items())
-        lower = metric < state.best_valid - 1e-6 * abs(state.best_valid if math.isfinite(state.best_valid) else 0)
-        better = (guarded and not state.best_guarded) or (guarded == state.best_guarded and lower)
-        if eligible and better:
-            state.best_valid, state.best_epoch, state.bad_epochs = metric, state.epoch, 0
-            state.best_guarded = guarded
+        if validated and selection.judge_epoch(
+            self.config, state, valid.get("loss", state.history[-1]["train_loss"]), valid, self.density_met(state)
+        ):
             self.best_params = self.snapshot()
-        elif eligible:
-            state.bad_epochs += 1
         state.done = self.finished(state)
-        if state.done and not self.budget_done(state.epoch, state.step):
+        if validated and state.done and not self.budget_done(state.epoch, state.step):
             self.log(f"early stopping: no validation improvement for {state.bad_epochs} validated epochs")
 
     def budget_done(self, epoch: int, step: int) -> bool:
-        """Whether ``epoch`` completed epochs or ``step`` steps spend the budget."""
-        c = self.config
-        return epoch >= c.epochs or (c.max_steps is not None and step >= c.max_steps)
+        return selection.budget_done(self.config, epoch, step)
 
     def finished(self, state: TrainState) -> bool:
-        """Whether training is over: the epoch or step budget is spent, or patience ran out (with
-        ``train.swa``, in stage two: in stage one it starts stage two)."""
-        c = self.config
-        patience_out = c.patience is not None and state.bad_epochs > c.patience
-        return self.budget_done(state.epoch, state.step) or (patience_out and not stage_two.due(c, state))
+        return selection.finished(self.config, state)
 
     def snapshot(self) -> list[torch.Tensor]:
         """Copies of the trainable values as used for evaluation (EMA values when enabled)."""
@@ -537,10 +429,6 @@ class Trainer:
         self.adapted.after_step(0.0)  # re-applies fixed masks
 
 
-# validation MAEs the zero-shot guard keeps from regressing, of every head ("<head>.forces_mae", ...)
-GUARDED = ("energy_per_atom_mae", "forces_mae", "magmoms_mae")
-
-
 def _kept(value, old: torch.Tensor, new: torch.Tensor, positions: torch.Tensor | None):
     """``value`` (a per-entry tensor of parameter ``old``, or anything else) for the compacted
     parameter ``new``: its ``positions`` when it has ``old``'s shape."""
@@ -549,26 +437,3 @@ def _kept(value, old: torch.Tensor, new: torch.Tensor, positions: torch.Tensor |
     if positions is None:  # recompacted from a checkpoint: what it holds is restored from there
         return torch.zeros_like(new)
     return value[positions].clone()
-
-
-def _fmt(value, spec):
-    return "-" if value is None else format(value, spec)
-
-
-def _summary(row: dict, epochs: int) -> str:
-    scaled = lambda key: row[key] and row[key] * 1000  # noqa: E731
-    heads = ""
-    for key in row:
-        if key.startswith("valid_") and "." in key and row[key] is not None:
-            head, _, metric = key[len("valid_") :].partition(".")
-            if metric == "forces_mae":
-                heads += f"  [{head}] F {scaled(key):.1f} meV/Å"
-            elif metric == "energy_per_atom_mae":
-                heads += f"  [{head}] E {scaled(key):.2f} meV/atom"
-            elif metric == "magmoms_mae":
-                heads += f"  [{head}] m {row[key]:.4f} μB"
-    return (
-        f"epoch {row['epoch']}/{epochs}  loss {row['train_loss']:.4g}  valid {_fmt(row['valid_loss'], '.4g')}  "
-        f"E {_fmt(scaled('valid_energy_mae'), '.2f')} meV/atom  F {_fmt(scaled('valid_forces_mae'), '.1f')} meV/Å"
-        f"{heads}  density {row['density']:.4f}  lr {row['lr']:.2e}  {row['seconds']:.1f}s"
-    )

@@ -269,3 +269,35 @@ def test_only_keys_whose_default_is_the_old_behaviour_are_filled_in():
     added = ("amsgrad", "eval_interval", "keep_checkpoints", "swa", "start_swa", "swa_lr", "swa_forces_weight")
     saved = {"train": {k: v for k, v in current["train"].items() if k not in added}}  # before those existed
     assert recipe_differences(with_defaults(saved), current) == ["train.amsgrad: '(absent)' -> True"]
+
+
+# ----------------------------------------------------------------------------- loss
+def test_huber_loss_is_mace_run_trains_on_the_same_batch():
+    """``train.loss: huber`` equals mace-torch's ``WeightedHuberEnergyForcesStressLoss`` (the
+    loss of ``mace_run_train --loss huber``, sevenn's fine-tuning loss too) on a batch with
+    stress; the squared error is not it."""
+    from mace.modules.loss import WeightedHuberEnergyForcesStressLoss
+
+    from sparseft.core.graph import collate
+    from sparseft.train.losses import loss_terms, pointwise, total_loss
+
+    class Ref(dict):  # mace reads ref.ptr and ref["energy"]
+        __getattr__ = dict.__getitem__
+
+    base = tiny_mace(atomic_numbers=(29, 79), r_max=4.5)
+    model = wrap(copy.deepcopy(base), [SparseConfig(l1=0.1)])
+    batch = collate(to_atomic_data(Frames("emt", emt_frames(4, stress=True), list(range(4))), model, Keys()))
+    out = model(batch, training=False, compute_force=True, compute_stress=True)
+    weights = {"energy": 3.0, "forces": 2.0, "stress": 5.0}
+    for delta in (0.01, 0.5):
+        expected = WeightedHuberEnergyForcesStressLoss(3.0, 2.0, 5.0, huber_delta=delta)(Ref(batch), out)
+        got = total_loss(loss_terms(batch, out, error=pointwise("huber", delta)), weights)
+        assert float(got.detach()) == pytest.approx(float(expected.detach()), rel=1e-5), delta
+    assert float(total_loss(loss_terms(batch, out), weights).detach()) != pytest.approx(
+        float(expected.detach()), rel=1e-2
+    )
+    assert (_train(loss="huber").loss, _train().loss, _train().huber_delta) == ("huber", "mse", 0.01)
+    with pytest.raises(RecipeError, match="train.loss: 'l1' is not one of mse, huber"):
+        _train(loss="l1")
+    with pytest.raises(RecipeError, match="train.huber_delta: must be > 0, got 0"):
+        _train(loss="huber", huber_delta=0)

@@ -1,4 +1,5 @@
-"""The SevenNet backend: sevenn 0.13 checkpoints (SevenNet-0, SevenNet-l3i5, your own ``.pth``).
+"""The SevenNet backend: sevenn 0.13 checkpoints (SevenNet-0, SevenNet-l3i5, SevenNet-MF-0 at one
+modality, your own ``.pth``).
 
 Only this subpackage imports ``sevenn`` (through :mod:`._import`, the one place its e3nn
 version check is passed).
@@ -38,9 +39,12 @@ class SevenNetBackend(Backend):
         from ...precision import parse_dtype
         from .checkpoint import load
 
-        if head not in (None, "Default"):
-            raise ValueError(f"{name}: head {head!r} not found; the model's heads are ['Default']")
-        return load(name, dtype=parse_dtype(dtype), device=device)
+        # a multi-fidelity model's modality is its head (base.modality, or base.head)
+        return load(name, dtype=parse_dtype(dtype), device=device, modality=None if head == "Default" else head)
+
+    def e0s_row(self, model) -> int | None:
+        """The modality's row of a multi-fidelity model's shift (the other modality keeps its own)."""
+        return model.modal_index
 
     def owns(self, model) -> bool:
         from .model import SevenNetModel
@@ -96,6 +100,7 @@ class SevenNetBackend(Backend):
 
         import torch
 
+        from ...core.facts import write_e0s
         from ...export import ExportError, energy_heads
 
         heads = energy_heads(model)
@@ -110,7 +115,7 @@ class SevenNetBackend(Backend):
             net.reduce_input_to_hidden.linear.load_state_dict(source.hidden.state_dict())
             net.reduce_hidden_to_energy.linear.load_state_dict(source.energy.state_dict())
             net.rescale_atomic_energy.scale.copy_(source.scale.scale)
-            net.rescale_atomic_energy.shift.copy_(source.atomic_energies.to(net.rescale_atomic_energy.shift))
+        write_e0s(trunk, source.atomic_energies)  # a multi-fidelity model: its modality's row
         return trunk
 
     def save_merged(self, model, path) -> None:

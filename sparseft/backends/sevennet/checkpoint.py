@@ -16,8 +16,8 @@ SHIPPED = {  # sparseft name -> sevenn's pretrained name (checkpoints inside the
     "7net-0": "7net-0",
     "7net-0-22may2024": "7net-0_22May2024",
     "7net-l3i5": "7net-l3i5",
+    "7net-mf-0": "7net-mf-0",  # multi-fidelity (modalities R2SCAN, PBE): needs base.modality
 }
-UNSUPPORTED = {"7net-mf-0": "multi-fidelity checkpoints (modalities) are not supported yet"}
 
 
 class SevenNetLoadError(ValueError):
@@ -34,8 +34,6 @@ def resolve(name: str) -> Path:
     text = str(name)
     if text.startswith(PREFIX):
         short = text[len(PREFIX) :].lower()
-        if short in UNSUPPORTED:
-            raise SevenNetLoadError(f"{text}: {UNSUPPORTED[short]}; accepted: {', '.join(shipped_names())}")
         if short not in SHIPPED:
             raise SevenNetLoadError(f"{text}: unknown SevenNet model; accepted: {', '.join(shipped_names())}")
         sevenn()
@@ -59,17 +57,19 @@ def read(path: Path) -> dict:
     return cp
 
 
-def load(name: str, *, dtype=None, device: str = "cpu") -> SevenNetModel:
-    """A :class:`SevenNetModel` of a sevenn checkpoint (by ``sevennet:<name>`` or path)."""
+def load(name: str, *, dtype=None, device: str = "cpu", modality: str | None = None) -> SevenNetModel:
+    """A :class:`SevenNetModel` of a sevenn checkpoint (by ``sevennet:<name>`` or path), at
+    ``modality`` for a multi-fidelity one."""
     path = resolve(name)
     read(path)  # a clear error for files that are not checkpoints
     sevenn()
     from sevenn.checkpoint import SevenNetCheckpoint
 
     cp = SevenNetCheckpoint(str(path))
-    if cp.config.get("use_modality", False):
-        raise SevenNetLoadError(f"{name}: {UNSUPPORTED['7net-mf-0']}")
-    model = SevenNetModel(cp.build_model(), cp.config, name=str(name))
+    try:
+        model = SevenNetModel(cp.build_model(), cp.config, name=str(name), modality=modality)
+    except ValueError as exc:
+        raise SevenNetLoadError(str(exc)) from exc
     model.checkpoint_path = str(path)
     if dtype is not None:
         model = to_dtype(model, dtype)

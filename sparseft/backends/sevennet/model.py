@@ -4,7 +4,9 @@ The protocol is what the core calls on a base model: ``forward(batch, training=,
 compute_force=, compute_stress=, compute_displacement=)`` returning ``energy`` [graphs],
 ``node_energy``, ``forces``, ``stress`` (eV/Å^3, ASE sign) and ``node_feats`` (every
 interaction layer's node features, concatenated, for heads), plus ``atomic_numbers``, ``r_max``
-and ``heads``. The sevenn modules run unchanged, in sevenn's order; sparseft feeds them the
+and ``heads``. A multi-fidelity model (SevenNet-MF-0) runs at one modality, chosen at load
+(``base.modality``); its per-modality energy shift is a ``[modalities, elements]`` buffer whose
+row of that modality holds the E0s. The sevenn modules run unchanged, in sevenn's order; sparseft feeds them the
 one-hot in the model's dtype (sevenn's own one-hot module casts to float32) and takes forces and
 stress by autograd through a symmetric displacement, as mace does. The per-element energy
 shift and scale and the convolution denominators, which sevenn does not train by default,
@@ -20,6 +22,7 @@ FROZEN = (".denominator", "rescale_atomic_energy.shift", "rescale_atomic_energy.
 SHIFT = "net.rescale_atomic_energy.shift"  # per-element energy shift: sevenn's E0s
 SCALE = "net.rescale_atomic_energy.scale"
 GATE = "_equivariant_gate"
+MODAL_TYPE = "modal_type"  # sevenn's KEY.MODAL_TYPE: the modality index of each graph
 
 
 def _to_buffers(net: torch.nn.Module) -> None:
@@ -35,8 +38,16 @@ def _to_buffers(net: torch.nn.Module) -> None:
 class SevenNetModel(torch.nn.Module):
     """A sevenn model (``net``) with sparseft's model protocol; ``config`` is its checkpoint config."""
 
-    def __init__(self, net: torch.nn.Module, config: dict, name: str = ""):
+    def __init__(self, net: torch.nn.Module, config: dict, name: str = "", modality: str | None = None):
         super().__init__()
+        modal_map = dict(getattr(net, "modal_map", None) or {})
+        if modal_map and modality not in modal_map:
+            given = f"{modality!r} is not one of its modalities" if modality else "choose its modality (base.modality)"
+            raise ValueError(f"{name}: a multi-fidelity model: {given} ({', '.join(modal_map)})")
+        if not modal_map and modality not in (None, "Default"):
+            raise ValueError(f"{name}: modality {modality!r} given, but the model has no modalities")
+        self.modality = modality if modal_map else None  # the fidelity every prediction uses
+        self.modal_index = modal_map[modality] if modal_map else None
         _to_buffers(net)
         self.net = net
         self.config = dict(config)
@@ -93,6 +104,8 @@ class SevenNetModel(torch.nn.Module):
             "atom_type": onehot.argmax(dim=-1),
             "num_atoms": data["ptr"][1:] - data["ptr"][:-1],
         }
+        if self.modal_index is not None:  # a multi-fidelity model: every graph at the chosen modality
+            sv[MODAL_TYPE] = torch.full((num_graphs,), self.modal_index, dtype=torch.long, device=positions.device)
         features = []
         for name, module in self.net._modules.items():
             if name in SKIPPED:
