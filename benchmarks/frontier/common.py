@@ -117,6 +117,10 @@ ALL_METHODS = {
         # pruned gradually (gradual), at 3 %
         Method("sparse-3-fisher", "pe", {"method": "sparse", "mode": "fisher"}, {"target_density": 0.03}),
         Method("sparse-3-gradual", "pe", {"method": "sparse", "mode": "gradual"}, {"target_density": 0.03}),
+        # the search-phase fix of two_phase: an Adam-preconditioned proximal step, at 3 %
+        Method("sparse-3-padam", "pe", {"method": "sparse", "proximal": "adam"}, {"target_density": 0.03}),
+        # sparse + low-rank in one adapter (RoSA): LoRA r1 plus 1 % sparse, about sparse 3 %'s bytes
+        Method("rosa-r1-1", "pe", {"method": "rosa", "rank": 1}, {"target_density": 0.01}),
         *[_lora(r) for r in (1, 2, 4, 8)],
         Method("freeze-readout", "dense", {"method": "freeze", "select": {"kinds": ["readout"]}}),
         # SevenNet-0's last interaction layer is index 4 (README: layers 0-4, readout separate)

@@ -85,11 +85,12 @@ def summarise(results, set_name, n, steps, device="cpu"):
 
 
 def lora_frontier_check(rows):
-    """For every sparse adapter: LoRA's best test F among LoRA adapters stored in no more bytes."""
+    """For every sparse (and sparse + low-rank) adapter: LoRA's best test F among LoRA adapters
+    stored in no more bytes."""
     loras = [r for m, r in rows.items() if m.startswith("lora") and r["bytes"] is not None]
     out = []
     for m, r in rows.items():
-        if not m.startswith("sparse") or r["bytes"] is None:
+        if not m.startswith(("sparse", "rosa")) or r["bytes"] is None:
             continue
         cheaper = [q for q in loras if q["bytes"] <= r["bytes"]]
         if not cheaper:
@@ -112,13 +113,15 @@ def plot(set_name, rows, zs_F, path):
         "sparse": ("o", "C0"),
         "sparse fisher": ("*", "C4"),
         "sparse gradual": ("P", "C5"),
+        "sparse padam": ("X", "C6"),
+        "rosa": ("v", "C7"),
         "lora": ("s", "C1"),
         "freeze": ("^", "C2"),
         "full": ("D", "C3"),
     }
 
     def family(m):
-        for mode in ("fisher", "gradual"):
+        for mode in ("fisher", "gradual", "padam"):
             if m.endswith(mode):
                 return f"sparse {mode}"
         return m.split("-")[0]
