@@ -263,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
     p.set_defaults(func=cmd_tiny_model)
 
-    from . import cli_export, cli_init, convert_mace, convert_sevenn
+    from . import cli_export, cli_init, convert_sevenn
+    from .backends.mace import convert as convert_mace
 
     for command in (cli_export, cli_init, convert_mace, convert_sevenn):
         command.add_parser(sub, parents=[common])

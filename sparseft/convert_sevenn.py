@@ -576,7 +576,7 @@ def cmd_convert(args) -> int:
         recipe_from_dict(recipe, source="convert-sevenn-args")
     except RecipeError as exc:
         notes.append(f"the recipe needs editing: {exc}")
-    from .convert_mace import emit_recipe
+    from .convert_emit import emit_recipe
 
     header = f"# converted from sevenn's {Path(args.input).name} by sparseft convert-sevenn-args\n"
     return emit_recipe(header, recipe, notes, args.output, allow_unicode=True)

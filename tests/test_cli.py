@@ -146,7 +146,7 @@ def test_convert_mace_args_prints_no_mace_import_noise(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
-    api = "from sparseft.convert_mace import convert; print(convert(['--max_num_epochs', '3'])[0]['train'])"
+    api = "from sparseft.backends.mace.convert import convert; print(convert(['--max_num_epochs', '3'])[0]['train'])"
     for argv in (
         [sys.executable, "-m", "sparseft", "convert-mace-args", "--", "--max_num_epochs", "3"],
         [sys.executable, "-c", api],  # the Python API imports mace itself

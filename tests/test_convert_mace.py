@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from sparseft.backends.mace.convert import convert
 from sparseft.cli import main
-from sparseft.convert_mace import convert
 from sparseft.recipe import RecipeError, load_recipe, recipe_from_dict
 
 CONFIG = """

@@ -15,10 +15,8 @@ ROOT = Path(sparseft.__file__).parent
 # this list may only shrink). _compat imports mace first for e3nn 0.4.4's sake.
 LEGACY_MACE = {
     "_compat.py",
-    "convert_mace.py",
     "elements.py",
     "embedded/__init__.py",
-    "testing/tiny.py",
 }
 
 

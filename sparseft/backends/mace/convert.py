@@ -128,7 +128,7 @@ NO_EFFECT = {
 def _parse(argv: list[str]):
     """mace's namespace for ``argv`` and the names the user set (differ from mace's default)."""
     # isort: off
-    from ._compat import mace  # noqa: F401  (first: it filters mace's import-time warning and note)
+    from ..._compat import mace  # noqa: F401  (first: it filters mace's import-time warning and note)
     from mace.tools.arg_parser import build_default_arg_parser
 
     # isort: on
@@ -281,7 +281,8 @@ def add_parser(sub, parents=()) -> None:
 def cmd_convert(args) -> int:
     from pathlib import Path
 
-    from .recipe import RecipeError, recipe_from_dict
+    from ...convert_emit import emit_recipe
+    from ...recipe import RecipeError, recipe_from_dict
 
     argv = [a for a in args.extra if a != "--"]
     if args.config and args.config.startswith("-"):  # after "--", argparse hands the first mace argument here
@@ -298,26 +299,3 @@ def cmd_convert(args) -> int:
     return emit_recipe(
         "# converted from mace_run_train arguments by sparseft convert-mace-args\n", recipe, notes, args.output
     )
-
-
-def emit_recipe(header: str, recipe: dict, notes: list[str], output, *, allow_unicode: bool = False) -> int:
-    """Write a converted recipe (``header``, one comment line per note, the YAML) to ``output``
-    or stdout; the notes also go to stderr. Returns the exit code 0."""
-    import sys
-    from pathlib import Path
-
-    import yaml
-
-    text = (
-        header
-        + "".join(f"# not mapped: {n}\n" for n in notes)
-        + yaml.safe_dump(recipe, sort_keys=False, allow_unicode=allow_unicode)
-    )
-    if output:
-        Path(output).write_text(text)
-        print(f"wrote {output}")
-    else:
-        print(text, end="")
-    for note in notes:
-        print(f"not mapped: {note}", file=sys.stderr)
-    return 0
