@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .._compat import torch
+if TYPE_CHECKING:  # torch loads on first use: importing a backend package stays light (the CLI's parser)
+    from .._compat import torch
 
 
 class BackendError(ValueError):
@@ -121,6 +122,8 @@ def get(name: str) -> Backend:
 def plain(model: Any) -> torch.nn.Module:
     """The innermost model of wrappers (adapted models, heads: each keeps it as ``.model``)."""
     seen = 0
+    from .._compat import torch
+
     while hasattr(model, "model") and isinstance(model.model, torch.nn.Module) and seen < 8:
         model = model.model
         seen += 1

@@ -45,7 +45,7 @@ def loss_weights(config, weights: dict, step: int) -> dict:
     """Loss weights of one step: ``weights``, or (``loss_weighting: random``) those times
     ``K * softmax(z)``, ``z ~ N(0, 1)`` per task (random loss weighting, Lin et al. 2022), drawn
     from a generator seeded by (seed, step) so resumed runs draw the same weights."""
-    if getattr(config, "loss_weighting", "fixed") != "random":
+    if config.loss_weighting != "random":
         return weights
     active = [name for name, w in weights.items() if w > 0]
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)

@@ -77,7 +77,7 @@ class Trainer:
             }
         )
         self.stage_one_weights = self.weights
-        self.error = pointwise(getattr(config, "loss", "mse"), getattr(config, "huber_delta", 0.01))
+        self.error = pointwise(config.loss, config.huber_delta)
         self.steps_per_epoch = max(1, math.ceil(len(train_data) / config.batch_size))
         total = config.epochs * self.steps_per_epoch
         self.total_steps = min(total, config.max_steps) if config.max_steps else total
