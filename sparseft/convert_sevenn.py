@@ -222,11 +222,19 @@ def _scheduler(train_cfg: dict, epochs: int, recipe_train: dict, notes: list[str
         if t_max != epochs or eta_min or params:
             notes.append(f"{shown}: mapped to cosine over train.epochs down to 0 (T_max/eta_min not mapped)")
         return
+    if name == "exponentiallr":  # torch's ExponentialLR, stepped once an epoch: the same schedule
+        if "gamma" not in params:  # torch's ExponentialLR requires it (sevenn would stop here)
+            notes.append(f"{shown}: no gamma given; a constant lr used")
+            recipe_train["scheduler"] = "constant"
+            return
+        gamma = _num("train.scheduler_param.gamma", params.pop("gamma"))
+        recipe_train["scheduler"], recipe_train["lr_gamma"] = "exponential", gamma
+        if params:
+            notes.append(f"{shown}: mapped to exponential with gamma; {sorted(params)} not mapped")
+        return
     # the fraction of the lr left at the last epoch under sevenn's schedule, where it is known
     left = None
-    if name == "exponentiallr":
-        left = _num("train.scheduler_param.gamma", params.get("gamma", 1.0)) ** max(epochs - 1, 0)
-    elif name == "linearlr":
+    if name == "linearlr":
         start = _num("train.scheduler_param.start_factor", params.get("start_factor", 1 / 3))
         end = _num("train.scheduler_param.end_factor", params.get("end_factor", 1.0))
         total = _num("train.scheduler_param.total_iters", params.get("total_iters", 5), int)
@@ -237,7 +245,7 @@ def _scheduler(train_cfg: dict, epochs: int, recipe_train: dict, notes: list[str
     recipe_train["scheduler"] = choice
     if name not in ("none", "null"):
         where = f" (lr at the last epoch: {left:.2g}x)" if left is not None and math.isfinite(left) else ""
-        notes.append(f"{shown}: not in sparseft (constant, cosine, plateau); {choice} used{where}")
+        notes.append(f"{shown}: not in sparseft (constant, cosine, plateau, exponential); {choice} used{where}")
 
 
 def _loss(train_cfg: dict, recipe_train: dict, notes: list[str]) -> None:

@@ -85,6 +85,7 @@ class TrainSection:
     weight_decay: float = field(default=0.0, metadata=ranged(ge=0))
     amsgrad: bool = True  # mace_run_train's optimiser (its --amsgrad is on by default)
     scheduler: str = "cosine"
+    lr_gamma: float = field(default=0.99, metadata=ranged(gt=0, le=1))  # scheduler: exponential, per epoch
     warmup_epochs: int = field(default=0, metadata=ranged(ge=0))
     epochs: int = field(default=20, metadata=ranged(ge=1))
     max_steps: typing.Optional[int] = field(default=None, metadata=ranged(ge=1))  # null: epochs decide
@@ -154,7 +155,7 @@ _CHOICES = {
     "base.dtype": ("float32", "float64"),
     "base.device": ("auto", "cpu", "cuda"),
     "train.optimizer": ("adam", "adamw"),
-    "train.scheduler": ("constant", "cosine", "plateau"),
+    "train.scheduler": ("constant", "cosine", "plateau", "exponential"),
     "train.l1_schedule": ("constant", "warmup"),
     "train.loss": ("mse", "huber"),
     "train.loss_weighting": ("fixed", "random"),
@@ -473,6 +474,7 @@ ADDED_WITH_OLD_BEHAVIOUR = {
     "train": (
         "loss",
         "huber_delta",
+        "lr_gamma",
         "eval_interval",
         "keep_checkpoints",
         "swa",

@@ -46,7 +46,7 @@ def test_config_file_and_arguments_become_a_recipe(tmp_path, capsys):
                 "--seed",
                 "7",
                 "--scheduler",
-                "ExponentialLR",
+                "CosineAnnealingLR",
                 "--not_an_option",
                 "1",
             ]
@@ -56,7 +56,7 @@ def test_config_file_and_arguments_become_a_recipe(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "swa" not in err  # stage two maps (train.swa)
     assert "not mapped: hidden_irreps: ignored; the architecture comes from the foundation model" in err
-    assert "not mapped: scheduler=ExponentialLR" in err and "--not_an_option: not a mace_run_train argument" in err
+    assert "not mapped: scheduler=CosineAnnealingLR" in err and "--not_an_option: not a mace_run_train argument" in err
     assert "multiheads_finetuning" in err
     recipe = load_recipe(out)
     assert recipe.base.model == str(tmp_path / "mace-mp-0-medium.model")
@@ -123,3 +123,10 @@ def test_huber_loss_and_its_delta_map():
     recipe_from_dict(recipe)
     recipe, notes = convert(["--train_file", "t.xyz", "--loss", "l1l2energyforces"])
     assert "loss" not in recipe["train"] and any(n.startswith("loss=l1l2energyforces") for n in notes)
+
+
+def test_exponential_lr_maps_with_its_gamma():
+    recipe, notes = convert(["--train_file", "t.xyz", "--scheduler", "ExponentialLR", "--lr_scheduler_gamma", "0.99"])
+    assert (recipe["train"]["scheduler"], recipe["train"]["lr_gamma"]) == ("exponential", 0.99)
+    assert not any("scheduler" in n for n in notes), notes
+    recipe_from_dict(recipe)

@@ -42,6 +42,9 @@ MAPPED = {
         "optimizer",
         "optim_param",
         "scheduler",
+        "scheduler_param",
+        "loss",
+        "loss_param",
         "force_loss_weight",
         "is_train_stress",
         "train_shuffle",
@@ -111,11 +114,10 @@ def test_the_fine_tune_preset_becomes_a_full_fine_tune_recipe_that_loads(tmp_pat
     assert (t.energy_weight, t.forces_weight) == (1.0, 1.0)
     assert t.stress_weight == pytest.approx(0.01 * 1602.1766208**2)  # kbar -> eV/Å³ under a squared error
     assert t.amsgrad is False and t.clip_grad is None  # torch's Adam as sevenn builds it; no clipping
-    assert t.scheduler == "cosine"  # 0.99^99 = 0.37: the lr falls, as cosine's does
+    assert (t.scheduler, t.lr_gamma) == ("exponential", 0.99)  # torch's ExponentialLR once an epoch, as sevenn
     assert base_dtype(out) == "float32"
     for expected in (
         "train.loss=Huber, train.loss_param={'delta': 0.01}: sevenn's Huber acts on stress in kbar",
-        "not mapped: train.scheduler=exponentiallr, train.scheduler_param={'gamma': 0.99}: not in sparseft",
         "data.load_testset_path: './sevenn_data/mydata.pt' is a sevenn graph",
         "data.data_divide_ratio=0.1: ignored (as by sevenn: load_validset_path is given)",
         "ignored; the architecture comes from the checkpoint",
@@ -183,7 +185,8 @@ def test_an_fe_input_maps_its_keys_and_paths(tmp_path):
     assert data["replay"] == {"source": str(tmp_path / "memory.extxyz"), "labels": "file"}
     train = recipe["train"]
     assert (train["epochs"], train["seed"], train["lr"], train["batch_size"]) == (10, 0, 0.004, 2)
-    assert (train["forces_weight"], train["stress_weight"], train["scheduler"]) == (2.0, 0.0, "constant")
+    assert (train["forces_weight"], train["stress_weight"], train["scheduler"]) == (2.0, 0.0, "exponential")
+    assert train["lr_gamma"] == 0.99
     assert (train["loss"], train["huber_delta"]) == ("huber", 0.01)  # no stress term: nothing to note
     assert not any("train.loss" in n for n in notes), notes
     text = "\n".join(notes)

@@ -15,7 +15,9 @@ def learning_rate(
 ) -> float:
     """The lr of ``step``: stage two's ``swa_lr``; linear warm-up over ``warmup_epochs``; then
     cosine down to 5% at ``total_steps`` (restarted at ``cycle_end`` when the sparse mode retrains
-    on its own cycle), the plateau factor, or constant."""
+    on its own cycle), the plateau factor, ``lr_gamma`` to the power of the epochs after warm-up
+    (``exponential``: torch's ExponentialLR stepped once an epoch, as sevenn and mace_run_train
+    do), or constant."""
     c = config
     if state.stage_two_step is not None and step >= state.stage_two_step:
         return c.swa_lr
@@ -30,6 +32,8 @@ def learning_rate(
         return c.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
     if c.scheduler == "plateau":
         return c.lr * state.plateau_lr_scale
+    if c.scheduler == "exponential":
+        return c.lr * c.lr_gamma ** ((step - warm) // steps_per_epoch)
     return c.lr
 
 

@@ -301,3 +301,15 @@ def test_huber_loss_is_mace_run_trains_on_the_same_batch():
         _train(loss="l1")
     with pytest.raises(RecipeError, match="train.huber_delta: must be > 0, got 0"):
         _train(loss="huber", huber_delta=0)
+
+
+def test_exponential_schedule_decays_once_an_epoch_after_warm_up(pieces):
+    """``scheduler: exponential``: torch's ExponentialLR stepped after each epoch (sevenn's and
+    mace_run_train's ``ExponentialLR``), counted from the end of the warm-up."""
+    trainer = _trainer(pieces, scheduler="exponential", lr_gamma=0.5, warmup_epochs=1)
+    seen = _record_steps(trainer)
+    trainer.fit()
+    lrs = [lr for _, lr, _ in seen]  # 4 epochs of 2 steps; the first epoch warms up
+    assert lrs == pytest.approx([0.005, 0.01, 0.01, 0.01, 0.005, 0.005, 0.0025, 0.0025])
+    with pytest.raises(RecipeError, match="train.lr_gamma: must be > 0 and <= 1, got 1.5"):
+        _train(scheduler="exponential", lr_gamma=1.5)

@@ -47,6 +47,7 @@ STAGE_TWO = {
 # handled below (not copied one-to-one)
 SPECIAL = {
     "E0s",
+    "lr_scheduler_gamma",
     "huber_delta",
     "config_type_weights",
     "device",
@@ -182,9 +183,12 @@ def _train_section(args, notes: list[str]) -> dict:
     else:
         notes.append(f"optimizer={optimizer}: not in sparseft (adam, adamw); adam used")
     scheduler = str(getattr(args, "scheduler", "ReduceLROnPlateau"))
-    train["scheduler"] = "plateau" if scheduler == "ReduceLROnPlateau" else "cosine"
-    if scheduler != "ReduceLROnPlateau":
-        notes.append(f"scheduler={scheduler}: not in sparseft; cosine used")
+    if scheduler == "ExponentialLR":
+        train["scheduler"], train["lr_gamma"] = "exponential", float(getattr(args, "lr_scheduler_gamma", 0.9993))
+    else:
+        train["scheduler"] = "plateau" if scheduler == "ReduceLROnPlateau" else "cosine"
+        if scheduler != "ReduceLROnPlateau":
+            notes.append(f"scheduler={scheduler}: not in sparseft; cosine used")
     if getattr(args, "ema", False):
         train["ema_decay"] = float(args.ema_decay)
     if getattr(args, "keep_checkpoints", False) or getattr(args, "save_all_checkpoints", False):
