@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: fine-tune the embedded mini-foundation on the shipped Cu-Au GFN1-xTB data
-# with a sparse adapter (recipes/quickstart.yaml), then check the result's equivariance.
+# with a LoRA adapter (recipes/quickstart.yaml), then check the result's equivariance.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${1:-.venv}"

@@ -200,6 +200,24 @@ def _entries(data, where: str, what: str, parse, errors) -> list:
     return out
 
 
+def _check_replay_head(recipe: "Recipe", name: str | None) -> None:
+    """``data.replay.head`` names an energy head whose label keys are its own (not ``data``'s)."""
+    if name is None:
+        return
+    energy_heads = [h for h in recipe.heads if h.kind == "energy"]
+    head = next((h for h in energy_heads if h.name == name), None)
+    if head is None:
+        names = ", ".join(h.name for h in energy_heads) or "none defined"
+        raise RecipeError(f"data.replay.head: {name!r} is not an energy head of this recipe (energy heads: {names})")
+    d = recipe.data
+    shared = [k for k in (head.energy_key, head.forces_key) if k in (d.energy_key, d.forces_key)]
+    if shared:
+        raise RecipeError(
+            f"data.replay.head: head {name!r} reads {shared[0]}, a key of data too: the target labels would "
+            "train it; give the replay head keys of its own (energy_key: REPLAY_energy, forces_key: REPLAY_forces)"
+        )
+
+
 def _adapter(item, path: str) -> AdapterConfig:
     if isinstance(item, dict) and item.get("method") == "full":
         item = {**item, "method": "freeze", "select": item.get("select")}
@@ -295,9 +313,10 @@ def _validate(recipe: Recipe) -> None:
         from .replay import ReplayConfig
 
         try:
-            ReplayConfig.from_dict(recipe.data.replay)
+            replay = ReplayConfig.from_dict(recipe.data.replay)
         except (ValueError, TypeError) as exc:
             raise RecipeError(str(exc)) from exc
+        _check_replay_head(recipe, replay.head)
     _validate_stage_two(recipe.train)
     d = recipe.data
     if d.valid_fraction + d.test_fraction >= 1:

@@ -7,7 +7,10 @@ its 0e node features). Their labels are the file's own (``labels: file``, as mac
 with the pretraining data) or the **base model's** predictions made before training
 (``labels: base``, pseudo-label replay: needs no pretraining data; the default for
 generated structures). Every replay frame's loss is scaled by ``weight`` (mace's
-``config_weight``).
+``config_weight``). With ``head``, the replay labels train that energy head of the recipe
+(a copy of the foundation readout on the shared trunk) instead of the foundation head: base
+labels and target labels no longer fight in one readout, and the exported model keeps the
+target head.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ class ReplayConfig:
     ``weight``: loss weight of each replay frame; ``rattle`` (Å), ``strain`` (max fractional cell
     strain), ``swap`` (fraction of atoms whose element is swapped with another present element):
     how structures are generated; ``energy_key``/``forces_key``: the file's label keys
-    (default: ``data``'s)."""
+    (default: ``data``'s); ``head``: the energy head the replay labels train (default: the
+    foundation head)."""
 
     source: str = "generate"
     n: int | None = None
@@ -43,6 +47,7 @@ class ReplayConfig:
     seed: int = 0
     energy_key: str | None = None
     forces_key: str | None = None
+    head: str | None = None
 
     @property
     def label_source(self) -> str:
@@ -164,9 +169,20 @@ def pseudo_label(model, atoms_list, keys: Keys, batch_size: int = 8) -> None:
 
 
 def replay_frames(
-    config: ReplayConfig, train: Frames, base, e0s: dict, keys: Keys, zs: list[int], resolve_path=lambda p: p, log=print
+    config: ReplayConfig,
+    train: Frames,
+    base,
+    e0s: dict,
+    keys: Keys,
+    zs: list[int],
+    resolve_path=lambda p: p,
+    log=print,
+    target: Keys | None = None,
 ) -> Frames:
-    """The replay frames of a fine-tune: read or generated, selected, labelled, weighted."""
+    """The replay frames of a fine-tune: read or generated, selected, labelled, weighted.
+    ``keys``: the foundation head's label keys; ``target``: the keys the replay labels are
+    written under (a replay head's; default ``keys``), the foundation's then removed."""
+    target = target or keys
     if config.source == "generate":
         wanted = config.n or len(train.atoms)
         pool = generate(train, 3 * wanted if config.selection == "fps" else wanted, config)
@@ -178,17 +194,18 @@ def replay_frames(
         if config.label_source == "file":
             read = attach_labels(read, file_keys)
             validate(read, zs, file_keys, cutoff=float(base.r_max))
-            pool = [_relabel(a, file_keys, keys) for a in read.atoms]
+            pool = [_relabel(a, file_keys, target) for a in read.atoms]
         else:
             pool = [a.copy() for a in read.atoms]
     pool = [a for a in pool if len(a) > 1 and a.info.get("config_type") != "IsolatedAtom"]
     if not pool:
         raise DataError(f"data.replay: {origin} holds no structures to replay")
-    if config.label_source == "base":
-        for atoms in pool:
-            atoms.info.pop(keys.energy, None)
-            atoms.arrays.pop(keys.forces, None) if keys.forces else None
-            atoms.calc = None
+    for atoms in pool:  # no foundation labels on a replay frame but the ones written here
+        stale = [keys, target] if config.label_source == "base" else [keys] if target != keys else []
+        for k in stale:
+            atoms.info.pop(k.energy, None)
+            atoms.arrays.pop(k.forces, None) if k.forces else None
+        atoms.calc = None
     n = min(config.n or len(pool), len(pool))
     chosen = _select(pool, n, config, base)
     if config.label_source == "base":
@@ -196,15 +213,16 @@ def replay_frames(
         from .e0s import set_e0s
 
         set_e0s(labeller, e0s)  # the fine-tune's E0s: at zero delta the replay loss is exactly zero
-        pseudo_label(labeller, chosen, keys)
+        pseudo_label(labeller, chosen, target)
     for atoms in chosen:
         atoms.info["config_weight"] = config.weight
         atoms.info[REPLAY_TAG] = True
     frames = Frames(f"replay({origin})", chosen, list(range(len(chosen))))
-    validate(frames, zs, keys, cutoff=float(base.r_max))
+    validate(frames, zs, target, cutoff=float(base.r_max))
     log(
         f"replay: {len(chosen)} structures {origin}, {config.selection} selection, labels from "
         f"{'the base model' if config.label_source == 'base' else 'the file'}, loss weight {config.weight}"
+        + (f", training head {config.head!r}" if config.head else "")
     )
     return frames
 

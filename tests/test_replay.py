@@ -105,7 +105,7 @@ def test_bad_replay_settings_name_the_key(tmp_path, replay, message):
         load_recipe(tmp_path / "r.yaml")
 
 
-def _finetune(work, name, replay):
+def _finetune(work, name, replay, heads=""):
     lines = f"  replay: {replay}\n" if replay else ""
     (work / f"{name}.yaml").write_text(f"""
 base: {{model: tiny.model, dtype: float64}}
@@ -114,11 +114,11 @@ data:
   valid_fraction: 0.25
   E0s: foundation
 {lines}adapters: [{{method: full}}]
-train: {{epochs: 6, batch_size: 4, lr: 0.02, scheduler: constant}}
+{heads}train: {{epochs: 6, batch_size: 4, lr: 0.02, scheduler: constant}}
 output: {{directory: out-{name}}}
 """)
-    run(load_recipe(work / f"{name}.yaml"), quiet=True)
-    return torch.load(work / f"out-{name}" / "merged.model", weights_only=False)
+    metrics = run(load_recipe(work / f"{name}.yaml"), quiet=True)
+    return torch.load(work / f"out-{name}" / "merged.model", weights_only=False), metrics
 
 
 def test_pseudo_label_replay_reduces_forgetting(tiny, tmp_path):
@@ -132,8 +132,8 @@ def test_pseudo_label_replay_reduces_forgetting(tiny, tmp_path):
         atoms.arrays["REF_forces"] = atoms.get_forces()
         atoms.calc = None
     ase.io.write(tmp_path / "lj.xyz", frames)
-    plain = _finetune(tmp_path, "plain", None)
-    replayed = _finetune(tmp_path, "replay", "{n: 16, weight: 3.0, seed: 5}")
+    plain, _ = _finetune(tmp_path, "plain", None)
+    replayed, _ = _finetune(tmp_path, "replay", "{n: 16, weight: 3.0, seed: 5}")
     held_out = generate(Frames("x", emt_frames(8, seed=9, stress=False), list(range(8))), 8, ReplayConfig(seed=11))
     base = [p.forces for p in predict(tiny, held_out)]
 
@@ -169,3 +169,55 @@ def test_the_shipped_replay_set_is_reproducible(tmp_path):
     script = DOMAIN_DIR.parents[2] / "scripts" / "make_replay_set.py"
     subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "r.xyz")], check=True, capture_output=True)
     assert (tmp_path / "r.xyz").read_bytes() == (DOMAIN_DIR / "foundation_replay.xyz").read_bytes()
+
+
+REPLAY_HEAD = "heads: [{name: base, kind: energy, energy_key: REPLAY_energy, forces_key: REPLAY_forces}]\n"
+
+
+@pytest.mark.parametrize(
+    "heads, message",
+    [
+        ("", r"data.replay.head: 'base' is not an energy head of this recipe \(energy heads: none defined\)"),
+        ("heads: [{name: base, kind: energy}]\n", "head 'base' reads REF_energy, a key of data too"),
+    ],
+)
+def test_a_replay_head_is_an_energy_head_with_its_own_keys(tmp_path, heads, message):
+    text = "data: {train: x.xyz, replay: {head: base}}\nadapters: [{method: sparse}]\n"
+    (tmp_path / "r.yaml").write_text(text + heads)
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(tmp_path / "r.yaml")
+    (tmp_path / "r.yaml").write_text(text + REPLAY_HEAD)
+    assert load_recipe(tmp_path / "r.yaml").data.replay == {"head": "base"}
+
+
+def test_replay_labels_go_to_the_replay_heads_keys_only(tiny):
+    """Routed to a head, the pseudo-labels sit under its keys and the foundation keys are gone,
+    so the target labels and the replay labels train different readouts."""
+    head_keys = Keys("REPLAY_energy", "REPLAY_forces", None, None)
+    config = ReplayConfig(n=4, head="base")
+    e0s = current_e0s(tiny)
+    frames = replay_frames(config, _frames(), tiny, e0s, KEYS, [29, 79], log=lambda _: None, target=head_keys)
+    for atoms, p in zip(frames.atoms, predict(tiny, frames.atoms)):
+        assert "REF_energy" not in atoms.info and "REF_forces" not in atoms.arrays
+        assert atoms.info["REPLAY_energy"] == pytest.approx(p.energy, abs=1e-9)
+        assert np.allclose(atoms.arrays["REPLAY_forces"], p.forces, atol=1e-9)
+
+
+def test_a_fine_tune_with_a_replay_head_trains_both_heads_apart(tiny, tmp_path):
+    """End to end: the replay labels reach the replay head only, the target labels the
+    foundation head only; the merged model is the target head's."""
+    torch.save(tiny, tmp_path / "tiny.model")
+    ase.io.write(tmp_path / "t.xyz", emt_frames(12, stress=False))
+    (tmp_path / "r.yaml").write_text(
+        "base: {model: tiny.model, dtype: float64}\n"
+        "data: {train: t.xyz, valid_fraction: 0.25, E0s: estimated, replay: {n: 8, seed: 5, head: base}}\n"
+        "adapters: [{method: full}]\n" + REPLAY_HEAD + "train: {epochs: 3, batch_size: 4, lr: 0.002}\n"
+        "output: {directory: out}\n"
+    )
+    metrics = run(load_recipe(tmp_path / "r.yaml"), quiet=True)
+    assert [h["name"] for h in metrics["heads"]] == ["base"]
+    log = (tmp_path / "out" / "train.log").read_text()
+    assert "training head 'base'" in log
+    routing = "foundation head: energy <- REF_energy (9 frames), forces <- REF_forces (9 frames); "
+    assert routing + "base: energy <- REPLAY_energy (8 frames), forces <- REPLAY_forces (8 frames)" in log
+    assert (tmp_path / "out" / "merged.model").is_file()

@@ -103,8 +103,11 @@ def load_splits(recipe: Recipe, zs: list[int], log=None, cutoff: float | None = 
         splits[name] = read(f"evaluate.{name}", path)
     counts = label_counts(train, keys)
     has_any = counts["energy"] > 0 or counts["forces"] > 0
+    replay_head = replay_head_name(recipe)
     for i, head in enumerate(recipe.heads):
         head_keys = head_setup.label_keys(head)
+        if head.name == replay_head:  # its labels are the replay frames', added later
+            continue
         if not head_keys.trains(label_counts(train, head_keys)):
             raise DataError(
                 f"heads[{i}] ({head.name}): no training frame in {train.path} carries its labels "
@@ -117,14 +120,23 @@ def load_splits(recipe: Recipe, zs: list[int], log=None, cutoff: float | None = 
     return splits
 
 
+def replay_head_name(recipe: Recipe) -> str | None:
+    """The head ``data.replay.head`` names (None: replay trains the foundation head, or no replay)."""
+    replay = recipe.data.replay
+    return replay.get("head") if isinstance(replay, dict) else None
+
+
 def with_replay(recipe: Recipe, train: Frames, base, e0s: dict, log) -> Frames:
     """The training frames followed by the replay frames of ``data.replay``."""
     from ..replay import ReplayConfig, replay_frames
 
     zs = [int(z) for z in base.atomic_numbers]
     config = ReplayConfig.from_dict(recipe.data.replay)
+    keys = foundation_keys(recipe)
+    head = next((h for h in recipe.heads if h.name == config.head), None)
+    target = Keys(head.energy_key, head.forces_key, None, None) if head is not None else keys
     try:
-        frames = replay_frames(config, train, base, e0s, foundation_keys(recipe), zs, embedded_path, log)
+        frames = replay_frames(config, train, base, e0s, keys, zs, embedded_path, log, target=target)
     except DataError as exc:
         raise DataError(f"data.replay: {exc}") from exc
     return Frames(f"{train.path} + {frames.path}", train.atoms + frames.atoms, train.indices + frames.indices)
