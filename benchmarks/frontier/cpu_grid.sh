@@ -25,3 +25,11 @@ ALL=sparse-1,sparse-3,sparse-10,lora-r1,lora-r4,freeze-readout,full
 "${R[@]}" --sets fe_slab --stage tune --no-extend --methods sparse-3 --lrs 0.01
 "${R[@]}" --sets fe_hcp --stage tune --no-extend --methods sparse-3-fisher --lrs 0.003
 .venv/bin/python benchmarks/frontier/report.py --notes benchmarks/frontier/cpu_notes.md
+# --- second session (2026-12-07): new methods and a third set
+# 7. fe_hcp: the new methods' own lr grid (3 values, one extension round)
+"${R[@]}" --sets fe_hcp --stage tune --extend-rounds 1 --methods sparse-3-padam,rosa-r1-1,lora-r2
+# 8. acac: every method at the lr selected on fe_hcp
+"${R[@]}" --sets acac --stage tune --lr-from fe_hcp --methods $ALL,sparse-3-padam,rosa-r1-1,lora-r2
+# 9. fe_slab: the new methods at the lr selected on fe_hcp
+"${R[@]}" --sets fe_slab --stage tune --lr-from fe_hcp --methods sparse-3-padam,rosa-r1-1,lora-r2
+.venv/bin/python benchmarks/frontier/report.py --notes benchmarks/frontier/cpu_notes.md

@@ -179,6 +179,23 @@ def test_saved_checkpoint_reloads_in_sevenn_calculator(model, reference, tmp_pat
         _check(name, reference, atoms.get_potential_energy(), atoms.get_forces(), None, check_stress=False)
 
 
+def test_saved_checkpoint_deploys_with_sevenn_get_model(model, tmp_path):
+    """``sevenn get_model merged.pth`` (sevenn's TorchScript deployment for LAMMPS) accepts the
+    file sparseft writes, and the deployed module loads."""
+    import torch
+
+    from sparseft.backends.sevennet._import import sevenn
+    from sparseft.backends.sevennet.checkpoint import save
+
+    save(model, tmp_path / "merged.pth")
+    sevenn()
+    from sevenn.scripts.deploy import deploy
+
+    deploy(str(tmp_path / "merged.pth"), str(tmp_path / "deployed_serial.pt"))
+    deployed = torch.jit.load(str(tmp_path / "deployed_serial.pt"))
+    assert deployed.original_name == "AtomGraphSequential"
+
+
 def test_float64_model_matches_sevenn(model, reference):
     from sparseft.backends.sevennet.checkpoint import to_dtype
     from sparseft.predict import predict
