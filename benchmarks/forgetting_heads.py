@@ -46,6 +46,7 @@ VARIANTS = {  # name -> (adapter, lr, replay: None | "foundation" | "head", repl
     "full + replay head x0.1": ({"method": "full"}, 3e-3, "head", 0.1),
     "lora r4": ({"method": "lora", "rank": 4}, 3e-2, None, 1.0),
     "lora r4 + replay head": ({"method": "lora", "rank": 4}, 3e-2, "head", 1.0),
+    "lora r4 + replay head x0.1": ({"method": "lora", "rank": 4}, 3e-2, "head", 0.1),
 }
 
 
