@@ -8,9 +8,8 @@ with the pretraining data) or the **base model's** predictions made before train
 (``labels: base``, pseudo-label replay: needs no pretraining data; the default for
 generated structures). Every replay frame's loss is scaled by ``weight`` (mace's
 ``config_weight``). With ``head``, the replay labels train that energy head of the recipe
-(a copy of the foundation readout on the shared trunk) instead of the foundation head: base
-labels and target labels no longer fight in one readout, and the exported model keeps the
-target head.
+(a copy of the foundation readout on the shared trunk) instead of the foundation head, so base
+labels and target labels train different readouts; the exported model keeps the target head.
 """
 
 from __future__ import annotations
