@@ -80,3 +80,14 @@ def test_a_third_backend_is_one_registry_line(monkeypatch):
     assert core.backend_of(_FakeModel()).name == "fake"
     with pytest.raises(sparseft.loading.ModelLoadError, match="fake:one"):
         sparseft.load_model("medium")
+
+
+def test_moved_modules_keep_their_public_names():
+    """``sparseft.testing.tiny`` re-exports every public name of ``backends/mace/tiny`` (the
+    benchmarks import ``LIKE`` and ``foundation_like`` from it)."""
+    import sparseft.backends.mace.tiny as moved
+    import sparseft.testing.tiny as old
+
+    public = {n for n in vars(moved) if not n.startswith("_") and n.isidentifier()}
+    public -= {"annotations", "np", "torch", "mace", "o3", "default_dtype"}
+    assert public <= set(old.__all__), sorted(public - set(old.__all__))
