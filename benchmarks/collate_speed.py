@@ -50,33 +50,29 @@ def timed(fn, repeats: int) -> tuple[float, float]:
     return statistics.median(cpu), statistics.median(wall)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=50)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--output", type=Path, default=OUTPUT)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
+def both_graphs(model, structures) -> tuple[list, list, str]:
+    """sparseft's graph items and mace's own ``AtomicData`` of ``structures`` (same keys, cutoff,
+    dtype), and how many of the collated batches' shared keys are equal."""
     from mace import data
     from mace.tools import AtomicNumberTable
     from mace.tools.torch_geometric import Batch
 
-    import sparseft as sf
     from sparseft._compat import default_dtype
     from sparseft.backends.mace.graphs import graphs
     from sparseft.labels import Keys
 
-    model = tiny_mace(atomic_numbers=(29, 79), r_max=4.5)
-    structures = frames(args.batch_size, 64)
     items = graphs(structures, model, labels=Keys())
     spec = data.KeySpecification(
         info_keys={"energy": "REF_energy", "stress": "REF_stress", "virials": "REF_virials"},
         arrays_keys={"forces": "REF_forces"},
     )
-    z_table = AtomicNumberTable([29, 79])
+    z_table = AtomicNumberTable([int(z) for z in model.atomic_numbers])
+    cutoff = float(model.r_max)
     with default_dtype(next(model.parameters()).dtype):
         mace_items = [
-            data.AtomicData.from_config(data.config_from_atoms(a, spec), z_table=z_table, cutoff=4.5, heads=["Default"])
+            data.AtomicData.from_config(
+                data.config_from_atoms(a, spec), z_table=z_table, cutoff=cutoff, heads=["Default"]
+            )
             for a in structures
         ]
     ours, theirs = collate(items), Batch.from_data_list(mace_items)
@@ -84,6 +80,23 @@ def main(argv=None) -> int:
     shared = [k for k in ours if torch.is_tensor(ours[k]) and k in keys and torch.is_tensor(theirs[k])]
     differ = [k for k in shared if not torch.equal(ours[k], theirs[k])]
     same = f"{len(shared) - len(differ)} of {len(shared)} shared keys equal" + (f" (not: {differ})" if differ else "")
+    return items, mace_items, same
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--output", type=Path, default=OUTPUT)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    import sparseft as sf
+
+    model = tiny_mace(atomic_numbers=(29, 79), r_max=4.5)
+    structures = frames(args.batch_size, 64)
+    items, mace_items, same = both_graphs(model, structures)
+    from mace.tools.torch_geometric import Batch
+
     adapted = sf.wrap(model, [sf.SparseConfig()])
     optimizer = torch.optim.Adam(adapted.trainable_parameters(), lr=1e-4)
 

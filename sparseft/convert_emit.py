@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 
-def emit_recipe(header: str, recipe: dict, notes: list[str], output, *, allow_unicode: bool = False) -> int:
-    """Write a converted recipe (``header``, one comment line per note, the YAML) to ``output``
-    or stdout; the notes also go to stderr. Returns the exit code 0."""
+def emit_recipe(
+    header: str, recipe: dict, notes: list[str], output, *, source: str, allow_unicode: bool = False
+) -> int:
+    """Check a converted recipe (a recipe error becomes a "needs editing" note: the user still
+    gets the file), then write it (``header``, one comment line per note, the YAML) to ``output``
+    or stdout; the notes also go to stderr. ``source``: the command, for the recipe check's
+    messages. Returns the exit code 0."""
     import sys
     from pathlib import Path
 
     import yaml
+
+    from .recipe import RecipeError, recipe_from_dict
+
+    try:
+        recipe_from_dict(recipe, source=source)
+    except RecipeError as exc:
+        notes = [*notes, f"the recipe needs editing: {exc}"]
 
     text = (
         header

@@ -299,3 +299,13 @@ def test_one_data_modality_becomes_the_base_modality(tmp_path):
     recipe, notes = convert_config(config, base_dir=tmp_path)
     assert "modality" not in recipe["base"]
     assert any("data_modality entries of ['PBE', 'R2SCAN']: sparseft fine-tunes one modality" in n for n in notes)
+
+
+def test_a_recipe_that_does_not_load_is_still_written_with_what_to_edit(tmp_path, capsys):
+    """An input without training data converts to a recipe that needs a file: it is written,
+    with the recipe check's message as a note (in the file and on stderr)."""
+    (tmp_path / "input.yaml").write_text(yaml.safe_dump({"model": {}, "train": {}, "data": {}}))
+    out = tmp_path / "recipe.yaml"
+    assert main(["convert-sevenn-args", str(tmp_path / "input.yaml"), "-o", str(out)]) == 0
+    assert "# not mapped: the recipe needs editing: data.train" in out.read_text()
+    assert "not mapped: the recipe needs editing: data.train" in capsys.readouterr().err

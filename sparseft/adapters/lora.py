@@ -67,6 +67,27 @@ def lora_delta(A, B, scale: float) -> torch.Tensor:
     return torch.cat([(a @ b).reshape(-1) for a, b in zip(A, B)]) * scale
 
 
+def lora_state(A, B) -> dict[str, torch.Tensor]:
+    """The factors as adapter-file tensors: ``"<i>.A"``, ``"<i>.B"`` per block."""
+    out = {}
+    for i, (a, b) in enumerate(zip(A, B)):
+        out[f"{i}.A"] = a.detach().cpu()
+        out[f"{i}.B"] = b.detach().cpu()
+    return out
+
+
+@torch.no_grad()
+def load_lora_state(A, B, blocks, tensors: dict[str, torch.Tensor], where: str) -> None:
+    """Copy :func:`lora_state`'s tensors back into the factors; a missing or misshapen one is an
+    error naming ``where`` and the block."""
+    for i, (a, b) in enumerate(zip(A, B)):
+        for key, p in ((f"{i}.A", a), (f"{i}.B", b)):
+            t = tensors.get(key)
+            if t is None or t.shape != p.shape:
+                raise ValueError(f"{where}: expected '{key}' of shape {tuple(p.shape)} ({blocks[i].name})")
+            p.copy_(t.to(p))
+
+
 class LoRAPart(BlockPart):
     """A (rows x r) and B (r x cols) per block; B starts at zero so the delta starts at zero."""
 
@@ -79,17 +100,7 @@ class LoRAPart(BlockPart):
         return lora_delta(self.A, self.B, self.scale)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        out = {}
-        for i, (a, b) in enumerate(zip(self.A, self.B)):
-            out[f"{i}.A"] = a.detach().cpu()
-            out[f"{i}.B"] = b.detach().cpu()
-        return out
+        return lora_state(self.A, self.B)
 
-    @torch.no_grad()
     def load_state_tensors(self, tensors: dict[str, torch.Tensor], where: str) -> None:
-        for i, (a, b) in enumerate(zip(self.A, self.B)):
-            for key, p in ((f"{i}.A", a), (f"{i}.B", b)):
-                t = tensors.get(key)
-                if t is None or t.shape != p.shape:
-                    raise ValueError(f"{where}: expected '{key}' of shape {tuple(p.shape)} ({self.blocks[i].name})")
-                p.copy_(t.to(p))
+        load_lora_state(self.A, self.B, self.blocks, tensors, where)

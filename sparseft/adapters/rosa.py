@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from .._compat import torch
 from ..ranges import ranged
-from .lora import LORA_KINDS, lora_delta, lora_factors
+from .lora import LORA_KINDS, load_lora_state, lora_delta, lora_factors, lora_state
 from .sparse import SparseConfig, SparsePart
 
 
@@ -68,18 +68,8 @@ class RoSAPart(SparsePart):
         return self.sparse_values() + self.low_rank()
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        out = super().state_tensors()
-        for i, (a, b) in enumerate(zip(self.A, self.B)):
-            out[f"{i}.A"] = a.detach().cpu()
-            out[f"{i}.B"] = b.detach().cpu()
-        return out
+        return {**super().state_tensors(), **lora_state(self.A, self.B)}
 
-    @torch.no_grad()
     def load_state_tensors(self, tensors: dict[str, torch.Tensor], where: str) -> None:
         super().load_state_tensors(tensors, where)
-        for i, (a, b) in enumerate(zip(self.A, self.B)):
-            for key, p in ((f"{i}.A", a), (f"{i}.B", b)):
-                t = tensors.get(key)
-                if t is None or t.shape != p.shape:
-                    raise ValueError(f"{where}: expected '{key}' of shape {tuple(p.shape)} ({self.blocks[i].name})")
-                p.copy_(t.to(p))
+        load_lora_state(self.A, self.B, self.blocks, tensors, where)

@@ -103,16 +103,7 @@ def load_splits(recipe: Recipe, zs: list[int], log=None, cutoff: float | None = 
         splits[name] = read(f"evaluate.{name}", path)
     counts = label_counts(train, keys)
     has_any = counts["energy"] > 0 or counts["forces"] > 0
-    replay_head = replay_head_name(recipe)
-    for i, head in enumerate(recipe.heads):
-        head_keys = head_setup.label_keys(head)
-        if head.name == replay_head:  # its labels are the replay frames', added later
-            continue
-        if not head_keys.trains(label_counts(train, head_keys)):
-            raise DataError(
-                f"heads[{i}] ({head.name}): no training frame in {train.path} carries its labels "
-                f"({' or '.join(str(k) for k in head_keys.wanted())}, nor ASE calculator values)"
-            )
+    if _check_head_labels(recipe, train):
         has_any = True
     if not has_any:
         raise DataError(f"{train.path}: no frame has {keys.energy} or {keys.forces} labels (nor ASE calculator values)")
@@ -120,10 +111,29 @@ def load_splits(recipe: Recipe, zs: list[int], log=None, cutoff: float | None = 
     return splits
 
 
+def _check_head_labels(recipe: Recipe, train: Frames) -> bool:
+    """Every head but the replay head (its labels come with the replay frames, added later) has
+    labels in the training frames, else an error naming it; True when some head has."""
+    replay_head = replay_head_name(recipe)
+    has_any = False
+    for i, head in enumerate(recipe.heads):
+        head_keys = head_setup.label_keys(head)
+        if head.name == replay_head:
+            continue
+        if not head_keys.trains(label_counts(train, head_keys)):
+            raise DataError(
+                f"heads[{i}] ({head.name}): no training frame in {train.path} carries its labels "
+                f"({' or '.join(str(k) for k in head_keys.wanted())}, nor ASE calculator values)"
+            )
+        has_any = True
+    return has_any
+
+
 def replay_head_name(recipe: Recipe) -> str | None:
     """The head ``data.replay.head`` names (None: replay trains the foundation head, or no replay)."""
-    replay = recipe.data.replay
-    return replay.get("head") if isinstance(replay, dict) else None
+    from ..replay import ReplayConfig
+
+    return None if recipe.data.replay is None else ReplayConfig.from_dict(recipe.data.replay).head
 
 
 def with_replay(recipe: Recipe, train: Frames, base, e0s: dict, log) -> Frames:
