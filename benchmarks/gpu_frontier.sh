@@ -31,7 +31,7 @@ PATIENCE=${PATIENCE:-5}
 JOBS=${JOBS:-4}            # runs sharing the GPU at a time (SevenNet-0 on small frames leaves it idle)
 THREADS=${THREADS:-4}      # CPU threads per run (16 cores / JOBS)
 STAGES=${STAGES:-tune,seeds,curves}
-SETS=${SETS:-fe_hcp,fe_slab,zrcho,water,acac,aspirin}
+SETS=${SETS:-fe_hcp,fe_slab,zrcho,water,acac,ecemc_xtb,aspirin}
 METHODS=${METHODS:-sparse-0.5,sparse-1,sparse-3,sparse-10,sparse-20,sparse-3-fisher,sparse-3-gradual,lora-r1,lora-r2,lora-r4,lora-r8,freeze-readout,freeze-last,full}
 
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true

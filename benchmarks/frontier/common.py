@@ -82,6 +82,15 @@ SETS = {
         forces_key="forces",
         batch_size=8,
     ),
+    "ecemc_xtb": DataSet(
+        "ecemc_xtb",
+        "MACE-tutorial EC/EMC solvent clusters, frames of <= 40 atoms (178 of 200, mean 25 atoms), GFN2-xTB",
+        "data/mace_tutorial_solvent/solvent_xtb_train_200.xyz",
+        energy_key="energy_xtb",
+        forces_key="forces_xtb",
+        max_atoms=40,
+        batch_size=8,
+    ),
     "aspirin": DataSet(
         "aspirin",
         "rMD17 aspirin (21 atoms, PBE/def2-SVP), training file",

@@ -33,3 +33,15 @@ ALL=sparse-1,sparse-3,sparse-10,lora-r1,lora-r4,freeze-readout,full
 # 9. fe_slab: the new methods at the lr selected on fe_hcp
 "${R[@]}" --sets fe_slab --stage tune --lr-from fe_hcp --methods sparse-3-padam,rosa-r1-1,lora-r2
 .venv/bin/python benchmarks/frontier/report.py --notes benchmarks/frontier/cpu_notes.md
+# --- third session (2026-12-07, 13:50-): a fourth set, gradual pruning, learning curves
+# 10. ecemc_xtb (EC/EMC clusters, GFN2-xTB: a second chemistry and level of theory): every method at fe_hcp's lr
+"${R[@]}" --sets ecemc_xtb --stage tune --lr-from fe_hcp --methods $ALL,sparse-3-padam,rosa-r1-1,lora-r2
+# 11. gradual magnitude pruning (sparseft's `gradual` mode) at 3 %: its own grid on fe_hcp, then the other sets
+"${R[@]}" --sets fe_hcp --stage tune --extend-rounds 1 --methods sparse-3-gradual
+"${R[@]}" --sets fe_slab,acac,ecemc_xtb --stage tune --lr-from fe_hcp --methods sparse-3-gradual
+# 12. fe_hcp learning curves (seed 0) at n = 10 and 50; patience in validated epochs ~ 32 steps as at n = all
+"${R[@]}" --sets fe_hcp --stage curves --sizes 10 --seeds 0 --patience 16 --methods full,sparse-3,lora-r2,lora-r4
+"${R[@]}" --sets fe_hcp --stage curves --sizes 50 --seeds 0 --patience 6 --methods full,sparse-3,lora-r2,lora-r4
+# 13. ecemc_xtb: seeds 1 and 2 for full, sparse 3 % and LoRA r2
+"${R[@]}" --sets ecemc_xtb --stage seeds --seed-methods full,sparse-3,lora-r2 --seeds 0,1,2
+.venv/bin/python benchmarks/frontier/report.py --notes benchmarks/frontier/cpu_notes.md
