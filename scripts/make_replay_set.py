@@ -11,7 +11,7 @@ replays them with the base model's own predictions as labels::
 
 This is what a user of a real foundation model has no access to (its training set); shipping
 a small, unlabelled sample of it is the substitute. Running the script again writes the same
-file byte for byte.
+structures (to ~1e-11 Å: the last digits of the EMT lattice constants follow the numpy build).
 
 Usage::
 
