@@ -128,6 +128,11 @@ ALL_METHODS = {
         Method("sparse-3-gradual", "pe", {"method": "sparse", "mode": "gradual"}, {"target_density": 0.03}),
         # the search-phase fix of two_phase: an Adam-preconditioned proximal step, at 3 %
         Method("sparse-3-padam", "pe", {"method": "sparse", "proximal": "adam"}, {"target_density": 0.03}),
+        # Cho et al.'s STR, faithfully (learned per-tensor thresholds, no target density): sparseft's
+        # defaults (threshold logit -12), and thresholds starting higher (-6, -4: g = 2.5e-3, 1.8e-2)
+        Method("sparse-str", "pe", {"method": "sparse", "mode": "str"}),
+        Method("sparse-str-i6", "pe", {"method": "sparse", "mode": "str", "threshold_init": -6.0}),
+        Method("sparse-str-i4", "pe", {"method": "sparse", "mode": "str", "threshold_init": -4.0}),
         # sparse + low-rank in one adapter (RoSA): LoRA r1 plus 1 % sparse, about sparse 3 %'s bytes
         Method("rosa-r1-1", "pe", {"method": "rosa", "rank": 1}, {"target_density": 0.01}),
         *[_lora(r) for r in (1, 2, 4, 8)],

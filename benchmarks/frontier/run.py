@@ -398,7 +398,8 @@ def main(argv=None):
     ap.add_argument("--keep-outputs", action="store_true", help="keep checkpoints and merged models")
     a = ap.parse_args(argv)
     full = a.grid == "full"
-    a.set_list = (a.sets or ("fe_hcp,fe_slab,zrcho,water,acac,ecemc_xtb,aspirin" if full else "fe_hcp,fe_slab")).split(",")
+    default_sets = "fe_hcp,fe_slab,zrcho,water,acac,ecemc_xtb,aspirin" if full else "fe_hcp,fe_slab"
+    a.set_list = (a.sets or default_sets).split(",")
     a.method_list = (a.methods or ",".join(C.FULL_METHODS if full else C.CPU_METHODS)).split(",")
     a.seed_list = [int(s) for s in (a.seeds or "0,1,2").split(",")]
     a.seed_method_list = a.method_list if full else a.seed_methods.split(",")
