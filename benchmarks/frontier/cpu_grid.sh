@@ -44,4 +44,6 @@ ALL=sparse-1,sparse-3,sparse-10,lora-r1,lora-r4,freeze-readout,full
 "${R[@]}" --sets fe_hcp --stage curves --sizes 50 --seeds 0 --patience 6 --methods full,sparse-3,lora-r2,lora-r4
 # 13. ecemc_xtb: seeds 1 and 2 for full, sparse 3 % and LoRA r2
 "${R[@]}" --sets ecemc_xtb --stage seeds --seed-methods full,sparse-3,lora-r2 --seeds 0,1,2
+# 14. fe_hcp: STR (faithful; no target density) at its defaults and with thresholds starting higher
+"${R[@]}" --sets fe_hcp --stage tune --no-extend --methods sparse-str,sparse-str-i6,sparse-str-i4 --lrs 0.003,0.01
 .venv/bin/python benchmarks/frontier/report.py --notes benchmarks/frontier/cpu_notes.md
