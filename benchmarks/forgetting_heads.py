@@ -24,13 +24,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import ase.io
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from processes import ONE_THREAD, run_pool, run_timed  # noqa: E402  (benchmarks/processes.py)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "benchmarks" / "frontier" / "data"
@@ -98,27 +100,17 @@ def recipe(work: Path, name: str, probes: dict, replay_file: Path, seed: int) ->
     return path
 
 
-def run_all(recipes: list[Path], jobs: int) -> dict:
+def run_all(recipes: list[Path], jobs: int) -> None:
     """Run ``sparseft finetune`` on each recipe without metrics yet, ``jobs`` at a time."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     todo = [r for r in recipes if not (r.parent / "out" / "metrics.json").is_file()]
-    active, times = [], {}
-    while todo or active:
-        while todo and len(active) < jobs:
-            r = todo.pop(0)
-            log = open(r.parent / "stdout.log", "w")  # noqa: SIM115 - closed when the run ends
-            cmd = [str(REPO / ".venv" / "bin" / "sparseft"), "finetune", str(r), "--quiet", "--overwrite"]
-            active.append((r, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log, time.time()))
-            print(f"[{time.strftime('%H:%M:%S')}] start {r.parent.name}", flush=True)
-        for item in list(active):
-            r, proc, log, t0 = item
-            if proc.poll() is not None:
-                log.close()
-                active.remove(item)
-                times[r] = time.time() - t0
-                print(f"[{time.strftime('%H:%M:%S')}] done {r.parent.name}: exit {proc.returncode}", flush=True)
-        time.sleep(2)
-    return times
+
+    def one(r: Path) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] start {r.parent.name}", flush=True)
+        cmd = [str(REPO / ".venv" / "bin" / "sparseft"), "finetune", str(r), "--quiet", "--overwrite"]
+        done = run_timed(cmd, r.parent / "stdout.log", env=ONE_THREAD)
+        print(f"[{time.strftime('%H:%M:%S')}] done {r.parent.name}: exit {done.returncode}", flush=True)
+
+    run_pool(one, todo, jobs)
 
 
 def main(argv=None) -> int:

@@ -51,20 +51,15 @@ import shlex
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu_model, installed_versions, usable_cores  # noqa: E402  (benchmarks/machine.py)
+from processes import ONE_THREAD, run_pool, run_timed  # noqa: E402  (benchmarks/processes.py)
 
 DATA = REPO.parent / "shared" / "real" / "data" / "Fe_GAP22" / "DB10.xyz"
-THREAD_ENV = {
-    "OMP_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "OMP_WAIT_POLICY": "PASSIVE",
-}
+THREAD_ENV = ONE_THREAD
 
 EVAL_SCRIPT = r'''
 """Runs in the sevenn environment: every model through SevenNetCalculator, test and train files."""
@@ -173,48 +168,32 @@ class Run:
         self.name, self.argv, self.cwd, self.done, self.epochs = name, argv, cwd, done, epochs
         self.timing_file = cwd / "timing.json"
 
-    def start(self) -> None:
+    def run(self) -> None:
+        """Run to the end; write ``timing.json`` (wall, CPU, load) next to its log."""
         self.cwd.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **THREAD_ENV}
-        self.log = open(self.cwd / "stdout.log", "w")  # noqa: SIM115 - closed in finish()
-        self.t0 = time.time()
-        self.load_before = os.getloadavg()
-        self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         log(f"{self.name}: started ({shlex.join(self.argv)}) in {self.cwd}")
-
-    def finish(self, status: int, usage) -> None:
-        self.log.close()
-        wall = time.time() - self.t0
-        code = os.waitstatus_to_exitcode(status)
+        done = run_timed(self.argv, self.cwd / "stdout.log", cwd=self.cwd, env=THREAD_ENV)
         timing = {
-            "returncode": code,
-            "wall_s": wall,
-            "cpu_s": usage.ru_utime + usage.ru_stime,
+            "returncode": done.returncode,
+            "wall_s": done.wall_s,
+            "cpu_s": done.cpu_s,
             "epochs": self.epochs,
-            "load_before": self.load_before,
-            "load_after": os.getloadavg(),
+            "load_before": done.load_before,
+            "load_after": done.load_after,
             "command": shlex.join(self.argv),
             "cwd": str(self.cwd),
             "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
         self.timing_file.write_text(json.dumps(timing, indent=1))
-        log(f"{self.name}: exit {code}, wall {wall:.0f} s, CPU {timing['cpu_s']:.0f} s")
-        if code != 0:
+        log(f"{self.name}: exit {done.returncode}, wall {done.wall_s:.0f} s, CPU {done.cpu_s:.0f} s")
+        if done.returncode != 0:
             tail = (self.cwd / "stdout.log").read_text().splitlines()[-15:]
             log(f"{self.name} failed; last lines of {self.cwd / 'stdout.log'}:\n" + "\n".join(tail))
 
 
 def run_all(runs: list[Run], jobs: int) -> None:
-    """Start the runs, at most ``jobs`` at once; rusage of each child through ``os.wait4``."""
-    pending, active = list(runs), {}
-    while pending or active:
-        while pending and len(active) < jobs:
-            run = pending.pop(0)
-            run.start()
-            active[run.proc.pid] = run
-        pid, status, usage = os.wait4(-1, 0)
-        if pid in active:
-            active.pop(pid).finish(status, usage)
+    """The runs, at most ``jobs`` at once."""
+    run_pool(Run.run, runs, jobs)
 
 
 SHIFT_SCRIPT = r'''

@@ -24,7 +24,6 @@ for all.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import datetime as dt
 import json
 import os
@@ -33,14 +32,15 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import common as C  # noqa: E402
+from processes import ONE_THREAD, run_pool, run_timed  # noqa: E402  (benchmarks/processes.py)
 
 _print_lock = threading.Lock()
 _prepare_lock = threading.Lock()
@@ -196,18 +196,10 @@ class Runner:
         out_dir = rdir / "out"
         recipe = self.recipe(ds, method, lr, seed, n, out_dir)
         (rdir / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
-        env = dict(
-            os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads)
-        )
+        env = {**ONE_THREAD, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
         cmd = [a.sparseft, "finetune", str(rdir / "recipe.yaml"), "--quiet", "--overwrite"]
-        load0 = os.getloadavg()
-        t0 = time.time()
         log(f"start {rid}")
-        with open(rdir / "stdout.log", "w") as fh:
-            p = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=str(C.REPO))
-            _, status, ru = os.wait4(p.pid, 0)
-            p.returncode = os.waitstatus_to_exitcode(status)
-        wall = time.time() - t0
+        done = run_timed(cmd, rdir / "stdout.log", cwd=C.REPO, env=env)
         r = {
             "id": rid,
             "set": set_name,
@@ -220,18 +212,18 @@ class Runner:
             "batch_size": recipe["train"]["batch_size"],
             "device": a.device,
             "threads": a.threads,
-            "rc": p.returncode,
-            "wall_s": round(wall, 1),
-            "cpu_s": round(ru.ru_utime + ru.ru_stime, 1),
-            "load_before": [round(x, 2) for x in load0],
-            "load_after": [round(x, 2) for x in os.getloadavg()],
+            "rc": done.returncode,
+            "wall_s": round(done.wall_s, 1),
+            "cpu_s": round(done.cpu_s, 1),
+            "load_before": [round(x, 2) for x in done.load_before],
+            "load_after": [round(x, 2) for x in done.load_after],
             "finished_utc": f"{dt.datetime.utcnow():%Y-%m-%d %H:%M:%S}",
             "sparseft_commit": self.commit,
             "command": " ".join(cmd),
             "recipe": recipe,
         }
         metrics_path = out_dir / "metrics.json"
-        if p.returncode == 0 and metrics_path.exists():
+        if done.returncode == 0 and metrics_path.exists():
             m = json.loads(metrics_path.read_text())
             sp = m["splits"]
             r.update(
@@ -260,7 +252,7 @@ class Runner:
             shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
             for f in out_dir.glob("merged.*"):
                 f.unlink()
-        msg = f"done  {rid}: {r['status']}, wall {wall:.0f} s, cpu {r['cpu_s']:.0f} s"
+        msg = f"done  {rid}: {r['status']}, wall {done.wall_s:.0f} s, cpu {r['cpu_s']:.0f} s"
         if r["status"] == "ok":
             msg += f", valid F {1000 * r['valid']['forces_mae']:.1f} test F {1000 * r['test']['forces_mae']:.1f} meV/A, steps {r['steps']}"
         log(msg)
@@ -272,8 +264,7 @@ class Runner:
             if t not in seen:
                 seen.add(t)
                 uniq.append(t)
-        with cf.ThreadPoolExecutor(max_workers=self.args.jobs) as pool:
-            return list(pool.map(lambda t: self.run_one(*t), uniq))
+        return run_pool(lambda t: self.run_one(*t), uniq, self.args.jobs)
 
     # ------------------------------------------------------------------------------------ stages
     def grid(self, method_name: str) -> list[float]:
