@@ -128,6 +128,8 @@ ALL_METHODS = {
         Method("sparse-3-gradual", "pe", {"method": "sparse", "mode": "gradual"}, {"target_density": 0.03}),
         # the search-phase fix of two_phase: an Adam-preconditioned proximal step, at 3 %
         Method("sparse-3-padam", "pe", {"method": "sparse", "proximal": "adam"}, {"target_density": 0.03}),
+        # per-block quotas instead of one global top-k (each weight block keeps 3 % of its entries)
+        Method("sparse-3-perblock", "pe", {"method": "sparse", "allocation": "per_block"}, {"target_density": 0.03}),
         # Cho et al.'s STR, faithfully (learned per-tensor thresholds, no target density): sparseft's
         # defaults (threshold logit -12), and thresholds starting higher (-6, -4: g = 2.5e-3, 1.8e-2)
         Method("sparse-str", "pe", {"method": "sparse", "mode": "str"}),

@@ -46,4 +46,8 @@ ALL=sparse-1,sparse-3,sparse-10,lora-r1,lora-r4,freeze-readout,full
 "${R[@]}" --sets ecemc_xtb --stage seeds --seed-methods full,sparse-3,lora-r2 --seeds 0,1,2
 # 14. fe_hcp: STR (faithful; no target density) at its defaults and with thresholds starting higher
 "${R[@]}" --sets fe_hcp --stage tune --no-extend --methods sparse-str,sparse-str-i6,sparse-str-i4 --lrs 0.003,0.01
+# 15. fe_hcp at 4x the budget (256 steps, patience 4): do the orderings hold? each method at its 64-step lr
+"${R[@]}" --sets fe_hcp --stage tune --max-steps 256 --patience 4 --lr-from fe_hcp --lr-from-steps 64 --methods full,sparse-3,lora-r2,sparse-3-gradual
+# 16. fe_hcp: per-block quotas (allocation: per_block) at 3 %, two lr values
+"${R[@]}" --sets fe_hcp --stage tune --no-extend --methods sparse-3-perblock --lrs 0.003,0.01
 .venv/bin/python benchmarks/frontier/report.py --notes benchmarks/frontier/cpu_notes.md

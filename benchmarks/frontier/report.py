@@ -122,6 +122,7 @@ def plot(set_name, rows, zs_F, path):
         "sparse fisher": ("*", "C4"),
         "sparse gradual": ("P", "C5"),
         "sparse padam": ("X", "C6"),
+        "sparse perblock": ("d", "C9"),
         "sparse str": ("p", "C8"),
         "rosa": ("v", "C7"),
         "lora": ("s", "C1"),
@@ -132,7 +133,7 @@ def plot(set_name, rows, zs_F, path):
     def family(m):
         if m.startswith("sparse-str"):
             return "sparse str"
-        for mode in ("fisher", "gradual", "padam"):
+        for mode in ("fisher", "gradual", "padam", "perblock"):
             if m.endswith(mode):
                 return f"sparse {mode}"
         return m.split("-")[0]

@@ -279,9 +279,10 @@ class Runner:
             results = C.load_results(self.runs)
             tasks = []
             for m in methods:
-                best, _ = C.select_lr(results, self.args.lr_from, m, None, self.args.max_steps, self.args.device)
+                steps = self.args.lr_from_steps or self.args.max_steps
+                best, _ = C.select_lr(results, self.args.lr_from, m, None, steps, self.args.device)
                 if best is None:
-                    log(f"{m}: no lr selected on {self.args.lr_from} yet: skipped")
+                    log(f"{m}: no lr selected on {self.args.lr_from} ({steps} steps) yet: skipped")
                     continue
                 tasks.append((set_name, m, best, 0, None))
             self.run_many(tasks)
@@ -372,6 +373,9 @@ def main(argv=None):
     ap.add_argument("--patience", type=int, default=None, help="validated epochs (cpu 2, full 5)")
     ap.add_argument("--batch-size", type=int, default=None, help="override the set's batch size")
     ap.add_argument("--lr-from", default=None, help="tune stage: one run per method at the lr selected on this set")
+    ap.add_argument(
+        "--lr-from-steps", type=int, default=None, help="--lr-from: the budget of those runs (else --max-steps)"
+    )
     ap.add_argument("--extend", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--extend-rounds", type=int, default=2)
     ap.add_argument("--model", default="sevennet:7net-0")
