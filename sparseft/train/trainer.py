@@ -264,10 +264,32 @@ class Trainer:
             self.forward_model = ddp.wrap_ddp(self.model, self.device)
 
     def _run_epoch(self, state: TrainState):
-        from tqdm import tqdm
-
         start = time.perf_counter()
         self._enter_stage(state)
+        sums = self._train_steps(state)
+        if sums is None:  # interrupted: the partial sums are in state.epoch_sums
+            return
+        epoch = state.epoch
+        if not math.isfinite(sums["loss"]):
+            raise FloatingPointError(
+                f"epoch {epoch + 1}: the training loss is {sums['loss']}; lower train.lr or check the data"
+            )
+        self.model.eval()
+        validated = eval_schedule.validates(self.config, epoch + 1, self.budget_done(epoch + 1, state.step))
+        valid = self.evaluate(self.valid_data) if validated else {}
+        row = self._epoch_row(state, sums, valid, time.perf_counter() - start)
+        state.history.append(row)
+        state.epoch = epoch + 1
+        state.step_in_epoch = 0
+        state.epoch_sums = {}
+        self._after_epoch(state, valid, validated)
+        self.log(epoch_summary(row, self.config.epochs))
+
+    def _train_steps(self, state: TrainState) -> dict | None:
+        """The optimiser steps of one epoch (from ``state.step_in_epoch`` on a resume): the epoch's
+        ``{"loss": sum, "frames": n}`` over all ranks, or None when a stop was requested."""
+        from tqdm import tqdm
+
         epoch = state.epoch
         batches = ddp.global_batches(
             len(self.train_data), self.config.batch_size, shuffle=True, seed=self.config.seed * 100_003 + epoch
@@ -304,19 +326,16 @@ class Trainer:
                 state.epoch_sums = {**sums, "loss": self._global_sum(loss_sum)}
                 state.interrupted = True
                 bar.close()
-                return
+                return None
         bar.close()
         sums["loss"] = self._global_sum(loss_sum)
-        if not math.isfinite(sums["loss"]):
-            raise FloatingPointError(
-                f"epoch {epoch + 1}: the training loss is {sums['loss']}; lower train.lr or check the data"
-            )
-        self.model.eval()
-        validated = eval_schedule.validates(self.config, epoch + 1, self.budget_done(epoch + 1, state.step))
-        valid = self.evaluate(self.valid_data) if validated else {}
+        return sums
+
+    def _epoch_row(self, state: TrainState, sums: dict, valid: dict, seconds: float) -> dict:
+        """The history row of the epoch that just ended (``state.epoch`` not yet advanced)."""
         density = self.adapted.density()
-        row = {
-            "epoch": epoch + 1,
+        return {
+            "epoch": state.epoch + 1,
             "step": state.step,
             "lr": self.lr_at(max(state.step - 1, 0), state),
             "train_loss": sums["loss"] / max(sums["frames"], 1),
@@ -327,14 +346,8 @@ class Trainer:
             "density": density["overall"],
             "changed": density["changed"],
             "target_met": self.density_met(state),
-            "seconds": time.perf_counter() - start,
+            "seconds": seconds,
         }
-        state.history.append(row)
-        state.epoch = epoch + 1
-        state.step_in_epoch = 0
-        state.epoch_sums = {}
-        self._after_epoch(state, valid, validated)
-        self.log(epoch_summary(row, self.config.epochs))
 
     def _local_batch(self, indices: list[int]):
         """This rank's share of one global batch, moved to the device once: ``(batch, weight)``;

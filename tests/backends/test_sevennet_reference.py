@@ -141,6 +141,16 @@ def test_sparseft_training_call_matches_sevenn(model, reference):
         assert np.abs(out["forces"].detach().double().numpy() - np.array(r["forces"])).max() < FORCE_TOL
 
 
+def test_stress_alone_equals_stress_with_forces(model, reference):
+    """A call asking for stress and no forces (positions still need their gradient for the strain)."""
+    from sparseft.predict import atoms_to_batch
+
+    both = model(atoms_to_batch([_atoms(reference, "nacl_rattled")], model), compute_force=True, compute_stress=True)
+    alone = model(atoms_to_batch([_atoms(reference, "nacl_rattled")], model), compute_force=False, compute_stress=True)
+    assert alone["forces"] is None and both["forces"] is not None
+    assert torch.allclose(alone["stress"], both["stress"], atol=1e-9) and float(both["stress"].abs().max()) > 1e-5
+
+
 def test_sparseft_calculator_matches_sevenn(model, reference):
     from sparseft.calculator import Calculator
 

@@ -32,7 +32,10 @@ class STRScheduled(SparseMode):
         open_parts = [p for p in self.parts if not p.fixed]
         if open_parts:
             set_offsets(open_parts, self.plan.target)
-            self.keep(open_parts, [p.values().detach().abs() for p in open_parts], self.plan.target)
+            # ranked by the thresholds' own score, so the kept entries are exactly those the offset
+            # makes active plus the boundary entry (by |values| that entry, thresholded to ~0, tied
+            # with the zeros: which one was kept followed rounding, and one rank vs two differed)
+            self.keep(open_parts, [p.scores() for p in open_parts], self.plan.target)
 
     def param_options(self) -> dict:
         return {p.s: {"lr_scale": self.config.threshold_lr_scale} for p in self.parts if p.s.requires_grad}
@@ -41,8 +44,10 @@ class STRScheduled(SparseMode):
 @torch.no_grad()
 def set_offsets(parts: list[ThresholdPart], density: float) -> None:
     """Set the global offset of ``parts`` (one adapter) so that a ``density`` fraction is active:
-    the offset is the score of the first entry the ranking (:func:`~sparseft.adapters.ranking.order`)
-    does not keep; entries scoring above it are active."""
+    midway between the scores of the last entry the ranking (:func:`~sparseft.adapters.ranking.order`)
+    keeps and the first it does not; entries scoring above it are active. (At the first dropped
+    entry's own score, that entry's threshold equals its size up to rounding, so whether it was
+    active, and the thresholds' gradient with it, followed rounding: one rank and two diverged.)"""
     parts = [p for p in parts if not p.fixed]
     if not parts:
         return
@@ -52,6 +57,9 @@ def set_offsets(parts: list[ThresholdPart], density: float) -> None:
         offset = -math.inf
     else:
         joined = torch.cat([s.reshape(-1) for s in scores]).cpu()
-        offset = float(joined[int(order(scores)[budget(density, n)])])
+        ranked = order(scores)
+        k = budget(density, n)
+        first_out, last_in = float(joined[int(ranked[k])]), float(joined[int(ranked[k - 1])])
+        offset = 0.5 * (first_out + last_in) if math.isfinite(first_out) and math.isfinite(last_in) else first_out
     for p in parts:
         p.offset.fill_(offset)

@@ -74,21 +74,11 @@ class SevenNetModel(torch.nn.Module):
         compute_displacement: bool = False,
         **_ignored,
     ) -> dict:
-        positions = data["positions"]
         batch = data["batch"]
         num_graphs = int(data["ptr"].numel() - 1)
-        cell = data["cell"].view(-1, 3, 3)
-        if compute_force or compute_stress:
-            positions.requires_grad_(True)
-        displacement = data.get("displacement")
-        if displacement is None and (compute_stress or compute_displacement):
-            displacement = torch.zeros((num_graphs, 3, 3), dtype=positions.dtype, device=positions.device)
-            displacement.requires_grad_(True)
-            data["displacement"] = displacement
-        if displacement is not None:
-            sym = 0.5 * (displacement + displacement.transpose(-1, -2))
-            positions = positions + torch.bmm(positions.unsqueeze(-2), sym[batch]).squeeze(-2)
-            cell = cell + torch.bmm(cell, sym)
+        positions, cell, displacement = _strained(
+            data, num_graphs, compute_force or compute_stress, compute_stress or compute_displacement
+        )
         onehot = data["node_attrs"].to(positions.dtype)
         sender, receiver = data["edge_index"]
         unit_shifts = data["unit_shifts"].to(positions.dtype)
@@ -118,17 +108,44 @@ class SevenNetModel(torch.nn.Module):
             0, batch, node_energy
         )
         out = {"energy": energy, "node_energy": node_energy, "node_feats": torch.cat(features, dim=-1)}
-        out["forces"], out["stress"] = None, None
-        if compute_force or compute_stress:
-            inputs = [data["positions"]] + ([displacement] if compute_stress else [])
-            grads = torch.autograd.grad(
-                [energy.sum()], inputs, create_graph=training, retain_graph=training, allow_unused=True
-            )
-            if compute_force:
-                out["forces"] = -grads[0] if grads[0] is not None else torch.zeros_like(positions)
-            if compute_stress:
-                volume = torch.linalg.det(data["cell"].view(-1, 3, 3)).abs().view(-1, 1, 1)
-                stress = (grads[-1] if grads[-1] is not None else torch.zeros_like(displacement)) / volume
-                out["stress"] = torch.where(torch.abs(stress) < 1e10, stress, torch.zeros_like(stress))
+        out["forces"], out["stress"] = _derivatives(energy, data, displacement, training, compute_force, compute_stress)
         out["displacement"] = displacement
         return out
+
+
+def _strained(data: dict, num_graphs: int, need_positions_grad: bool, need_displacement: bool):
+    """Positions and cells with the symmetric strain ``displacement`` applied (created, zero and
+    requiring grad, when stress or the displacement is asked for and the batch has none; also put
+    in ``data``): ``(positions, cell, displacement or None)``."""
+    positions = data["positions"]
+    cell = data["cell"].view(-1, 3, 3)
+    if need_positions_grad:
+        positions.requires_grad_(True)
+    displacement = data.get("displacement")
+    if displacement is None and need_displacement:
+        displacement = torch.zeros((num_graphs, 3, 3), dtype=positions.dtype, device=positions.device)
+        displacement.requires_grad_(True)
+        data["displacement"] = displacement
+    if displacement is not None:
+        sym = 0.5 * (displacement + displacement.transpose(-1, -2))
+        positions = positions + torch.bmm(positions.unsqueeze(-2), sym[data["batch"]]).squeeze(-2)
+        cell = cell + torch.bmm(cell, sym)
+    return positions, cell, displacement
+
+
+def _derivatives(energy, data: dict, displacement, training: bool, compute_force: bool, compute_stress: bool):
+    """Forces (``-dE/dpositions``) and stress (``dE/dstrain / volume``, non-finite-large entries
+    zeroed) as asked: ``(forces or None, stress or None)``."""
+    if not (compute_force or compute_stress):
+        return None, None
+    positions = data["positions"]
+    inputs = [positions] + ([displacement] if compute_stress else [])
+    grads = torch.autograd.grad([energy.sum()], inputs, create_graph=training, retain_graph=training, allow_unused=True)
+    forces = stress = None
+    if compute_force:
+        forces = -grads[0] if grads[0] is not None else torch.zeros_like(positions)
+    if compute_stress:
+        volume = torch.linalg.det(data["cell"].view(-1, 3, 3)).abs().view(-1, 1, 1)
+        stress = (grads[-1] if grads[-1] is not None else torch.zeros_like(displacement)) / volume
+        stress = torch.where(torch.abs(stress) < 1e10, stress, torch.zeros_like(stress))
+    return forces, stress
