@@ -248,6 +248,30 @@ def _scheduler(train_cfg: dict, epochs: int, recipe_train: dict, notes: list[str
         notes.append(f"{shown}: not in sparseft (constant, cosine, plateau, exponential); {choice} used{where}")
 
 
+# sevenn's best_metric (error_recorder names, energy per atom) -> sparseft's train.select_on
+BEST_METRIC = {
+    "TotalLoss": "loss",
+    "Energy_MAE": "energy_per_atom_mae",
+    "Energy_RMSE": "energy_per_atom_rmse",
+    "Force_MAE": "forces_mae",
+    "Force_RMSE": "forces_rmse",
+    "Stress_MAE": "stress_mae",
+    "Stress_RMSE": "stress_rmse",
+}
+
+
+def _best_metric(train_cfg: dict, train: dict, notes: list) -> None:
+    name = train_cfg.get("best_metric", "TotalLoss")
+    if name in BEST_METRIC:
+        if BEST_METRIC[name] != "loss":
+            train["select_on"] = BEST_METRIC[name]
+    else:
+        notes.append(
+            f"train.best_metric={name!r}: not one of {', '.join(BEST_METRIC)}; sparseft picks the best "
+            "epoch on the validation loss (train.select_on: loss)"
+        )
+
+
 def _loss(train_cfg: dict, recipe_train: dict, notes: list[str]) -> None:
     recipe_train["energy_weight"] = 1.0  # sevenn's energy term: per atom, weight 1
     recipe_train["forces_weight"] = _num(
@@ -462,11 +486,7 @@ def convert_config(config, base_dir: Path | str = ".") -> tuple[dict, list[str]]
         recipe["base"]["device"] = str(train_cfg["device"]).split(":")[0]
     if train_cfg.get("train_shuffle", True) is False:
         notes.append("train.train_shuffle: false: sparseft always shuffles the training frames")
-    if train_cfg.get("best_metric", "TotalLoss") != "TotalLoss":
-        notes.append(
-            f"train.best_metric={train_cfg['best_metric']!r}: sparseft keeps the epoch with the best "
-            "validation energy and force errors"
-        )
+    _best_metric(train_cfg, train, notes)
     for key in ("use_weight", "use_modality", "default_modal"):
         if train_cfg.get(key):
             notes.append(

@@ -106,6 +106,9 @@ class TrainSection:
     ema_decay: typing.Optional[float] = field(default=None, metadata=ranged(ge=0, lt=1))  # null: no EMA
     clip_grad: typing.Optional[float] = field(default=10.0, metadata=ranged(gt=0))  # null: no clipping
     patience: typing.Optional[int] = field(default=None, metadata=ranged(ge=0))
+    # the validation quantity that picks the best epoch and drives patience and the plateau
+    # schedule: the training loss's weighted sum (mace's choice), or one MAE/RMSE of the foundation head
+    select_on: str = "loss"
     # best epoch: one no worse than zero-shot on validation energy and force MAE wins over any that is
     zero_shot_guard: bool = True
     seed: int = field(default=0, metadata=ranged(ge=0))
@@ -158,6 +161,15 @@ _CHOICES = {
     "train.scheduler": ("constant", "cosine", "plateau", "exponential"),
     "train.l1_schedule": ("constant", "warmup"),
     "train.loss": ("mse", "huber"),
+    "train.select_on": (
+        "loss",
+        "forces_mae",
+        "forces_rmse",
+        "energy_per_atom_mae",
+        "energy_per_atom_rmse",
+        "stress_mae",
+        "stress_rmse",
+    ),
     "train.loss_weighting": ("fixed", "random"),
     "data.new_elements": ("error", "add"),
 }
@@ -493,6 +505,7 @@ ADDED_WITH_OLD_BEHAVIOUR = {
     "train": (
         "loss",
         "huber_delta",
+        "select_on",
         "lr_gamma",
         "eval_interval",
         "keep_checkpoints",

@@ -188,6 +188,7 @@ def test_an_fe_input_maps_its_keys_and_paths(tmp_path):
     assert (train["forces_weight"], train["stress_weight"], train["scheduler"]) == (2.0, 0.0, "exponential")
     assert train["lr_gamma"] == 0.99
     assert (train["loss"], train["huber_delta"]) == ("huber", 0.01)  # no stress term: nothing to note
+    assert "select_on" not in train  # sevenn's default best_metric, TotalLoss, is sparseft's default
     assert not any("train.loss" in n for n in notes), notes
     text = "\n".join(notes)
     for key in (
@@ -309,3 +310,14 @@ def test_a_recipe_that_does_not_load_is_still_written_with_what_to_edit(tmp_path
     assert main(["convert-sevenn-args", str(tmp_path / "input.yaml"), "-o", str(out)]) == 0
     assert "# not mapped: the recipe needs editing: data.train" in out.read_text()
     assert "not mapped: the recipe needs editing: data.train" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "best_metric, select_on", [("Force_MAE", "forces_mae"), ("Energy_RMSE", "energy_per_atom_rmse"), ("Bogus", None)]
+)
+def test_best_metric_becomes_select_on(tmp_path, best_metric, select_on):
+    config = {"model": {}, "train": {"best_metric": best_metric}, "data": {"load_trainset_path": "t.extxyz"}}
+    recipe, notes = convert_config(config, base_dir=tmp_path)
+    assert recipe["train"].get("select_on") == select_on
+    assert any("best_metric" in n for n in notes) == (select_on is None), notes
+    recipe_from_dict(recipe)

@@ -162,6 +162,7 @@ class Runner:
             "max_steps": a.max_steps,
             "batch_size": ds.batch_size if a.batch_size is None else a.batch_size,
             "patience": a.patience,
+            **({} if a.select_on == "loss" else {"select_on": a.select_on}),
             "seed": seed,
             **method.train,
         }
@@ -209,6 +210,7 @@ class Runner:
             "n": n,
             "max_steps": a.max_steps,
             "patience": a.patience,
+            "select_on": a.select_on,
             "batch_size": recipe["train"]["batch_size"],
             "device": a.device,
             "threads": a.threads,
@@ -371,6 +373,11 @@ def main(argv=None):
     ap.add_argument("--sizes", default="10,50", help="learning-curve training sizes (curves stage)")
     ap.add_argument("--max-steps", type=int, default=None, help="optimiser steps (cpu 60, full 2000)")
     ap.add_argument("--patience", type=int, default=None, help="validated epochs (cpu 2, full 5)")
+    ap.add_argument(
+        "--select-on",
+        default=None,
+        help="train.select_on of every run (cpu: loss, as the CPU grid ran; full: forces_mae)",
+    )
     ap.add_argument("--batch-size", type=int, default=None, help="override the set's batch size")
     ap.add_argument("--lr-from", default=None, help="tune stage: one run per method at the lr selected on this set")
     ap.add_argument(
@@ -401,6 +408,7 @@ def main(argv=None):
     a.size_list = [int(s) for s in a.sizes.split(",") if s]
     a.max_steps = a.max_steps or (2000 if full else 60)
     a.patience = a.patience if a.patience is not None else (5 if full else 2)
+    a.select_on = a.select_on or ("forces_mae" if full else "loss")
     for m in a.method_list:
         if m not in C.ALL_METHODS:
             ap.error(f"unknown method {m!r}; known: {', '.join(C.ALL_METHODS)}")

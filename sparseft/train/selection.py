@@ -12,9 +12,34 @@ from .state import TrainState
 GUARDED = ("energy_per_atom_mae", "forces_mae", "magmoms_mae")
 
 
+def check_select_on(config, has_validation: bool) -> None:
+    """A ``ValueError`` when ``train.select_on`` names a validation quantity and there is no
+    validation split (the training loss would silently stand in for it)."""
+    if config.select_on != "loss" and not has_validation:
+        raise ValueError(
+            f"train.select_on: {config.select_on} needs validation structures (data.valid or "
+            "data.valid_fraction > 0); without them only 'loss' (the training loss) can pick the best epoch"
+        )
+
+
+def selection_metric(config, valid: dict, train_loss: float) -> float:
+    """The number :func:`judge_epoch` compares: ``valid[train.select_on]`` (the validation loss by
+    default; the training loss when nothing was validated)."""
+    if config.select_on == "loss":
+        return valid.get("loss", train_loss)
+    value = valid.get(config.select_on)
+    if value is None:
+        quantity = config.select_on.rsplit("_", 1)[0]
+        raise ValueError(
+            f"train.select_on: {config.select_on}: no validation structure has {quantity} labels; "
+            "choose a quantity the validation split has, or 'loss'"
+        )
+    return value
+
+
 def judge_epoch(config, state: TrainState, metric: float, valid: dict, eligible: bool) -> bool:
-    """Update ``state`` for a validated epoch whose validation loss is ``metric``; True when it is
-    the new best. Best = lowest validation loss among ``eligible`` epochs (once the support is
+    """Update ``state`` for a validated epoch whose :func:`selection_metric` is ``metric``; True when
+    it is the new best. Best = lowest metric among ``eligible`` epochs (once the support is
     fixed only post-fix epochs are); with the zero-shot guard an epoch no worse than zero-shot on
     every guarded MAE beats any that is worse."""
     if config.scheduler == "plateau":

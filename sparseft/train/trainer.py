@@ -82,6 +82,7 @@ class Trainer:
         total = config.epochs * self.steps_per_epoch
         self.total_steps = min(total, config.max_steps) if config.max_steps else total
         stage_two.check_budget(config, self.steps_per_epoch, self.total_steps)
+        selection.check_select_on(config, bool(valid_data))
         self.sparse = SparseSchedule(self.adapted, self.total_steps, config.target_density, config.retrain_fraction)
         self.fixed_up_front = self._prepare_sparse()
         self.fix_at_step = None if self.fixed_up_front else self.sparse.fix_at_step
@@ -414,9 +415,8 @@ class Trainer:
         return "frames " + ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
 
     def _after_epoch(self, state: TrainState, valid: dict, validated: bool = True):
-        if validated and selection.judge_epoch(
-            self.config, state, valid.get("loss", state.history[-1]["train_loss"]), valid, self.density_met(state)
-        ):
+        metric = selection.selection_metric(self.config, valid, state.history[-1]["train_loss"]) if validated else None
+        if validated and selection.judge_epoch(self.config, state, metric, valid, self.density_met(state)):
             self.best_params = self.snapshot()
         state.done = self.finished(state)
         if validated and state.done and not self.budget_done(state.epoch, state.step):

@@ -200,3 +200,39 @@ def test_without_the_guard_the_lowest_loss_wins():
         state.history.append({"train_loss": loss})
         trainer._after_epoch(state, {"loss": loss, "energy_per_atom_mae": e, "forces_mae": 0.5})
     assert state.best_epoch == 2
+
+
+def test_select_on_picks_the_best_epoch_by_that_validation_error():
+    from sparseft.train import selection
+
+    config = TrainSection(select_on="forces_mae", zero_shot_guard=False)
+    state = TrainState()
+    # epoch 1: lower loss, higher force error; epoch 2: the reverse
+    for epoch, valid in enumerate([{"loss": 1.0, "forces_mae": 0.2}, {"loss": 2.0, "forces_mae": 0.1}]):
+        state.epoch = epoch
+        selection.judge_epoch(config, state, selection.selection_metric(config, valid, 9.9), valid, True)
+    assert state.best_epoch == 1
+    loss_config = TrainSection(zero_shot_guard=False)
+    assert selection.selection_metric(loss_config, {"loss": 2.0, "forces_mae": 0.1}, 9.9) == 2.0
+    assert selection.selection_metric(loss_config, {}, 9.9) == 9.9  # nothing validated: the training loss
+    with pytest.raises(ValueError, match="train.select_on: stress_mae: no validation structure has stress labels"):
+        selection.selection_metric(TrainSection(select_on="stress_mae"), {"loss": 1.0, "stress_mae": None}, 9.9)
+
+
+def test_select_on_end_to_end_and_without_validation(workdir):
+    metrics = _run(workdir, "select", epochs=4, target_density="null", select_on="forces_mae", zero_shot_guard="false")
+    rows = list(csv.DictReader((workdir / "select" / "history.csv").open()))
+    best = min(rows, key=lambda r: float(r["valid_forces_mae"]))
+    assert metrics["best_epoch"] == int(best["epoch"])
+    with pytest.raises(ValueError, match="train.select_on: forces_mae needs validation structures"):
+        _bare_trainer(select_on="forces_mae")
+    # the trainer hands select_on's quantity to the judgement (valid data only has to exist here)
+    adapted = wrap(tiny_mace(atomic_numbers=(29, 79), r_max=4.5), [SparseConfig()])
+    config = TrainSection(select_on="forces_mae", zero_shot_guard=False)
+    trainer = Trainer(adapted, [], [object()], config, device="cpu", compute_stress=False, log=lambda _m: None)
+    state = TrainState()
+    for epoch, valid in enumerate([{"loss": 1.0, "forces_mae": 0.2}, {"loss": 2.0, "forces_mae": 0.1}]):
+        state.epoch = epoch
+        state.history.append({"train_loss": 5.0})
+        trainer._after_epoch(state, valid, True)
+    assert state.best_epoch == 1
