@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from sparseft.testing.tiny import tiny_mace
 
@@ -52,6 +53,11 @@ def test_frontier_runner_and_report_end_to_end(tmp_path):
         assert r["steps"] == 2 and r["adapter_bytes"] > 0 and r["changed_parameters"] > 0
         assert r["zero_shot"]["test"]["forces_mae"] > 0
     assert not list(runs.glob("*/out/checkpoint"))  # bulky outputs pruned
+    shown = subprocess.run(
+        [sys.executable, str(FRONTIER / "run.py"), "--runs-dir", str(runs), "--show-recipe", results[0]["id"]],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert shown.returncode == 0 and yaml.safe_load(shown.stdout) == results[0]["recipe"], shown.stderr
 
     out = tmp_path / "results" / "frontier.md"
     done = subprocess.run(

@@ -396,9 +396,16 @@ def main(argv=None):
     ap.add_argument("--data-dir", default=str(C.DATA))
     ap.add_argument("--sets-json", default=None, help="JSON {name: DataSet fields} adding/overriding sets")
     ap.add_argument("--prepare-only", action="store_true", help="only write the data files of --sets")
+    ap.add_argument("--show-recipe", metavar="RUN_ID", default=None, help="print the recipe a cached run used")
     ap.add_argument("--retry-failed", action="store_true")
     ap.add_argument("--keep-outputs", action="store_true", help="keep checkpoints and merged models")
     a = ap.parse_args(argv)
+    if a.show_recipe:  # the recipe behind a row of the report (its data files: --prepare-only --sets SET)
+        path = Path(a.runs_dir) / a.show_recipe / "results.json"
+        if not path.is_file():
+            ap.error(f"no cached run {a.show_recipe!r} in {a.runs_dir}")
+        print(yaml.safe_dump(json.loads(path.read_text())["recipe"], sort_keys=False), end="")
+        return 0
     full = a.grid == "full"
     default_sets = "fe_hcp,fe_slab,zrcho,water,acac,ecemc_xtb,aspirin" if full else "fe_hcp,fe_slab"
     a.set_list = (a.sets or default_sets).split(",")
