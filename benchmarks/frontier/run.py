@@ -28,6 +28,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -198,7 +199,7 @@ class Runner:
         recipe = self.recipe(ds, method, lr, seed, n, out_dir)
         (rdir / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
         env = {**ONE_THREAD, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
-        cmd = [a.sparseft, "finetune", str(rdir / "recipe.yaml"), "--quiet", "--overwrite"]
+        cmd = [*shlex.split(a.sparseft), "finetune", str(rdir / "recipe.yaml"), "--quiet", "--overwrite"]
         log(f"start {rid}")
         done = run_timed(cmd, rdir / "stdout.log", cwd=C.REPO, env=env)
         r = {
@@ -282,9 +283,10 @@ class Runner:
             tasks = []
             for m in methods:
                 steps = self.args.lr_from_steps or self.args.max_steps
-                best, _ = C.select_lr(results, self.args.lr_from, m, None, steps, self.args.device)
+                device = self.args.lr_from_device or self.args.device
+                best, _ = C.select_lr(results, self.args.lr_from, m, None, steps, device)
                 if best is None:
-                    log(f"{m}: no lr selected on {self.args.lr_from} ({steps} steps) yet: skipped")
+                    log(f"{m}: no lr selected on {self.args.lr_from} ({steps} steps, {device}) yet: skipped")
                     continue
                 tasks.append((set_name, m, best, 0, None))
             self.run_many(tasks)
@@ -383,6 +385,7 @@ def main(argv=None):
     ap.add_argument(
         "--lr-from-steps", type=int, default=None, help="--lr-from: the budget of those runs (else --max-steps)"
     )
+    ap.add_argument("--lr-from-device", default=None, help="--lr-from: the device of those runs (else --device)")
     ap.add_argument("--extend", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--extend-rounds", type=int, default=2)
     ap.add_argument("--model", default="sevennet:7net-0")
@@ -391,7 +394,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time")
     ap.add_argument("--deadline", default=None, help="HH:MM UTC: start no run after it")
-    ap.add_argument("--sparseft", default=str(C.REPO / ".venv" / "bin" / "sparseft"))
+    ap.add_argument(
+        "--sparseft", default=str(C.REPO / ".venv" / "bin" / "sparseft"), help='the command, e.g. "python3 -m sparseft"'
+    )
     ap.add_argument("--runs-dir", default=str(C.RUNS))
     ap.add_argument("--data-dir", default=str(C.DATA))
     ap.add_argument("--sets-json", default=None, help="JSON {name: DataSet fields} adding/overriding sets")
