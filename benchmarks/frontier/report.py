@@ -248,7 +248,8 @@ def build(results, title, png_prefix: Path, md_dir: Path, notes: str = "") -> st
             L.append(
                 f"Split (sparseft's, `split_seed` 0): {counts.get('train', '?')} train / {counts.get('valid', '?')} valid / "
                 f"{counts.get('test', '?')} test frames. Budget {steps} optimiser steps, batch {any_run['batch_size']}, "
-                f"patience {any_run['patience']} validated epochs (one per epoch)."
+                f"patience {any_run['patience']} validated epochs (one per epoch), best epoch and early stopping on "
+                f"validation {any_run.get('select_on', 'loss')}."
             )
             L.append("")
             L.append(
