@@ -12,14 +12,24 @@ from .state import TrainState
 GUARDED = ("energy_per_atom_mae", "forces_mae", "magmoms_mae")
 
 
-def check_select_on(config, has_validation: bool) -> None:
-    """A ``ValueError`` when ``train.select_on`` names a validation quantity and there is no
-    validation split (the training loss would silently stand in for it)."""
-    if config.select_on != "loss" and not has_validation:
+def check_select_on(config, valid_data: list, compute_stress: bool) -> None:
+    """A ``ValueError`` before training when ``train.select_on`` names a validation quantity that
+    will not exist: no validation structures (the training loss would silently stand in), none
+    with that label, or stress that is not computed."""
+    if config.select_on == "loss":
+        return
+    where = f"train.select_on: {config.select_on}"
+    if not valid_data:
         raise ValueError(
-            f"train.select_on: {config.select_on} needs validation structures (data.valid or "
-            "data.valid_fraction > 0); without them only 'loss' (the training loss) can pick the best epoch"
+            f"{where} needs validation structures (data.valid or data.valid_fraction > 0); without them "
+            "only 'loss' (the training loss) can pick the best epoch"
         )
+    quantity = config.select_on.rsplit("_", 1)[0]
+    label = {"energy_per_atom": "energy", "forces": "forces", "stress": "stress"}[quantity]
+    if label == "stress" and not compute_stress:
+        raise ValueError(f"{where}: stress is not trained in this run (no stress labels or stress_weight 0)")
+    if not any(bool((g[f"{label}_weight"] > 0).any()) for g in valid_data if f"{label}_weight" in g):
+        raise ValueError(f"{where}: no validation structure has {label} labels; choose one it has, or 'loss'")
 
 
 def selection_metric(config, valid: dict, train_loss: float) -> float:

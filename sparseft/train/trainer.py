@@ -82,7 +82,7 @@ class Trainer:
         total = config.epochs * self.steps_per_epoch
         self.total_steps = min(total, config.max_steps) if config.max_steps else total
         stage_two.check_budget(config, self.steps_per_epoch, self.total_steps)
-        selection.check_select_on(config, bool(valid_data))
+        selection.check_select_on(config, valid_data, compute_stress)
         self.sparse = SparseSchedule(self.adapted, self.total_steps, config.target_density, config.retrain_fraction)
         self.fixed_up_front = self._prepare_sparse()
         self.fix_at_step = None if self.fixed_up_front else self.sparse.fix_at_step

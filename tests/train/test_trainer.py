@@ -226,10 +226,27 @@ def test_select_on_end_to_end_and_without_validation(workdir):
     assert metrics["best_epoch"] == int(best["epoch"])
     with pytest.raises(ValueError, match="train.select_on: forces_mae needs validation structures"):
         _bare_trainer(select_on="forces_mae")
-    # the trainer hands select_on's quantity to the judgement (valid data only has to exist here)
-    adapted = wrap(tiny_mace(atomic_numbers=(29, 79), r_max=4.5), [SparseConfig()])
-    config = TrainSection(select_on="forces_mae", zero_shot_guard=False)
-    trainer = Trainer(adapted, [], [object()], config, device="cpu", compute_stress=False, log=lambda _m: None)
+    from sparseft.data import Keys
+    from sparseft.predict import graphs
+
+    base = tiny_mace(atomic_numbers=(29, 79), r_max=4.5)
+    frames = emt_frames(2)
+    valid = graphs(frames, base, labels=Keys())
+    for atoms in frames:
+        del atoms.arrays["REF_forces"]
+
+    def trainer_for(select_on, data, compute_stress=False):
+        config = TrainSection(select_on=select_on, zero_shot_guard=False)
+        adapted = wrap(base, [SparseConfig()])
+        return Trainer(adapted, [], data, config, device="cpu", compute_stress=compute_stress, log=lambda _m: None)
+
+    with pytest.raises(ValueError, match="train.select_on: forces_mae: no validation structure has forces labels"):
+        trainer_for("forces_mae", graphs(frames, base, labels=Keys()))
+    with pytest.raises(ValueError, match="train.select_on: stress_rmse: stress is not trained in this run"):
+        trainer_for("stress_rmse", valid)
+    trainer_for("stress_rmse", valid, compute_stress=True)
+    # the trainer hands select_on's quantity to the judgement
+    trainer = trainer_for("forces_mae", valid)
     state = TrainState()
     for epoch, valid in enumerate([{"loss": 1.0, "forces_mae": 0.2}, {"loss": 2.0, "forces_mae": 0.1}]):
         state.epoch = epoch
