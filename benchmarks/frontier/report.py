@@ -294,7 +294,10 @@ def build(results, title, png_prefix: Path, md_dir: Path, notes: str = "") -> st
                 )
             )
             L.append("")
-            png = Path(f"{png_prefix}-{s}{'' if device == 'cpu' else '-' + device.replace(':', '')}.png")
+            budgets = sorted({r["max_steps"] for r in oks if (r["set"], r["device"]) == (s, device)})
+            tag_steps = "" if steps == budgets[0] else f"-st{steps}"  # the smallest budget keeps the plain name
+            tag_device = "" if device == "cpu" else "-" + device.replace(":", "")
+            png = Path(f"{png_prefix}-{s}{tag_device}{tag_steps}.png")
             try:
                 plot(s, rows, zs_F, png)
                 rel = os.path.relpath(png, md_dir)
