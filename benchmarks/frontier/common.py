@@ -135,6 +135,13 @@ ALL_METHODS = {
         Method("sparse-str", "pe", {"method": "sparse", "mode": "str"}),
         Method("sparse-str-i6", "pe", {"method": "sparse", "mode": "str", "threshold_init": -6.0}),
         Method("sparse-str-i4", "pe", {"method": "sparse", "mode": "str", "threshold_init": -4.0}),
+        # thresholds that learn 5x faster, with the default and a 100x weight decay (pulling them up)
+        Method("sparse-str-t50", "pe", {"method": "sparse", "mode": "str", "threshold_lr_scale": 50.0}),
+        Method(
+            "sparse-str-t50-wd",
+            "pe",
+            {"method": "sparse", "mode": "str", "threshold_lr_scale": 50.0, "threshold_weight_decay": 1e-2},
+        ),
         # sparse + low-rank in one adapter (RoSA): LoRA r1 plus 1 % sparse, about sparse 3 %'s bytes
         Method("rosa-r1-1", "pe", {"method": "rosa", "rank": 1}, {"target_density": 0.01}),
         *[_lora(r) for r in (1, 2, 4, 8)],

@@ -50,4 +50,6 @@ ALL=sparse-1,sparse-3,sparse-10,lora-r1,lora-r4,freeze-readout,full
 "${R[@]}" --sets fe_hcp --stage tune --max-steps 256 --patience 4 --lr-from fe_hcp --lr-from-steps 64 --methods full,sparse-3,lora-r2,sparse-3-gradual
 # 16. fe_hcp: per-block quotas (allocation: per_block) at 3 %, two lr values
 "${R[@]}" --sets fe_hcp --stage tune --no-extend --methods sparse-3-perblock --lrs 0.003,0.01
+# 17. fe_hcp: STR with thresholds learning 5x faster (threshold_lr_scale 50), weight decay 1e-4 and 1e-2
+"${R[@]}" --sets fe_hcp --stage tune --no-extend --methods sparse-str-t50,sparse-str-t50-wd --lrs 0.003
 .venv/bin/python benchmarks/frontier/report.py --notes benchmarks/frontier/cpu_notes.md
