@@ -52,4 +52,7 @@ ALL=sparse-1,sparse-3,sparse-10,lora-r1,lora-r4,freeze-readout,full
 "${R[@]}" --sets fe_hcp --stage tune --no-extend --methods sparse-3-perblock --lrs 0.003,0.01
 # 17. fe_hcp: STR with thresholds learning 5x faster (threshold_lr_scale 50), weight decay 1e-4 and 1e-2
 "${R[@]}" --sets fe_hcp --stage tune --no-extend --methods sparse-str-t50,sparse-str-t50-wd --lrs 0.003
+# 18. 256 steps: fe_hcp seeds 1-2 for full and sparse 3 %; fe_slab and acac for full, sparse 3 %, LoRA r2
+"${R[@]}" --sets fe_hcp --stage seeds --max-steps 256 --patience 4 --seed-methods full,sparse-3 --seeds 0,1,2
+"${R[@]}" --sets fe_slab,acac --stage tune --max-steps 256 --patience 4 --lr-from fe_hcp --lr-from-steps 64 --methods full,sparse-3,lora-r2
 .venv/bin/python benchmarks/frontier/report.py --notes benchmarks/frontier/cpu_notes.md
