@@ -415,9 +415,10 @@ class Trainer:
         return "frames " + ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
 
     def _after_epoch(self, state: TrainState, valid: dict, validated: bool = True):
-        metric = selection.selection_metric(self.config, valid, state.history[-1]["train_loss"]) if validated else None
-        if validated and selection.judge_epoch(self.config, state, metric, valid, self.density_met(state)):
-            self.best_params = self.snapshot()
+        if validated:
+            metric = selection.selection_metric(self.config, valid, state.history[-1]["train_loss"])
+            if selection.judge_epoch(self.config, state, metric, valid, self.density_met(state)):
+                self.best_params = self.snapshot()
         state.done = self.finished(state)
         if validated and state.done and not self.budget_done(state.epoch, state.step):
             self.log(f"early stopping: no validation improvement for {state.bad_epochs} validated epochs")
