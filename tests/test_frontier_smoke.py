@@ -3,6 +3,7 @@ tiny MACE (2 methods x 1 lr x 2 steps, two subprocesses at a time), then the rep
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +43,7 @@ def test_frontier_runner_and_report_end_to_end(tmp_path):
     cmd = [
         sys.executable, str(FRONTIER / "run.py"), "--sets-json", str(tmp_path / "sets.json"), "--sets", "tiny",
         "--methods", "sparse-3,lora-r1", "--lrs", "0.01", "--max-steps", "2", "--patience", "1", "--no-extend",
-        "--dtype", "float64", "--jobs", "2", "--runs-dir", str(runs), "--data-dir", str(data), "--sparseft", sparseft,
+        "--dtype", "float64", "--jobs", "2", "--runs-dir", str(runs), "--data-dir", str(data), "--sparseft", shlex.quote(sparseft),
     ]  # fmt: skip
     done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr

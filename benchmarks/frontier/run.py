@@ -395,7 +395,9 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time")
     ap.add_argument("--deadline", default=None, help="HH:MM UTC: start no run after it")
     ap.add_argument(
-        "--sparseft", default=str(C.REPO / ".venv" / "bin" / "sparseft"), help='the command, e.g. "python3 -m sparseft"'
+        "--sparseft",
+        default=shlex.quote(str(C.REPO / ".venv" / "bin" / "sparseft")),
+        help='the command, e.g. "python3 -m sparseft"',
     )
     ap.add_argument("--runs-dir", default=str(C.RUNS))
     ap.add_argument("--data-dir", default=str(C.DATA))
