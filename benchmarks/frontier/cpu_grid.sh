@@ -55,4 +55,6 @@ ALL=sparse-1,sparse-3,sparse-10,lora-r1,lora-r4,freeze-readout,full
 # 18. 256 steps: fe_hcp seeds 1-2 for full and sparse 3 %; fe_slab and acac for full, sparse 3 %, LoRA r2
 "${R[@]}" --sets fe_hcp --stage seeds --max-steps 256 --patience 4 --seed-methods full,sparse-3 --seeds 0,1,2
 "${R[@]}" --sets fe_slab,acac --stage tune --max-steps 256 --patience 4 --lr-from fe_hcp --lr-from-steps 64 --methods full,sparse-3,lora-r2
+# 19. ecemc_xtb at 256 steps: full, sparse 3 %, LoRA r2 (run three at a time, --jobs 3)
+"${R[@]}" --sets ecemc_xtb --stage tune --max-steps 256 --patience 4 --jobs 3 --lr-from fe_hcp --lr-from-steps 64 --methods full,sparse-3,lora-r2
 .venv/bin/python benchmarks/frontier/report.py --notes benchmarks/frontier/cpu_notes.md
