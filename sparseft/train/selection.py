@@ -24,12 +24,23 @@ def check_select_on(config, valid_data: list, compute_stress: bool) -> None:
             f"{where} needs validation structures (data.valid or data.valid_fraction > 0); without them "
             "only 'loss' (the training loss) can pick the best epoch"
         )
-    quantity = config.select_on.rsplit("_", 1)[0]
-    label = {"energy_per_atom": "energy", "forces": "forces", "stress": "stress"}[quantity]
+    label = _label(config.select_on)
     if label == "stress" and not compute_stress:
         raise ValueError(f"{where}: stress is not trained in this run (no stress labels or stress_weight 0)")
     if not any(bool((g[f"{label}_weight"] > 0).any()) for g in valid_data if f"{label}_weight" in g):
-        raise ValueError(f"{where}: no validation structure has {label} labels; choose one it has, or 'loss'")
+        raise _no_labels(config.select_on)
+
+
+def _label(select_on: str) -> str:
+    """The label a ``train.select_on`` error is measured against (``forces_mae`` -> ``forces``)."""
+    return {"energy_per_atom": "energy", "forces": "forces", "stress": "stress"}[select_on.rsplit("_", 1)[0]]
+
+
+def _no_labels(select_on: str) -> ValueError:
+    return ValueError(
+        f"train.select_on: {select_on}: no validation structure has {_label(select_on)} labels; "
+        "choose a quantity the validation split has, or 'loss'"
+    )
 
 
 def selection_metric(config, valid: dict, train_loss: float) -> float:
@@ -38,12 +49,8 @@ def selection_metric(config, valid: dict, train_loss: float) -> float:
     if config.select_on == "loss":
         return valid.get("loss", train_loss)
     value = valid.get(config.select_on)
-    if value is None:
-        quantity = config.select_on.rsplit("_", 1)[0]
-        raise ValueError(
-            f"train.select_on: {config.select_on}: no validation structure has {quantity} labels; "
-            "choose a quantity the validation split has, or 'loss'"
-        )
+    if value is None:  # checked before training (check_select_on); a head-less split could still lack it
+        raise _no_labels(config.select_on)
     return value
 
 
