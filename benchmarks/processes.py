@@ -12,8 +12,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-# what every benchmark child runs with: one torch thread, OpenMP threads that do not spin
-ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+
+def threads_env(n: int) -> dict[str, str]:
+    """The environment of a benchmark child: ``n`` math-library threads, OpenMP threads that do not spin."""
+    return {
+        **{k: str(n) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
+        "OMP_WAIT_POLICY": "PASSIVE",
+    }
+
+
+ONE_THREAD = threads_env(1)  # what every CPU benchmark child runs with
 
 
 @dataclass(frozen=True)

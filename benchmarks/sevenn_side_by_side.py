@@ -59,7 +59,6 @@ from machine import cpu_model, installed_versions, usable_cores  # noqa: E402  (
 from processes import ONE_THREAD, run_pool, run_timed  # noqa: E402  (benchmarks/processes.py)
 
 DATA = REPO.parent / "shared" / "real" / "data" / "Fe_GAP22" / "DB10.xyz"
-THREAD_ENV = ONE_THREAD
 
 EVAL_SCRIPT = r'''
 """Runs in the sevenn environment: every model through SevenNetCalculator, test and train files."""
@@ -172,7 +171,7 @@ class Run:
         """Run to the end; write ``timing.json`` (wall, CPU, load) next to its log."""
         self.cwd.mkdir(parents=True, exist_ok=True)
         log(f"{self.name}: started ({shlex.join(self.argv)}) in {self.cwd}")
-        done = run_timed(self.argv, self.cwd / "stdout.log", cwd=self.cwd, env=THREAD_ENV)
+        done = run_timed(self.argv, self.cwd / "stdout.log", cwd=self.cwd, env=ONE_THREAD)
         timing = {
             "returncode": done.returncode,
             "wall_s": done.wall_s,
@@ -242,7 +241,7 @@ def shifted_split(work: Path, args) -> dict[str, Path]:
     subprocess.run(
         [str(Path(args.ref_venv) / "bin" / "python"), str(script), str(work)],
         check=True,
-        env={**os.environ, **THREAD_ENV},
+        env={**os.environ, **ONE_THREAD},
     )
     return paths
 
@@ -260,7 +259,7 @@ def sevenn_input(work: Path, paths: dict, args, name: str = "sevenn", mse: bool 
             check=True,
             capture_output=True,
             text=True,
-            env={**os.environ, **THREAD_ENV},
+            env={**os.environ, **ONE_THREAD},
         ).stdout
         preset.write_text(text)
     config = yaml.safe_load(preset.read_text())
@@ -361,7 +360,7 @@ def evaluate(work: Path, paths: dict, models: dict, args) -> dict:
         argv = [str(Path(args.ref_venv) / "bin" / "python"), str(script), json.dumps({n: models[n] for n in group})]
         argv += [str(paths["train"]), str(paths["test"]), str(out)]
         log(f"evaluating {', '.join(group)} with SevenNetCalculator (sevenn environment)")
-        procs.append((out, subprocess.Popen(argv, env={**os.environ, **THREAD_ENV})))
+        procs.append((out, subprocess.Popen(argv, env={**os.environ, **ONE_THREAD})))
     for out, proc in procs:
         if proc.wait() != 0:
             raise RuntimeError(f"evaluation failed (exit {proc.returncode}); see the output above")

@@ -89,7 +89,8 @@ def _density(method: str, row: dict) -> float:
     target = C.ALL_METHODS[method].train.get("target_density")
     if target is not None:
         return target
-    return _mean_sd([r.get("density") for r in row["runs"]])[0] or 1.0
+    reached = _mean_sd([r.get("density") for r in row["runs"]])[0]
+    return 1.0 if reached is None else reached  # 0.0 (nothing trained) is a density, not a missing one
 
 
 def lora_frontier_check(rows):

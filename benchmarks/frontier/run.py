@@ -41,7 +41,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import common as C  # noqa: E402
-from processes import ONE_THREAD, run_pool, run_timed  # noqa: E402  (benchmarks/processes.py)
+from processes import run_pool, run_timed, threads_env  # noqa: E402  (benchmarks/processes.py)
 
 _print_lock = threading.Lock()
 _prepare_lock = threading.Lock()
@@ -198,7 +198,7 @@ class Runner:
         out_dir = rdir / "out"
         recipe = self.recipe(ds, method, lr, seed, n, out_dir)
         (rdir / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
-        env = {**ONE_THREAD, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
+        env = threads_env(a.threads)
         cmd = [*shlex.split(a.sparseft), "finetune", str(rdir / "recipe.yaml"), "--quiet", "--overwrite"]
         log(f"start {rid}")
         done = run_timed(cmd, rdir / "stdout.log", cwd=C.REPO, env=env)
