@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser = _Parser(
         prog="sparseft",
-        description="Parameter-efficient fine-tuning of MACE interatomic potentials. "
+        description="Parameter-efficient fine-tuning of MACE and SevenNet interatomic potentials. "
         "Run 'sparseft COMMAND --help' for a command's options.",
         parents=[common],
     )
@@ -184,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     def model_args(p):
         p.add_argument(
             "model",
-            help="mace-torch .model file (a pickle: it runs code, so only use trusted files), "
-            "or 'embedded' (the shipped mini-foundation)",
+            help="a model file, mace-torch .model or sevenn .pth (a pickle: it runs code, so only use "
+            "trusted files), or a shipped name: 'embedded' (the mini MACE foundation), 'sevennet:7net-0', ...",
         )
         p.add_argument(
             "--dtype", choices=["float32", "float64"], default=None, help="convert the model to this precision"

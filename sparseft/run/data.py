@@ -101,19 +101,17 @@ def load_splits(recipe: Recipe, zs: list[int], log=None, cutoff: float | None = 
         splits["test"] = test
     for name, path in d.evaluate.items():
         splits[name] = read(f"evaluate.{name}", path)
+    heads_train = _heads_have_labels(recipe, train)  # first: it names a head without labels
     counts = label_counts(train, keys)
-    has_any = counts["energy"] > 0 or counts["forces"] > 0
-    if _check_head_labels(recipe, train):
-        has_any = True
-    if not has_any:
+    if not (heads_train or counts["energy"] > 0 or counts["forces"] > 0):
         raise DataError(f"{train.path}: no frame has {keys.energy} or {keys.forces} labels (nor ASE calculator values)")
     check_evaluation_sets(splits, foundation_set + head_sets, held_out, log)
     return splits
 
 
-def _check_head_labels(recipe: Recipe, train: Frames) -> bool:
-    """Every head but the replay head (its labels come with the replay frames, added later) has
-    labels in the training frames, else an error naming it; True when some head has."""
+def _heads_have_labels(recipe: Recipe, train: Frames) -> bool:
+    """True when some head has labels in the training frames; a head without any (but the replay
+    head, whose labels come with the replay frames, added later) is an error naming it."""
     replay_head = replay_head_name(recipe)
     has_any = False
     for i, head in enumerate(recipe.heads):
