@@ -53,6 +53,7 @@ def test_frontier_runner_and_report_end_to_end(tmp_path):
     for r in results:
         assert r["steps"] == 2 and r["adapter_bytes"] > 0 and r["changed_parameters"] > 0
         assert r["zero_shot"]["test"]["forces_mae"] > 0
+        assert len(r["valid_forces_curve"]) == r["epochs"] and all(x > 0 for x in r["valid_forces_curve"])
     assert not list(runs.glob("*/out/checkpoint"))  # bulky outputs pruned
     shown = subprocess.run(
         [sys.executable, str(FRONTIER / "run.py"), "--runs-dir", str(runs), "--show-recipe", results[0]["id"]],
@@ -72,5 +73,14 @@ def test_frontier_runner_and_report_end_to_end(tmp_path):
     assert "Zero-shot" in text
     png = tmp_path / "results" / "frontier-tiny.png"
     assert png.exists() and png.stat().st_size > 1000
+    sys.path.insert(0, str(FRONTIER))
+    try:
+        from report import convergence_lines
+    finally:
+        sys.path.remove(str(FRONTIER))
+    run = {"id": "x", "best_epoch": 7, "valid_forces_curve": [0.08, 0.06, 0.05, 0.045, 0.044, 0.041, 0.040, 0.041]}
+    lines = convergence_lines([run])
+    assert lines and "| `x` | 8 | 7 | 60.0 | 45.0 | 41.0 | 40.0 | 2.4 % |" in lines, lines
+    assert convergence_lines([{"id": "y", "best_epoch": 1, "valid_forces_curve": [0.1]}]) == []
     # about 30 CPU s in all (two sparseft processes in parallel): < 30 s wall on an idle 2-core
     # machine; not asserted, wall time depends on the load

@@ -58,3 +58,18 @@ ALL=sparse-1,sparse-3,sparse-10,lora-r1,lora-r4,freeze-readout,full
 # 19. ecemc_xtb at 256 steps: full, sparse 3 %, LoRA r2 (run three at a time, --jobs 3)
 "${R[@]}" --sets ecemc_xtb --stage tune --max-steps 256 --patience 4 --jobs 3 --lr-from fe_hcp --lr-from-steps 64 --methods full,sparse-3,lora-r2
 .venv/bin/python benchmarks/frontier/report.py --notes benchmarks/frontier/cpu_notes.md
+# --- fourth session (2026-12-07, 17:00-): towards convergence, 1024 steps (cosine over the whole budget),
+# patience 8 validated epochs, best epoch and early stopping on validation force MAE (the protocol's rule)
+# 20. fe_hcp: full, sparse 3 %, LoRA r2 with 3 seeds; fe_slab: the same three, one seed (two processes)
+R1024=("${R[@]}" --max-steps 1024 --patience 8 --select-on forces_mae --jobs 1 --lr-from fe_hcp --lr-from-steps 64)
+"${R1024[@]}" --sets fe_hcp --stage tune --methods full,sparse-3,lora-r2 &&
+  "${R1024[@]}" --sets fe_hcp --stage seeds --seed-methods full,sparse-3,lora-r2 --seeds 1 &
+"${R1024[@]}" --sets fe_slab --stage tune --methods full,sparse-3,lora-r2
+wait
+"${R1024[@]}" --sets fe_hcp --stage seeds --seed-methods full,sparse-3,lora-r2 --seeds 2
+# 21. LoRA r8 (the rank grid's cap) at 64 steps: its own lr grid on fe_hcp, then the other sets at that lr
+"${R[@]}" --sets fe_hcp --stage tune --extend-rounds 1 --jobs 1 --methods lora-r8
+"${R[@]}" --sets fe_slab,acac,ecemc_xtb --stage tune --jobs 1 --lr-from fe_hcp --methods lora-r8
+# 22. acac at 1024 steps: full, sparse 3 %, LoRA r2 (one seed)
+"${R1024[@]}" --sets acac --stage tune --methods full,sparse-3,lora-r2
+.venv/bin/python benchmarks/frontier/report.py --notes benchmarks/frontier/cpu_notes.md

@@ -348,6 +348,7 @@ def build(results, title, png_prefix: Path, md_dir: Path, notes: str = "") -> st
                 L.append("")
     if target_lines:
         L += ["## Targets of issue 20 (as measured here)", "", *target_lines, ""]
+    L += convergence_lines(oks)
     failed = [r for r in results if r.get("status") == "failed"]
     if failed:
         L += ["## Failed runs", ""]
@@ -377,6 +378,34 @@ def build(results, title, png_prefix: Path, md_dir: Path, notes: str = "") -> st
         )
     L.append("")
     return "\n".join(L)
+
+
+def convergence_lines(oks: list[dict]) -> list[str]:
+    """How far each run was from converged: the best validation force MAE reached within the first
+    1/4, 1/2, 3/4 and all of its validated epochs, and the last quarter's gain (runs that stored
+    their curve: ``valid_forces_curve``)."""
+    runs = [r for r in oks if r.get("valid_forces_curve") and len(r["valid_forces_curve"]) >= 4]
+    if not runs:
+        return []
+    L = [
+        "## Convergence (best validation F in meV/Å within the first fraction of the epochs)",
+        "",
+        "The cosine schedule reaches lr 0 at the budget, so a flat last quarter means the run settled at this "
+        "budget, not that a longer one would not go lower.",
+        "",
+        "| run | epochs | best epoch | 1/4 | 1/2 | 3/4 | all | last-quarter gain |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(runs, key=lambda r: r["id"]):
+        c = r["valid_forces_curve"]
+        best = [1000 * min(c[: max(1, round(len(c) * q))]) for q in (0.25, 0.5, 0.75, 1.0)]
+        L.append(
+            f"| `{r['id']}` | {len(c)} | {r['best_epoch']} | "
+            + " | ".join(f"{b:.1f}" for b in best)
+            + f" | {100 * (best[2] - best[3]) / best[2]:.1f} % |"
+        )
+    L.append("")
+    return L
 
 
 def main(argv=None):

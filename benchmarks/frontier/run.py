@@ -24,6 +24,7 @@ for all.
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime as dt
 import json
 import os
@@ -243,6 +244,7 @@ class Runner:
                 best_epoch=m.get("best_epoch"),
                 train_wall_s=m.get("wall_time_s"),
                 adapter_bytes=_folder_bytes(out_dir / "adapter"),
+                valid_forces_curve=valid_forces_curve(out_dir / "history.csv"),
                 counts=_counts(self.data / set_name, n),
             )
         else:
@@ -344,6 +346,14 @@ def _folder_bytes(path: Path) -> int | None:
     if not path.exists():
         return None
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def valid_forces_curve(history: Path) -> list[float] | None:
+    """Validation force MAE (eV/Å) per validated epoch, from the run's ``history.csv``."""
+    if not history.exists():
+        return None
+    with history.open() as f:
+        return [round(float(row["valid_forces_mae"]), 6) for row in csv.DictReader(f) if row.get("valid_forces_mae")]
 
 
 def _counts(folder: Path, n) -> dict:
