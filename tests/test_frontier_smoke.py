@@ -78,9 +78,22 @@ def test_frontier_runner_and_report_end_to_end(tmp_path):
         from report import convergence_lines
     finally:
         sys.path.remove(str(FRONTIER))
-    run = {"id": "x", "best_epoch": 7, "valid_forces_curve": [0.08, 0.06, 0.05, 0.045, 0.044, 0.041, 0.040, 0.041]}
-    lines = convergence_lines([run])
+    run = {
+        "id": "x",
+        "set": "s",
+        "device": "cpu",
+        "max_steps": 8,
+        "best_epoch": 7,
+        "valid_forces_curve": [0.08, 0.06, 0.05, 0.045, 0.044, 0.041, 0.040, 0.041],
+    }
+    lines = convergence_lines([run, dict(run, id="z", max_steps=4)])  # z: not the set's longest budget
+    assert not any("`z`" in line for line in lines)
     assert lines and "| `x` | 8 | 7 | 60.0 | 45.0 | 41.0 | 40.0 | 2.4 % |" in lines, lines
-    assert convergence_lines([{"id": "y", "best_epoch": 1, "valid_forces_curve": [0.1]}]) == []
+    assert (
+        convergence_lines(
+            [{"id": "y", "set": "s", "device": "cpu", "max_steps": 8, "best_epoch": 1, "valid_forces_curve": [0.1]}]
+        )
+        == []
+    )
     # about 30 CPU s in all (two sparseft processes in parallel): < 30 s wall on an idle 2-core
     # machine; not asserted, wall time depends on the load

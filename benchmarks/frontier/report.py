@@ -382,9 +382,16 @@ def build(results, title, png_prefix: Path, md_dir: Path, notes: str = "") -> st
 
 def convergence_lines(oks: list[dict]) -> list[str]:
     """How far each run was from converged: the best validation force MAE reached within the first
-    1/4, 1/2, 3/4 and all of its validated epochs, and the last quarter's gain (runs that stored
-    their curve: ``valid_forces_curve``)."""
-    runs = [r for r in oks if r.get("valid_forces_curve") and len(r["valid_forces_curve"]) >= 4]
+    1/4, 1/2, 3/4 and all of its validated epochs, and the last quarter's gain (the runs of each
+    set's largest budget that stored their curve: ``valid_forces_curve``)."""
+    longest: dict = defaultdict(int)  # each set's largest budget: the runs that should be nearest converged
+    for r in oks:
+        longest[r["set"], r["device"]] = max(longest[r["set"], r["device"]], r["max_steps"])
+    runs = [
+        r
+        for r in oks
+        if len(r.get("valid_forces_curve") or []) >= 4 and r["max_steps"] == longest[r["set"], r["device"]]
+    ]
     if not runs:
         return []
     L = [
